@@ -1,0 +1,3 @@
+//! pos-profile-sync: point-of-sale purchases from Kafka to Adobe Target profiles.
+pub mod event;
+pub mod target;

@@ -1,0 +1,2 @@
+//! The Target side: the HTTP client, response classification and the simulator.
+pub mod simulator;

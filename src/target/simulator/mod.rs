@@ -1,0 +1,1 @@
+//! The Target simulator (work in progress).
