@@ -1,0 +1,166 @@
+//! The default attributes and how each is computed from a purchase.
+
+use crate::event::{EventKind, Purchase};
+use rust_decimal::{Decimal, RoundingStrategy};
+use std::collections::HashMap;
+
+/// Where an attribute's value comes from; each has the contract's default name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttributeSource {
+    /// `occurred_at` of a sale, UTC to the second.
+    LastPurchaseAt,
+    /// `store_id` of a sale.
+    LastPurchaseStore,
+    /// `channel` of a sale.
+    LastPurchaseChannel,
+    /// `total` of a sale, two fraction digits, half to even.
+    LastPurchaseTotal,
+    /// `currency` of a sale.
+    LastPurchaseCurrency,
+    /// Sum of quantities of a sale.
+    LastPurchaseItemCount,
+    /// Categories of a sale by spend.
+    LastPurchaseCategories,
+    /// The first of those.
+    LastPurchaseTopCategory,
+    /// `customer.loyalty_tier`, sale or return.
+    LoyaltyTier,
+    /// `occurred_at` of a return.
+    LastReturnAt,
+    /// `store_id` of a return.
+    LastReturnStore,
+    /// `total` of a return.
+    LastReturnTotal,
+}
+
+impl AttributeSource {
+    /// Every source in the contract's table order.
+    pub const ALL: [AttributeSource; 12] = [
+        AttributeSource::LastPurchaseAt,
+        AttributeSource::LastPurchaseStore,
+        AttributeSource::LastPurchaseChannel,
+        AttributeSource::LastPurchaseTotal,
+        AttributeSource::LastPurchaseCurrency,
+        AttributeSource::LastPurchaseItemCount,
+        AttributeSource::LastPurchaseCategories,
+        AttributeSource::LastPurchaseTopCategory,
+        AttributeSource::LoyaltyTier,
+        AttributeSource::LastReturnAt,
+        AttributeSource::LastReturnStore,
+        AttributeSource::LastReturnTotal,
+    ];
+
+    /// The contract's attribute name.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            AttributeSource::LastPurchaseAt => "lastPurchaseAt",
+            AttributeSource::LastPurchaseStore => "lastPurchaseStore",
+            AttributeSource::LastPurchaseChannel => "lastPurchaseChannel",
+            AttributeSource::LastPurchaseTotal => "lastPurchaseTotal",
+            AttributeSource::LastPurchaseCurrency => "lastPurchaseCurrency",
+            AttributeSource::LastPurchaseItemCount => "lastPurchaseItemCount",
+            AttributeSource::LastPurchaseCategories => "lastPurchaseCategories",
+            AttributeSource::LastPurchaseTopCategory => "lastPurchaseTopCategory",
+            AttributeSource::LoyaltyTier => "loyaltyTier",
+            AttributeSource::LastReturnAt => "lastReturnAt",
+            AttributeSource::LastReturnStore => "lastReturnStore",
+            AttributeSource::LastReturnTotal => "lastReturnTotal",
+        }
+    }
+
+    /// Whether this attribute is derived from events of that kind.
+    pub fn applies_to(self, kind: EventKind) -> bool {
+        use AttributeSource::*;
+        match self {
+            LoyaltyTier => true,
+            LastReturnAt | LastReturnStore | LastReturnTotal => kind == EventKind::Return,
+            _ => kind == EventKind::Sale,
+        }
+    }
+
+    /// The value for a purchase, `None` when the attribute is absent for it.
+    pub fn value(self, purchase: &Purchase) -> Option<String> {
+        use AttributeSource::*;
+        if !self.applies_to(purchase.kind) {
+            return None;
+        }
+        Some(match self {
+            LastPurchaseAt | LastReturnAt => purchase.occurred_at.to_utc_second(),
+            LastPurchaseStore | LastReturnStore => purchase.store_id.clone(),
+            LastPurchaseChannel => purchase.channel.as_str().to_owned(),
+            LastPurchaseTotal | LastReturnTotal => render_total(purchase.total),
+            LastPurchaseCurrency => purchase.currency.clone(),
+            LastPurchaseItemCount => purchase
+                .items
+                .iter()
+                .map(|item| u64::from(item.quantity))
+                .sum::<u64>()
+                .to_string(),
+            LastPurchaseCategories => categories_by_spend(purchase)?,
+            LastPurchaseTopCategory => ranked_categories(purchase).first()?.to_string(),
+            LoyaltyTier => purchase.loyalty_tier.clone()?,
+        })
+    }
+}
+
+/// An amount with exactly two fraction digits, rounded half to even.
+pub fn render_total(total: Decimal) -> String {
+    let mut rounded = total.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+    rounded.rescale(2);
+    rounded.to_string()
+}
+
+/// Distinct categories by summed line spend, descending, ties by name (code
+/// point order), joined with `,` and cut at a category boundary to at most
+/// 256 characters. `None` when no item has a category.
+pub fn categories_by_spend(purchase: &Purchase) -> Option<String> {
+    let ranked = ranked_categories(purchase);
+    if ranked.is_empty() {
+        return None;
+    }
+    let mut joined = String::new();
+    let mut chars = 0;
+    for category in ranked {
+        let extra = category.chars().count() + usize::from(!joined.is_empty());
+        if chars + extra > super::MAX_VALUE_CHARS {
+            break;
+        }
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(category);
+        chars += extra;
+    }
+    Some(joined)
+}
+
+/// Distinct categories, most spent first, ties by code point order.
+fn ranked_categories(purchase: &Purchase) -> Vec<&str> {
+    let mut spend: HashMap<&str, Decimal> = HashMap::new();
+    for item in &purchase.items {
+        if let Some(category) = &item.category {
+            // quantity ≤ 10^4, price < 10^15 with 6 decimals, ≤ 1000 lines:
+            // at most 28 significant digits, within Decimal's 96-bit mantissa.
+            let line = item
+                .unit_price
+                .checked_mul(Decimal::from(item.quantity))
+                .unwrap_or(Decimal::MAX);
+            let sum = spend.entry(category).or_insert(Decimal::ZERO);
+            *sum = sum.checked_add(line).unwrap_or(Decimal::MAX);
+        }
+    }
+    let mut ranked: Vec<(&str, Decimal)> = spend.into_iter().collect();
+    // Rust orders `str` by bytes, and UTF-8 byte order is code point order.
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    ranked.into_iter().map(|(category, _)| category).collect()
+}
+
+/// At most `max` characters of `value`, never cutting inside a character.
+pub fn truncate_chars(mut value: String, max: usize) -> String {
+    if value.len() > max {
+        if let Some((at, _)) = value.char_indices().nth(max) {
+            value.truncate(at);
+        }
+    }
+    value
+}

@@ -1,0 +1,216 @@
+//! Rule-by-rule tests of the default mapping and its settings.
+
+use super::*;
+use crate::event::parse;
+
+fn event(edit: impl FnOnce(&mut serde_json::Value)) -> Purchase {
+    let mut value = serde_json::json!({
+        "event_id": "e-1", "event_type": "sale", "occurred_at": "2026-11-28T11:15:00.9+01:00",
+        "store_id": "S-042", "channel": "online", "currency": "EUR", "total": "123.455",
+        "customer": {"third_party_id": "CRM-1", "loyalty_tier": "gold"},
+        "items": [
+            {"sku": "A", "category": "shoes", "quantity": 2, "unit_price": "10.00"},
+            {"sku": "B", "category": "bags", "quantity": 1, "unit_price": "20.00"},
+            {"sku": "C", "category": "socks", "quantity": 3, "unit_price": "1.5"},
+            {"sku": "D", "quantity": 1, "unit_price": "99"}
+        ]
+    });
+    edit(&mut value);
+    parse(&serde_json::to_vec(&value).unwrap()).unwrap()
+}
+
+fn attrs(mapping: &Mapping, purchase: &Purchase) -> Vec<(String, String)> {
+    mapping
+        .derive(purchase)
+        .unwrap()
+        .attributes
+        .into_iter()
+        .map(|a| (a.name.to_string(), a.value))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_sale_maps_to_the_contract_table_in_order() {
+    assert_eq!(
+        attrs(&Mapping::default(), &event(|_| {})),
+        pairs(&[
+            ("lastPurchaseAt", "2026-11-28T10:15:00Z"),
+            ("lastPurchaseStore", "S-042"),
+            ("lastPurchaseChannel", "online"),
+            ("lastPurchaseTotal", "123.46"),
+            ("lastPurchaseCurrency", "EUR"),
+            ("lastPurchaseItemCount", "7"),
+            ("lastPurchaseCategories", "bags,shoes,socks"),
+            ("lastPurchaseTopCategory", "bags"),
+            ("loyaltyTier", "gold"),
+        ])
+    );
+}
+
+#[test]
+fn a_return_maps_to_the_return_attributes() {
+    let purchase = event(|v| v["event_type"] = "return".into());
+    assert_eq!(
+        attrs(&Mapping::default(), &purchase),
+        pairs(&[
+            ("loyaltyTier", "gold"),
+            ("lastReturnAt", "2026-11-28T10:15:00Z"),
+            ("lastReturnStore", "S-042"),
+            ("lastReturnTotal", "123.46"),
+        ])
+    );
+}
+
+#[test]
+fn totals_round_half_to_even_with_two_digits() {
+    for (input, expected) in [
+        ("2.675", "2.68"),
+        ("2.665", "2.66"),
+        ("0.005", "0.00"),
+        ("0.015", "0.02"),
+        ("0.015001", "0.02"),
+        ("7", "7.00"),
+        ("0", "0.00"),
+        ("999999999999999.995", "1000000000000000.00"),
+    ] {
+        let total = crate::event::parse_amount_string(input)
+            .unwrap_or_else(|_| crate::event::parse_amount_number(input).unwrap());
+        assert_eq!(render_total(total), expected, "{input}");
+    }
+}
+
+#[test]
+fn categories_are_ranked_by_spend_then_by_code_point() {
+    let purchase = event(|v| {
+        v["items"] = serde_json::json!([
+            {"sku": "1", "category": "b", "quantity": 1, "unit_price": "5"},
+            {"sku": "2", "category": "a", "quantity": 1, "unit_price": "5"},
+            {"sku": "3", "category": "Z", "quantity": 1, "unit_price": "5"},
+            {"sku": "4", "category": "é", "quantity": 1, "unit_price": "5"},
+            {"sku": "5", "category": "c", "quantity": 2, "unit_price": "1"},
+            {"sku": "6", "category": "c", "quantity": 1, "unit_price": "3.000001"},
+        ])
+    });
+    assert_eq!(categories_by_spend(&purchase).unwrap(), "c,Z,a,b,é");
+}
+
+#[test]
+fn categories_are_cut_at_a_category_boundary_counting_characters() {
+    // 5 categories of 60 two-byte characters: 4 fit (4*60 + 3 commas = 243), 5 do not.
+    let items: Vec<_> = (0..5)
+        .map(|i| {
+            serde_json::json!({"sku": format!("s{i}"), "category": format!("{i}{}", "é".repeat(59)),
+                "quantity": 1, "unit_price": format!("{}", 10 - i)})
+        })
+        .collect();
+    let purchase = event(|v| v["items"] = items.into());
+    let value = categories_by_spend(&purchase).unwrap();
+    assert_eq!(value.chars().count(), 243);
+    assert_eq!(value.split(',').count(), 4);
+    assert!(value.starts_with("0é"));
+}
+
+#[test]
+fn no_category_means_no_category_attributes_and_empty_baskets_count_zero() {
+    let purchase = event(|v| v["items"] = serde_json::json!([]));
+    let got = attrs(&Mapping::default(), &purchase);
+    assert!(got.contains(&("lastPurchaseItemCount".into(), "0".into())));
+    assert!(!got.iter().any(|(n, _)| n.contains("Categor")));
+}
+
+#[test]
+fn every_value_is_cut_to_256_characters() {
+    let long = "€".repeat(300);
+    let settings = MappingSettings {
+        constants: [("note".to_string(), "x".repeat(10))].into(),
+        ..Default::default()
+    };
+    let mapping = Mapping::from_settings(&settings).unwrap();
+    let purchase = event(|v| v["customer"]["loyalty_tier"] = long[..64 * 3].into());
+    let got = attrs(&mapping, &purchase);
+    assert!(got.iter().all(|(_, value)| value.chars().count() <= 256));
+    assert_eq!(truncate_chars(long, 256).chars().count(), 256);
+    assert_eq!(truncate_chars("ab".into(), 256), "ab");
+}
+
+#[test]
+fn operators_can_rename_drop_and_add_constants() {
+    let settings = MappingSettings {
+        rename: [("lastPurchaseTotal".to_string(), "lastSpend".to_string())].into(),
+        drop: vec![
+            "lastPurchaseChannel".into(),
+            "lastPurchaseCategories".into(),
+        ],
+        constants: [("source".to_string(), "pos".to_string())].into(),
+    };
+    let mapping = Mapping::from_settings(&settings).unwrap();
+    let got = attrs(&mapping, &event(|_| {}));
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "lastPurchaseAt",
+            "lastPurchaseStore",
+            "lastSpend",
+            "lastPurchaseCurrency",
+            "lastPurchaseItemCount",
+            "lastPurchaseTopCategory",
+            "loyaltyTier",
+            "source"
+        ]
+    );
+    assert!(got.contains(&("source".into(), "pos".into())));
+}
+
+#[test]
+fn bad_mapping_settings_say_what_to_fix() {
+    let settings = MappingSettings {
+        rename: [
+            ("lastPurchaseTotl".to_string(), "x".to_string()),
+            (
+                "lastPurchaseStore".to_string(),
+                "lastPurchaseAt".to_string(),
+            ),
+        ]
+        .into(),
+        drop: vec!["nope".into()],
+        constants: [("loyaltyTier".to_string(), "x".to_string())].into(),
+    };
+    let problems = Mapping::from_settings(&settings).unwrap_err();
+    let all = problems.join("\n");
+    assert!(
+        all.contains("mapping.rename: `lastPurchaseTotl` is not a default attribute"),
+        "{all}"
+    );
+    assert!(all.contains("mapping.drop: `nope`"), "{all}");
+    assert!(
+        all.contains("already the name of another attribute"),
+        "{all}"
+    );
+    assert!(
+        all.contains("mapping.constants.loyaltyTier: clashes"),
+        "{all}"
+    );
+}
+
+#[test]
+fn decide_skips_anonymous_events_and_dead_letters_invalid_ones() {
+    let mapping = Mapping::default();
+    let anonymous = br#"{"event_id":"e","event_type":"sale","occurred_at":"2026-11-28T10:15:00Z",
+        "store_id":"S","customer":{},"currency":"EUR","total":1,"items":[]}"#;
+    assert_eq!(
+        mapping.decide(anonymous),
+        Decision::Skip(SkipReason::NoIdentity)
+    );
+    let invalid_anonymous = br#"{"event_id":"","customer":{}}"#;
+    assert!(matches!(
+        mapping.decide(invalid_anonymous),
+        Decision::DeadLetter(_)
+    ));
+}

@@ -1,0 +1,2 @@
+//! Running the service: configuration, telemetry, health, shutdown.
+pub mod config;
