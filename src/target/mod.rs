@@ -1,2 +1,12 @@
-//! The Target side: the HTTP client, response classification and the simulator.
+//! The Target side: requests built as the contract says, the one function that
+//! classifies responses, the client that sends them, and the simulator that
+//! stands in for Target in tests, benchmarks and the demo.
+
+pub mod classify;
+pub mod client;
+pub mod request;
 pub mod simulator;
+pub mod token;
+
+pub use classify::{classify, AttemptResult, Verdict};
+pub use client::{Attempt, TargetClient};

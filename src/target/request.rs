@@ -1,0 +1,172 @@
+//! The single profile update request, built exactly as contract section 7 says:
+//! URL-encoded UTF-8 parameters in the query string, `mbox3rdPartyId` or
+//! `mboxPC` first, then `profile.NAME=value`; a form body instead when the
+//! request target would pass 8 KB.
+
+use crate::mapping::ProfileUpdate;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::fmt::Write;
+
+/// Everything but RFC 3986's unreserved characters is encoded; a space is `%20`.
+const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The longest request target (path and query) sent as a query string.
+pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
+
+/// Where update requests go, computed once from the settings.
+#[derive(Debug, Clone)]
+pub struct UpdateEndpoint {
+    url: String,
+    path_len: usize,
+}
+
+impl UpdateEndpoint {
+    /// `{base_url}/m2/{client_code}/profile/update`.
+    pub fn new(base_url: &str, client_code: &str) -> Result<UpdateEndpoint, String> {
+        let base = base_url.trim_end_matches('/');
+        let url = format!(
+            "{base}/m2/{}/profile/update",
+            utf8_percent_encode(client_code, PARAMETER)
+        );
+        let parsed = reqwest::Url::parse(&url).map_err(|error| format!("{url}: {error}"))?;
+        Ok(UpdateEndpoint {
+            path_len: parsed.path().len(),
+            url,
+        })
+    }
+
+    /// The URL without a query.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The request for one update.
+    pub fn request(&self, update: &ProfileUpdate) -> UpdateRequest {
+        let parameters = encode_parameters(update);
+        if self.path_len + 1 + parameters.len() <= MAX_REQUEST_TARGET {
+            UpdateRequest {
+                url: format!("{}?{parameters}", self.url),
+                form_body: None,
+            }
+        } else {
+            UpdateRequest {
+                url: self.url.clone(),
+                form_body: Some(parameters),
+            }
+        }
+    }
+}
+
+/// One POST: parameters either in the URL or in a form body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateRequest {
+    /// The full URL (with the query when there is no body).
+    pub url: String,
+    /// `application/x-www-form-urlencoded` parameters, for long updates.
+    pub form_body: Option<String>,
+}
+
+/// `mbox3rdPartyId=CRM-1&profile.lastPurchaseAt=2026-11-28T10%3A15%3A00Z&...`
+pub fn encode_parameters(update: &ProfileUpdate) -> String {
+    let mut out = String::with_capacity(64 + update.attributes.len() * 48);
+    out.push_str(update.identity.param());
+    out.push('=');
+    push_encoded(&mut out, update.identity.id());
+    for attribute in &update.attributes {
+        out.push_str("&profile.");
+        push_encoded(&mut out, &attribute.name);
+        out.push('=');
+        push_encoded(&mut out, &attribute.value);
+    }
+    out
+}
+
+fn push_encoded(out: &mut String, text: &str) {
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}", utf8_percent_encode(text, PARAMETER));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Identity;
+    use crate::mapping::Attribute;
+
+    fn update(identity: Identity, attributes: &[(&str, &str)]) -> ProfileUpdate {
+        ProfileUpdate {
+            identity,
+            attributes: attributes
+                .iter()
+                .map(|(n, v)| Attribute {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parameters_are_url_encoded_utf8_in_the_query_string() {
+        let endpoint = UpdateEndpoint::new("https://acme.tt.omtrdc.net/", "acme").unwrap();
+        let request = endpoint.request(&update(
+            Identity::ThirdParty("CRM-1".into()),
+            &[
+                ("lastPurchaseAt", "2026-11-28T10:15:00Z"),
+                ("store", "Zürich Süd & Co+=%"),
+            ],
+        ));
+        assert_eq!(
+            request.url,
+            "https://acme.tt.omtrdc.net/m2/acme/profile/update?mbox3rdPartyId=CRM-1\
+             &profile.lastPurchaseAt=2026-11-28T10%3A15%3A00Z\
+             &profile.store=Z%C3%BCrich%20S%C3%BCd%20%26%20Co%2B%3D%25"
+        );
+        assert_eq!(request.form_body, None);
+    }
+
+    #[test]
+    fn pc_ids_use_mbox_pc() {
+        let endpoint = UpdateEndpoint::new("http://127.0.0.1:1", "acme").unwrap();
+        let request = endpoint.request(&update(
+            Identity::Pc("1368007744041-575948.01_00".into()),
+            &[],
+        ));
+        assert!(request.url.ends_with("?mboxPC=1368007744041-575948.01_00"));
+    }
+
+    #[test]
+    fn requests_over_8_kb_move_their_parameters_to_a_form_body() {
+        let endpoint = UpdateEndpoint::new("http://127.0.0.1:1", "acme").unwrap();
+        let big = "日".repeat(256); // 9 bytes encoded per character
+        let attributes: Vec<(String, String)> =
+            (0..4).map(|i| (format!("a{i}"), big.clone())).collect();
+        let refs: Vec<(&str, &str)> = attributes
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let request = endpoint.request(&update(Identity::ThirdParty("x".into()), &refs));
+        assert_eq!(request.url, "http://127.0.0.1:1/m2/acme/profile/update");
+        let body = request.form_body.unwrap();
+        assert!(body.len() > MAX_REQUEST_TARGET);
+        assert!(body.starts_with("mbox3rdPartyId=x&profile.a0=%E6%97%A5"));
+        // Exactly at the limit stays in the query.
+        let path_len = "/m2/acme/profile/update?".len();
+        let filler = "a".repeat(MAX_REQUEST_TARGET - path_len - "mbox3rdPartyId=".len());
+        let request = endpoint.request(&update(Identity::ThirdParty(filler), &[]));
+        assert_eq!(request.form_body, None);
+        assert_eq!(
+            reqwest::Url::parse(&request.url).unwrap().path().len()
+                + 1
+                + reqwest::Url::parse(&request.url)
+                    .unwrap()
+                    .query()
+                    .unwrap()
+                    .len(),
+            MAX_REQUEST_TARGET
+        );
+    }
+}
