@@ -9,7 +9,7 @@ mod settings;
 pub use attribute::{categories_by_spend, render_total, truncate_chars, AttributeSource};
 pub use settings::MappingSettings;
 
-use crate::event::{self, EventError, EventKind, Identity, Purchase};
+use crate::event::{self, EventError, EventKind, Identity, Purchase, Timestamp};
 use std::sync::Arc;
 
 /// The longest value Target keeps for a profile attribute, in characters.
@@ -33,6 +33,9 @@ pub struct ProfileUpdate {
     pub identity: Identity,
     /// In mapping order; names are unique.
     pub attributes: Vec<Attribute>,
+    /// When the (latest) event it carries happened: coalescing keeps the
+    /// latest value per attribute, and metrics measure age from it.
+    pub occurred_at: Timestamp,
 }
 
 /// What the pipeline does with one Kafka record.
@@ -115,6 +118,7 @@ impl Mapping {
         Some(ProfileUpdate {
             identity,
             attributes,
+            occurred_at: purchase.occurred_at,
         })
     }
 

@@ -1,2 +1,6 @@
-//! Running the service: configuration, telemetry, health, shutdown.
+//! Running the service: configuration, metrics, health, logs, shutdown.
 pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

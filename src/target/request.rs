@@ -106,6 +106,7 @@ mod tests {
                     value: (*v).into(),
                 })
                 .collect(),
+            occurred_at: crate::event::parse_rfc3339("2026-11-28T10:15:00Z").unwrap(),
         }
     }
 

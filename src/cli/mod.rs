@@ -1,0 +1,48 @@
+//! The command line: one binary, one subcommand per job (contract section 2).
+
+mod check_config;
+mod derive;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for an unusable configuration or impossible options.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Point-of-sale purchases from Kafka to Adobe Target profiles, at least once.
+#[derive(Debug, Parser)]
+#[command(name = "pos-profile-sync", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the consumer (the production job).
+    Run(run::RunArgs),
+    /// Read NDJSON events on stdin; write what `run` would do with each.
+    Derive(derive::DeriveArgs),
+    /// Load and validate the configuration; print it with secrets masked.
+    CheckConfig(check_config::CheckConfigArgs),
+}
+
+/// `--config FILE`, shared by the subcommands that read configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// TOML configuration file; `PPS_SECTION__KEY` environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Parses the arguments and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Derive(args) => derive::main(args),
+        Command::CheckConfig(args) => check_config::main(args),
+    }
+}

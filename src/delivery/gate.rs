@@ -1,0 +1,312 @@
+//! The send gate: every request to Target (first attempts and retries alike)
+//! passes here. It holds the pod's share of the group budget (governor), the
+//! pod-wide pause after a `Retry-After`, and the credentials pause after a
+//! 401/403, during which only one probe request at a time goes out.
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The pod's share of the group budget (contract section 9).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateShare {
+    /// Requests per second for this pod.
+    pub per_second: f64,
+    /// Burst for this pod, at least 1.
+    pub burst: u32,
+}
+
+impl RateShare {
+    /// `per_second × assigned ÷ total`, burst likewise (at least 1).
+    pub fn of_group(per_second: f64, burst: u32, assigned: usize, total: usize) -> RateShare {
+        let fraction = if total == 0 {
+            0.0
+        } else {
+            assigned as f64 / total as f64
+        };
+        RateShare {
+            per_second: per_second * fraction,
+            burst: ((f64::from(burst) * fraction).floor() as u32).max(1),
+        }
+    }
+
+    fn limiter(self) -> DefaultDirectRateLimiter {
+        // A share of zero (no partitions) sends nothing anyway; keep a valid
+        // quota of one request per hour so the limiter exists.
+        let per_second = if self.per_second > 0.0 {
+            self.per_second
+        } else {
+            1.0 / 3600.0
+        };
+        let period = Duration::from_secs_f64((1.0 / per_second).max(1e-9));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        RateLimiter::direct(quota)
+    }
+}
+
+/// Shared by every sending task of the pod.
+#[derive(Debug)]
+pub struct SendGate {
+    limiter: RwLock<(RateShare, Arc<DefaultDirectRateLimiter>)>,
+    paused_until: Mutex<Option<Instant>>,
+    auth_paused: AtomicBool,
+    /// While credentials are refused, one request at a time probes Target.
+    probe: Arc<Semaphore>,
+    retry_after_pauses: AtomicU64,
+    /// Whether the last attempt got an HTTP answer (for `/readyz`).
+    reachable: AtomicBool,
+    /// Nanoseconds spent waiting on the budget, summed over requests.
+    limiter_wait_nanos: AtomicU64,
+}
+
+/// Permission to send one request; while credentials are paused it also holds
+/// the single probe slot, which the sender keeps through its backoff.
+#[derive(Debug)]
+pub struct SendPermit {
+    _probe: Option<OwnedSemaphorePermit>,
+}
+
+impl SendGate {
+    /// A gate with this share.
+    pub fn new(share: RateShare) -> SendGate {
+        SendGate {
+            limiter: RwLock::new((share, Arc::new(share.limiter()))),
+            paused_until: Mutex::new(None),
+            auth_paused: AtomicBool::new(false),
+            probe: Arc::new(Semaphore::new(1)),
+            retry_after_pauses: AtomicU64::new(0),
+            reachable: AtomicBool::new(true),
+            limiter_wait_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Changes the share (at every rebalance).
+    pub fn set_share(&self, share: RateShare) {
+        let mut guard = self.limiter.write().unwrap_or_else(|p| p.into_inner());
+        if guard.0 != share {
+            *guard = (share, Arc::new(share.limiter()));
+        }
+    }
+
+    /// The share in force.
+    pub fn share(&self) -> RateShare {
+        self.limiter.read().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Waits until a request may start: no `Retry-After` pause, a budget
+    /// token, and (while credentials are refused) the probe slot.
+    pub async fn acquire(&self) -> SendPermit {
+        loop {
+            self.wait_out_pause().await;
+            let probe = if self.auth_paused.load(Ordering::Acquire) {
+                let permit = self.probe.clone().acquire_owned().await.ok();
+                if self.auth_paused.load(Ordering::Acquire) {
+                    permit
+                } else {
+                    None
+                }
+            } else {
+                None
+            };
+            let limiter = self
+                .limiter
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .clone();
+            let started = std::time::Instant::now();
+            limiter.until_ready().await;
+            self.limiter_wait_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            // A pause that began while we waited for the budget wins: no new
+            // request starts during it (the token is spent; that errs low).
+            if self.pause_remaining().is_some() {
+                continue;
+            }
+            return SendPermit { _probe: probe };
+        }
+    }
+
+    async fn wait_out_pause(&self) {
+        while let Some(remaining) = self.pause_remaining() {
+            tokio::time::sleep(remaining).await;
+        }
+    }
+
+    fn pause_remaining(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    /// Pauses all sending of the pod for at least `delay` (a `Retry-After`).
+    pub fn pause_for(&self, delay: Duration) {
+        if delay.is_zero() {
+            return;
+        }
+        let until = Instant::now() + delay;
+        let mut guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none_or(|current| current < until) {
+            *guard = Some(until);
+            self.retry_after_pauses.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                pause_ms = delay.as_millis() as u64,
+                "Target asked to retry later; all sending paused."
+            );
+        }
+    }
+
+    /// Target refused the credentials: pause everything but one probe.
+    pub fn auth_failed(&self, status: u16) {
+        if !self.auth_paused.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                status,
+                "Target refused the credentials; sending paused until it accepts again (check target.token_file)."
+            );
+        }
+    }
+
+    /// Target accepted a request: credentials are fine again.
+    pub fn auth_ok(&self) {
+        if self.auth_paused.swap(false, Ordering::AcqRel) {
+            tracing::info!("Target accepts the credentials again; sending resumed.");
+        }
+    }
+
+    /// Whether sending is paused for credentials (`/readyz` is false then).
+    pub fn is_auth_paused(&self) -> bool {
+        self.auth_paused.load(Ordering::Acquire)
+    }
+
+    /// Whether a `Retry-After` pause is in force now.
+    pub fn is_retry_paused(&self) -> bool {
+        self.pause_remaining().is_some()
+    }
+
+    /// Records whether Target answered the last attempt at all.
+    pub fn set_reachable(&self, reachable: bool) {
+        if self.reachable.swap(reachable, Ordering::AcqRel) != reachable {
+            if reachable {
+                tracing::info!("Target is reachable again.");
+            } else {
+                tracing::warn!("Target did not answer (timeout or connection error); retrying.");
+            }
+        }
+    }
+
+    /// Whether the last attempt got an HTTP answer.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+
+    /// `Retry-After` pauses so far.
+    pub fn retry_after_pauses(&self) -> u64 {
+        self.retry_after_pauses.load(Ordering::Relaxed)
+    }
+
+    /// Seconds spent waiting for budget tokens, summed over requests.
+    pub fn limiter_wait_seconds(&self) -> f64 {
+        self.limiter_wait_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_follows_the_assignment_and_burst_is_at_least_one() {
+        assert_eq!(
+            RateShare::of_group(10.0, 10, 3, 12),
+            RateShare {
+                per_second: 2.5,
+                burst: 2
+            }
+        );
+        assert_eq!(RateShare::of_group(10.0, 1, 1, 12).burst, 1);
+        assert_eq!(RateShare::of_group(10.0, 10, 0, 12).per_second, 0.0);
+        assert_eq!(
+            RateShare::of_group(10.0, 10, 12, 12),
+            RateShare {
+                per_second: 10.0,
+                burst: 10
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_budget_holds_requests_beyond_the_burst_to_the_rate() {
+        let gate = SendGate::new(RateShare {
+            per_second: 20.0,
+            burst: 5,
+        });
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            gate.acquire().await;
+        }
+        for _ in 0..4 {
+            gate.acquire().await;
+        }
+        // Four more at 20/s take at least ~150 ms (governor's own clock).
+        assert!(
+            started.elapsed() >= Duration::from_millis(140),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_request_starts_during_a_retry_after_pause() {
+        let gate = Arc::new(SendGate::new(RateShare {
+            per_second: 1e6,
+            burst: 100,
+        }));
+        gate.pause_for(Duration::from_secs(30));
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await;
+                Instant::now()
+            }
+        });
+        let paused_at = Instant::now();
+        let started = waiter.await.unwrap();
+        assert!(started - paused_at >= Duration::from_secs(30));
+        assert_eq!(gate.retry_after_pauses(), 1);
+    }
+
+    #[tokio::test]
+    async fn while_credentials_are_refused_one_probe_goes_at_a_time() {
+        let gate = Arc::new(SendGate::new(RateShare {
+            per_second: 1e6,
+            burst: 100,
+        }));
+        gate.auth_failed(401);
+        assert!(gate.is_auth_paused());
+        let probe = gate.acquire().await;
+        let second = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !second.is_finished(),
+            "a second request must wait for the probe"
+        );
+        gate.auth_ok();
+        drop(probe);
+        tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!gate.is_auth_paused());
+    }
+}

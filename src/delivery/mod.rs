@@ -1,0 +1,8 @@
+//! Delivery: per-profile ordering, the group rate budget, retries, the commit
+//! watermark, and the coordinator that ties them to Kafka and Target.
+pub mod coordinator;
+pub mod gate;
+pub mod queues;
+pub mod retry;
+pub mod sender;
+pub mod watermark;

@@ -1,0 +1,209 @@
+//! Per-profile order with cross-profile concurrency: a profile's updates are
+//! sent one at a time in arrival (partition) order, while different profiles
+//! run side by side. Pure bookkeeping; the coordinator does the sending.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+/// Work waiting per profile, and which profiles may send next.
+#[derive(Debug)]
+pub struct ProfileQueues<K, T> {
+    profiles: HashMap<K, ProfileState<T>>,
+    /// Profiles with waiting work and nothing in flight, oldest first.
+    ready: VecDeque<K>,
+    waiting: usize,
+}
+
+#[derive(Debug)]
+struct ProfileState<T> {
+    pending: VecDeque<T>,
+    in_flight: bool,
+    /// Whether the key is in `ready` (so it is never there twice).
+    queued: bool,
+}
+
+impl<K: Clone + Eq + Hash, T> Default for ProfileQueues<K, T> {
+    fn default() -> Self {
+        ProfileQueues {
+            profiles: HashMap::new(),
+            ready: VecDeque::new(),
+            waiting: 0,
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash, T> ProfileQueues<K, T> {
+    /// Adds work for a profile behind its earlier work.
+    pub fn push(&mut self, key: K, item: T) {
+        let state = self
+            .profiles
+            .entry(key.clone())
+            .or_insert_with(|| ProfileState {
+                pending: VecDeque::new(),
+                in_flight: false,
+                queued: false,
+            });
+        state.pending.push_back(item);
+        self.waiting += 1;
+        if !state.in_flight && !state.queued {
+            state.queued = true;
+            self.ready.push_back(key);
+        }
+    }
+
+    /// The next profile allowed to send and up to `max` of its oldest items
+    /// (1 without coalescing); the profile is then in flight until [`finish`].
+    ///
+    /// [`finish`]: ProfileQueues::finish
+    pub fn next_ready(&mut self, max: usize) -> Option<(K, Vec<T>)> {
+        while let Some(key) = self.ready.pop_front() {
+            let Some(state) = self.profiles.get_mut(&key) else {
+                continue;
+            };
+            state.queued = false;
+            if state.in_flight || state.pending.is_empty() {
+                continue;
+            }
+            let take = max.max(1).min(state.pending.len());
+            let items: Vec<T> = state.pending.drain(..take).collect();
+            self.waiting -= items.len();
+            state.in_flight = true;
+            return Some((key, items));
+        }
+        None
+    }
+
+    /// The profile's request is done; its next item (if any) becomes ready.
+    pub fn finish(&mut self, key: &K) {
+        let Some(state) = self.profiles.get_mut(key) else {
+            return;
+        };
+        state.in_flight = false;
+        if state.pending.is_empty() {
+            self.profiles.remove(key);
+        } else if !state.queued {
+            state.queued = true;
+            self.ready.push_back(key.clone());
+        }
+    }
+
+    /// Drops waiting items for which `keep` is false (revoked partitions,
+    /// shutdown); returns them. In-flight work is not touched.
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut removed = Vec::new();
+        self.profiles.retain(|_, state| {
+            let mut kept = VecDeque::with_capacity(state.pending.len());
+            for item in state.pending.drain(..) {
+                if drop(&item) {
+                    removed.push(item);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            state.pending = kept;
+            state.in_flight || !state.pending.is_empty()
+        });
+        self.waiting -= removed.len();
+        removed
+    }
+
+    /// Items waiting (not in flight).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Whether any profile could send now.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn one_profile_sends_one_at_a_time_in_order_while_others_run() {
+        let mut q = ProfileQueues::default();
+        q.push("a", 1);
+        q.push("a", 2);
+        q.push("b", 3);
+        assert_eq!(q.next_ready(1), Some(("a", vec![1])));
+        assert_eq!(q.next_ready(1), Some(("b", vec![3])));
+        assert_eq!(q.next_ready(1), None, "a is in flight: 2 must wait");
+        q.finish(&"a");
+        assert_eq!(q.next_ready(1), Some(("a", vec![2])));
+        q.finish(&"a");
+        q.finish(&"b");
+        assert_eq!(q.waiting(), 0);
+        assert!(q.profiles.is_empty());
+    }
+
+    #[test]
+    fn coalescing_takes_every_waiting_item_of_the_profile() {
+        let mut q = ProfileQueues::default();
+        for i in 0..5 {
+            q.push("a", i);
+        }
+        assert_eq!(q.next_ready(usize::MAX), Some(("a", vec![0, 1, 2, 3, 4])));
+    }
+
+    #[test]
+    fn removed_items_never_send_and_in_flight_profiles_stay_blocked() {
+        let mut q = ProfileQueues::default();
+        q.push("a", 1);
+        q.push("a", 2);
+        q.push("b", 10);
+        assert_eq!(q.next_ready(1), Some(("a", vec![1])));
+        let mut removed = q.remove_where(|item| *item >= 2);
+        removed.sort();
+        assert_eq!(removed, vec![2, 10]);
+        assert_eq!(q.next_ready(1), None);
+        q.push("a", 3);
+        assert_eq!(q.next_ready(1), None, "a is still in flight");
+        q.finish(&"a");
+        assert_eq!(q.next_ready(1), Some(("a", vec![3])));
+    }
+
+    proptest! {
+        #[test]
+        fn every_item_is_sent_once_in_per_profile_order(
+            pushes in prop::collection::vec((0u8..6, any::<bool>()), 1..300),
+        ) {
+            let mut q = ProfileQueues::default();
+            let mut next_seq = 0u32;
+            let mut sent: Vec<(u8, u32)> = Vec::new();
+            let mut in_flight: Vec<u8> = Vec::new();
+            for (profile, complete_one) in pushes {
+                q.push(profile, next_seq);
+                next_seq += 1;
+                while let Some((key, items)) = q.next_ready(1) {
+                    prop_assert!(!in_flight.contains(&key), "two in flight for {}", key);
+                    in_flight.push(key);
+                    sent.extend(items.into_iter().map(|i| (key, i)));
+                }
+                if complete_one && !in_flight.is_empty() {
+                    let key = in_flight.remove(0);
+                    q.finish(&key);
+                }
+            }
+            loop {
+                while let Some((key, items)) = q.next_ready(1) {
+                    prop_assert!(!in_flight.contains(&key));
+                    in_flight.push(key);
+                    sent.extend(items.into_iter().map(|i| (key, i)));
+                }
+                if in_flight.is_empty() { break; }
+                let key = in_flight.remove(0);
+                q.finish(&key);
+            }
+            prop_assert_eq!(sent.len() as u32, next_seq);
+            for profile in 0u8..6 {
+                let seqs: Vec<u32> = sent.iter().filter(|(k, _)| *k == profile).map(|(_, s)| *s).collect();
+                prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order for {}: {:?}", profile, seqs);
+            }
+            prop_assert_eq!(q.waiting(), 0);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Sending one update until it has a final outcome: through the send gate
+//! (budget and pauses), the client, the classifier and the retry schedule.
+
+use super::gate::SendGate;
+use super::retry::RetryPolicy;
+use crate::mapping::ProfileUpdate;
+use crate::ops::metrics::Metrics;
+use crate::target::{TargetClient, Verdict};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What finally happened to an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Target accepted it (2xx).
+    Accepted,
+    /// Target refused it for good (another 4xx): dead letter `target_rejected`.
+    Rejected {
+        /// The status.
+        status: u16,
+    },
+    /// `delivery.max_attempts` retryable failures: dead letter `retries_exhausted`.
+    Exhausted {
+        /// The last status, when there was a response.
+        last_status: Option<u16>,
+    },
+    /// Given up at the drain deadline: not finished, so not committed.
+    Abandoned,
+}
+
+/// What a sender needs, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// The HTTP client.
+    pub client: Arc<TargetClient>,
+    /// Budget and pauses.
+    pub gate: Arc<SendGate>,
+    /// Retry delays.
+    pub retry: RetryPolicy,
+    /// 0: retry forever.
+    pub max_attempts: u32,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Sender {
+    /// Sends until accepted, rejected, exhausted or abandoned.
+    pub async fn deliver(
+        &self,
+        update: &ProfileUpdate,
+        abandon: &CancellationToken,
+    ) -> DeliveryOutcome {
+        let mut schedule = self.retry.schedule();
+        let mut failures = 0u32;
+        let mut first = true;
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = abandon.cancelled() => return DeliveryOutcome::Abandoned,
+                permit = self.gate.acquire() => permit,
+            };
+            if !first {
+                self.metrics.target_retries.inc();
+            }
+            first = false;
+            self.metrics.target_in_flight.inc();
+            let attempt = tokio::select! {
+                biased;
+                _ = abandon.cancelled() => {
+                    self.metrics.target_in_flight.dec();
+                    return DeliveryOutcome::Abandoned;
+                }
+                attempt = self.client.send(update) => attempt,
+            };
+            self.metrics.target_in_flight.dec();
+            self.gate.set_reachable(attempt.status.is_some());
+            self.metrics
+                .target_request_duration
+                .observe(attempt.elapsed.as_secs_f64());
+            let delay = match attempt.verdict {
+                Verdict::Accepted => {
+                    self.metrics
+                        .count_request("accepted", attempt.status, false);
+                    self.gate.auth_ok();
+                    return DeliveryOutcome::Accepted;
+                }
+                Verdict::Rejected { status } => {
+                    self.metrics
+                        .count_request("rejected", attempt.status, false);
+                    self.gate.auth_ok();
+                    return DeliveryOutcome::Rejected { status };
+                }
+                Verdict::AuthFailed { status } => {
+                    // Never dead-lettered and never counted against
+                    // max_attempts: the credentials are wrong for every event.
+                    self.metrics
+                        .count_request("auth_failed", attempt.status, false);
+                    self.gate.auth_failed(status);
+                    let delay = schedule.next_delay();
+                    // Keep the probe slot through the backoff: one probe at a time.
+                    sleep_or_abandon(delay, abandon).await;
+                    drop(permit);
+                    if abandon.is_cancelled() {
+                        return DeliveryOutcome::Abandoned;
+                    }
+                    continue;
+                }
+                Verdict::Retry {
+                    status,
+                    retry_after,
+                } => {
+                    self.metrics
+                        .count_request("retryable", attempt.status, attempt.timed_out);
+                    failures += 1;
+                    if self.max_attempts > 0 && failures >= self.max_attempts {
+                        return DeliveryOutcome::Exhausted {
+                            last_status: status,
+                        };
+                    }
+                    if let Some(pause) = retry_after {
+                        self.gate.pause_for(pause);
+                    }
+                    schedule.next_delay().max(retry_after.unwrap_or_default())
+                }
+            };
+            drop(permit);
+            sleep_or_abandon(delay, abandon).await;
+        }
+    }
+}
+
+async fn sleep_or_abandon(delay: std::time::Duration, abandon: &CancellationToken) {
+    tokio::select! {
+        _ = abandon.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}

@@ -1,0 +1,148 @@
+//! The commit watermark of one partition: events finish out of order (different
+//! profiles run concurrently), but the committed offset is always the first
+//! offset not yet finished (accepted, dead-lettered or skipped).
+
+use std::collections::VecDeque;
+
+/// Offsets seen on one partition and which of them are finished.
+///
+/// Offsets arrive in increasing order (with gaps: compaction, transaction
+/// markers). The committable position is the first unfinished offset, or one
+/// past the last seen offset when everything seen is finished.
+#[derive(Debug, Clone, Default)]
+pub struct CommitWatermark {
+    /// Seen offsets from the first unfinished one on, with a finished flag.
+    window: VecDeque<(i64, bool)>,
+    /// One past the highest offset seen.
+    next: Option<i64>,
+}
+
+impl CommitWatermark {
+    /// An empty watermark: nothing to commit yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a consumed offset as unfinished. Returns `false` (and changes
+    /// nothing) for an offset not above every offset seen before.
+    pub fn track(&mut self, offset: i64) -> bool {
+        if self.next.is_some_and(|next| offset < next) || offset < 0 {
+            return false;
+        }
+        self.window.push_back((offset, false));
+        self.next = Some(offset + 1);
+        true
+    }
+
+    /// Marks an offset finished. Returns `false` for an offset that is not
+    /// tracked or already finished.
+    pub fn finish(&mut self, offset: i64) -> bool {
+        let Ok(index) = self.window.binary_search_by_key(&offset, |(o, _)| *o) else {
+            return false;
+        };
+        let entry = &mut self.window[index];
+        if entry.1 {
+            return false;
+        }
+        entry.1 = true;
+        while self.window.front().is_some_and(|(_, done)| *done) {
+            self.window.pop_front();
+        }
+        true
+    }
+
+    /// The offset to commit: the first unfinished one, or one past the last
+    /// seen; `None` before anything was seen.
+    pub fn committable(&self) -> Option<i64> {
+        match self.window.front() {
+            Some((offset, _)) => Some(*offset),
+            None => self.next,
+        }
+    }
+
+    /// Entries held in memory (unfinished ones and finished ones behind them).
+    pub fn buffered(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Whether every offset seen is finished.
+    pub fn is_idle(&self) -> bool {
+        self.window.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn nothing_is_committable_before_anything_is_seen() {
+        assert_eq!(CommitWatermark::new().committable(), None);
+    }
+
+    #[test]
+    fn the_watermark_stops_at_the_first_unfinished_offset() {
+        let mut w = CommitWatermark::new();
+        for offset in [10, 11, 13, 14] {
+            assert!(w.track(offset));
+        }
+        assert_eq!(w.committable(), Some(10));
+        assert!(w.finish(11));
+        assert!(w.finish(14));
+        assert_eq!(w.committable(), Some(10));
+        assert!(w.finish(10));
+        assert_eq!(w.committable(), Some(13));
+        assert!(w.finish(13));
+        assert_eq!(w.committable(), Some(15));
+        assert!(w.is_idle());
+    }
+
+    #[test]
+    fn unknown_repeated_and_backward_offsets_change_nothing() {
+        let mut w = CommitWatermark::new();
+        assert!(w.track(5));
+        assert!(!w.track(5));
+        assert!(!w.track(3));
+        assert!(!w.finish(4));
+        assert!(w.finish(5));
+        assert!(!w.finish(5));
+        assert_eq!(w.committable(), Some(6));
+    }
+
+    proptest! {
+        #[test]
+        fn random_completion_orders_never_commit_past_an_unfinished_offset(
+            gaps in prop::collection::vec(1i64..4, 1..200),
+            order_seed in prop::collection::vec(any::<u32>(), 1..200),
+        ) {
+            let offsets: Vec<i64> = gaps.iter().scan(0i64, |at, gap| { *at += gap; Some(*at) }).collect();
+            let mut w = CommitWatermark::new();
+            for &offset in &offsets {
+                prop_assert!(w.track(offset));
+            }
+            let mut order: Vec<usize> = (0..offsets.len()).collect();
+            for (i, seed) in order_seed.iter().enumerate().take(offsets.len()) {
+                let j = (*seed as usize) % offsets.len();
+                order.swap(i, j);
+            }
+            let mut finished = vec![false; offsets.len()];
+            for index in order {
+                prop_assert!(w.finish(offsets[index]));
+                finished[index] = true;
+                let committable = w.committable().unwrap();
+                // Every offset below the committed position is finished...
+                for (k, &offset) in offsets.iter().enumerate() {
+                    if offset < committable {
+                        prop_assert!(finished[k], "committed {} past unfinished {}", committable, offset);
+                    }
+                }
+                // ...and the position is as far as it may go.
+                let first_unfinished = offsets.iter().zip(&finished).find(|(_, f)| !**f).map(|(o, _)| *o);
+                prop_assert_eq!(committable, first_unfinished.unwrap_or(offsets[offsets.len() - 1] + 1));
+            }
+            prop_assert_eq!(w.committable(), Some(offsets[offsets.len() - 1] + 1));
+            prop_assert!(w.is_idle());
+        }
+    }
+}

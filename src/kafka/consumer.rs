@@ -1,0 +1,407 @@
+//! The consumer: a group member with the cooperative-sticky assignor and no
+//! automatic offset handling, polled on its own thread. Records are parsed
+//! and mapped there (off the coordinator), then handed over through a bounded
+//! channel. Rebalance callbacks run on this thread too: a revoke asks the
+//! coordinator to drain the partitions and commits what it answers before
+//! the partitions go, so a partition no longer owned is never committed.
+
+use super::{base_config, ConsumerEvent, Record, TopicPartition};
+use crate::mapping::Mapping;
+use crate::ops::config::Settings;
+use crate::ops::metrics::{Metrics, RebalanceLabels};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The consumer type the service uses.
+pub type PipelineConsumer = BaseConsumer<PipelineContext>;
+
+/// Callbacks from librdkafka: logs, rebalances, commit results, statistics.
+pub struct PipelineContext {
+    events: mpsc::Sender<ConsumerEvent>,
+    /// How long a revoke may wait for the coordinator's drain.
+    revoke_wait: Duration,
+    assignment_changed: AtomicBool,
+    /// Set when an asynchronous commit failed, so the next tick commits all.
+    pub commit_failed: AtomicBool,
+    /// Set once the coordinator is gone: the close's revoke asks nobody.
+    closing: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl PipelineContext {
+    fn send(&self, event: ConsumerEvent) -> bool {
+        // Callbacks normally run on the consumer thread, outside the async
+        // runtime, where blocking is right; never block inside the runtime.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.events.try_send(event).is_ok()
+        } else {
+            self.events.blocking_send(event).is_ok()
+        }
+    }
+
+    fn count_rebalance(&self, kind: &str) {
+        self.metrics
+            .rebalances
+            .get_or_create(&RebalanceLabels { kind: kind.into() })
+            .inc();
+    }
+}
+
+impl ClientContext for PipelineContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, "Kafka client error: {reason}");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut marks = Vec::new();
+        for (name, topic) in &statistics.topics {
+            let topic_name: Arc<str> = Arc::from(name.as_str());
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 && partition.hi_offset >= 0 && partition.fetch_state != "none" {
+                    marks.push((
+                        TopicPartition {
+                            topic: topic_name.clone(),
+                            partition: *id,
+                        },
+                        partition.hi_offset,
+                    ));
+                }
+            }
+        }
+        if !marks.is_empty() {
+            // Metrics only: never block for them.
+            let _ = self.events.try_send(ConsumerEvent::HighWatermarks(marks));
+        }
+    }
+}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else {
+            return;
+        };
+        let partitions = partitions_of(list);
+        let lost = consumer.assignment_lost();
+        self.count_rebalance(if lost { "lost" } else { "revoke" });
+        if self.closing.load(Ordering::Acquire) {
+            // Shutting down: the coordinator committed what was accepted.
+            return;
+        }
+        tracing::info!(
+            partitions = %describe(&partitions),
+            lost,
+            "Partitions revoked; draining them before they go."
+        );
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        if !self.send(ConsumerEvent::Revoked {
+            partitions,
+            lost,
+            reply,
+        }) {
+            return;
+        }
+        let Ok(offsets) = answer.recv_timeout(self.revoke_wait) else {
+            tracing::warn!("The drain of revoked partitions did not answer in time; committing nothing for them.");
+            return;
+        };
+        if lost || offsets.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (tp, offset) in &offsets {
+            if let Err(error) =
+                list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            {
+                tracing::warn!(error = %error, partition = %tp, "Cannot add an offset to commit.");
+            }
+        }
+        match consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => tracing::info!(partitions = offsets.len(), "Committed revoked partitions."),
+            Err(error) => {
+                tracing::warn!(error = %error, "Could not commit revoked partitions; their new owner re-reads from the last commit.")
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions = partitions_of(list);
+                self.count_rebalance("assign");
+                tracing::info!(partitions = %describe(&partitions), "Partitions assigned.");
+                self.send(ConsumerEvent::Assigned(partitions));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::error!(error = %error, "Rebalance failed."),
+        }
+        self.assignment_changed.store(true, Ordering::Release);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            self.commit_failed.store(true, Ordering::Release);
+            tracing::warn!(
+                error = %error,
+                partitions = offsets.count(),
+                "Offset commit failed; it is retried on the next tick."
+            );
+        }
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|e| TopicPartition {
+            topic: Arc::from(e.topic()),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+fn describe(partitions: &[TopicPartition]) -> String {
+    partitions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The running consumer thread.
+pub struct ConsumerThread {
+    /// The consumer, shared with the coordinator for commits and pausing.
+    pub consumer: Arc<PipelineConsumer>,
+    fetching: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ConsumerThread {
+    /// Creates the group member, subscribes, and starts polling.
+    pub fn start(
+        settings: &Settings,
+        mapping: Arc<Mapping>,
+        events: mpsc::Sender<ConsumerEvent>,
+        metrics: Arc<Metrics>,
+    ) -> Result<ConsumerThread, String> {
+        let kafka = &settings.kafka;
+        let mut config = base_config(kafka)?;
+        // Our defaults first; [kafka.properties] may change them.
+        let defaults = [
+            ("auto.offset.reset", "earliest"),
+            ("queued.max.messages.kbytes", "16384"),
+            ("statistics.interval.ms", "5000"),
+            ("enable.partition.eof", "false"),
+        ];
+        for (key, value) in defaults {
+            if config.get(key).is_none() {
+                config.set(key, value);
+            }
+        }
+        config
+            .set("group.id", &kafka.group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let context = PipelineContext {
+            events: events.clone(),
+            revoke_wait: Duration::from_millis(settings.delivery.drain_timeout_ms)
+                + Duration::from_secs(2),
+            assignment_changed: AtomicBool::new(false),
+            commit_failed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            metrics,
+        };
+        let consumer: PipelineConsumer = config
+            .create_with_context(context)
+            .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?;
+        let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|error| format!("cannot subscribe to {topics:?}: {error}"))?;
+        let consumer = Arc::new(consumer);
+        let fetching = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = PollLoop {
+            consumer: consumer.clone(),
+            mapping,
+            events,
+            fetching: fetching.clone(),
+            stop: stop.clone(),
+            topics: kafka.topics.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || worker.run())
+            .map_err(|error| format!("cannot start the consumer thread: {error}"))?;
+        Ok(ConsumerThread {
+            consumer,
+            fetching,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops handing over records and pauses every assigned partition
+    /// (rebalance callbacks are still served).
+    pub fn stop_fetching(&self) {
+        self.fetching.store(false, Ordering::Release);
+    }
+
+    /// Calls [`ConsumerThread::stop_fetching`] when `token` is cancelled.
+    pub fn stop_fetching_on(&self, token: tokio_util::sync::CancellationToken) {
+        let fetching = self.fetching.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            fetching.store(false, Ordering::Release);
+        });
+    }
+
+    /// Leaves the group and ends the thread. The caller must have dropped its
+    /// own clones of the consumer so the last one closes on the thread.
+    pub fn shut_down(mut self) {
+        self.consumer
+            .context()
+            .closing
+            .store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        drop(self.consumer);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("The consumer thread panicked while closing.");
+            }
+        }
+    }
+}
+
+struct PollLoop {
+    consumer: Arc<PipelineConsumer>,
+    mapping: Arc<Mapping>,
+    events: mpsc::Sender<ConsumerEvent>,
+    fetching: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    topics: Vec<String>,
+}
+
+impl PollLoop {
+    fn run(self) {
+        let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+        let mut paused_all = false;
+        let mut share_due: Option<Instant> = None;
+        while !self.stop.load(Ordering::Acquire) {
+            if self
+                .consumer
+                .context()
+                .assignment_changed
+                .swap(false, Ordering::AcqRel)
+            {
+                share_due = Some(Instant::now());
+                paused_all = false;
+            }
+            if share_due.is_some_and(|at| at <= Instant::now()) {
+                share_due = match self.share() {
+                    Some(event) => {
+                        if self.events.blocking_send(event).is_err() {
+                            break;
+                        }
+                        None
+                    }
+                    None => Some(Instant::now() + Duration::from_secs(1)),
+                };
+            }
+            let fetching = self.fetching.load(Ordering::Acquire);
+            if !fetching && !paused_all {
+                if let Ok(assignment) = self.consumer.assignment() {
+                    let _ = self.consumer.pause(&assignment);
+                }
+                paused_all = true;
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(error)) => {
+                    tracing::warn!(error = %error, "Kafka consumer error.");
+                }
+                Some(Ok(message)) => {
+                    if !fetching {
+                        // Not tracked, so never committed: its next owner reads it.
+                        continue;
+                    }
+                    let topic = topic_names
+                        .entry(message.topic().to_owned())
+                        .or_insert_with(|| Arc::from(message.topic()))
+                        .clone();
+                    let payload = message.payload().unwrap_or_default().to_vec();
+                    let decision = self.mapping.decide(&payload);
+                    let record = Record {
+                        tp: TopicPartition {
+                            topic,
+                            partition: message.partition(),
+                        },
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload,
+                        timestamp_ms: message.timestamp().to_millis(),
+                        decision,
+                    };
+                    if self
+                        .events
+                        .blocking_send(ConsumerEvent::Record(record))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        // Wait for the coordinator to drop its clone, so the consumer closes
+        // (and leaves the group) here, outside the async runtime.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.consumer) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// This pod's partitions out of all partitions of its topics.
+    fn share(&self) -> Option<ConsumerEvent> {
+        let assigned = self.consumer.assignment().ok()?.count();
+        let mut total = 0;
+        for topic in &self.topics {
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .ok()?;
+            total += metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .map(|t| t.partitions().len())
+                .sum::<usize>();
+        }
+        (total > 0).then_some(ConsumerEvent::Share { assigned, total })
+    }
+}

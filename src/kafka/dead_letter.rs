@@ -1,0 +1,222 @@
+//! Dead letters (contract section 8): the original key and value byte for
+//! byte on `kafka.dlq_topic`, with headers saying why and where from. The
+//! idempotent producer waits for `acks=all`; a write that fails is retried
+//! until it succeeds or the pod gives up at its drain deadline, so a failing
+//! dead-letter topic stops progress instead of skipping events.
+
+use super::TopicPartition;
+use crate::delivery::retry::RetryPolicy;
+use crate::ops::config::KafkaSettings;
+use crate::ops::metrics::Metrics;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The longest `pps-error-reason`, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// One record to dead-letter.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The original key.
+    pub key: Option<Vec<u8>>,
+    /// The original value.
+    pub payload: Vec<u8>,
+    /// `pps-error-class`.
+    pub class: &'static str,
+    /// `pps-error-reason` (made one line, at most 1 KB).
+    pub reason: String,
+    /// Where it came from.
+    pub source: TopicPartition,
+    /// Its offset there.
+    pub offset: i64,
+    /// `pps-target-status`, for Target's answers.
+    pub target_status: Option<u16>,
+}
+
+/// Writes dead letters.
+pub struct DeadLetterWriter {
+    producer: FutureProducer,
+    topic: String,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for DeadLetterWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterWriter")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl DeadLetterWriter {
+    /// An idempotent `acks=all` producer for `kafka.dlq_topic`.
+    pub fn new(
+        settings: &KafkaSettings,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<DeadLetterWriter, String> {
+        let mut config = super::base_config(settings)?;
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5");
+        let producer: FutureProducer = config
+            .create()
+            .map_err(|error| format!("cannot create the dead-letter producer: {error}"))?;
+        Ok(DeadLetterWriter {
+            producer,
+            topic: settings.dlq_topic.clone(),
+            retry,
+            metrics,
+        })
+    }
+
+    /// Writes until Kafka acknowledges (`true`) or `abandon` fires (`false`).
+    pub async fn write(&self, letter: &DeadLetter, abandon: &CancellationToken) -> bool {
+        let headers = headers(letter);
+        let mut schedule = self.retry.schedule();
+        loop {
+            let mut record = FutureRecord::to(&self.topic)
+                .payload(&letter.payload[..])
+                .headers(headers.clone());
+            if let Some(key) = &letter.key {
+                record = record.key(&key[..]);
+            }
+            let sent = tokio::select! {
+                biased;
+                _ = abandon.cancelled() => return false,
+                sent = self.producer.send(record, Timeout::After(Duration::from_secs(30))) => sent,
+            };
+            match sent {
+                Ok(_) => {
+                    self.metrics.dead_letter_counter(letter.class).inc();
+                    return true;
+                }
+                Err((error, _)) => {
+                    self.metrics.dead_letter_write_errors.inc();
+                    tracing::warn!(
+                        error = %error,
+                        topic = %self.topic,
+                        source = %letter.source,
+                        offset = letter.offset,
+                        "Could not write a dead letter; retrying (the source offset is not committed until it is written)."
+                    );
+                    tokio::select! {
+                        _ = abandon.cancelled() => return false,
+                        _ = tokio::time::sleep(schedule.next_delay()) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The contract's headers.
+pub fn headers(letter: &DeadLetter) -> OwnedHeaders {
+    let reason = one_line(&letter.reason, MAX_REASON_BYTES);
+    let partition = letter.source.partition.to_string();
+    let offset = letter.offset.to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "pps-error-class",
+            value: Some(letter.class),
+        })
+        .insert(Header {
+            key: "pps-error-reason",
+            value: Some(&reason),
+        })
+        .insert(Header {
+            key: "pps-source-topic",
+            value: Some(&*letter.source.topic),
+        })
+        .insert(Header {
+            key: "pps-source-partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "pps-source-offset",
+            value: Some(&offset),
+        });
+    if let Some(status) = letter.target_status {
+        headers = headers.insert(Header {
+            key: "pps-target-status",
+            value: Some(&status.to_string()),
+        });
+    }
+    headers
+}
+
+/// Line breaks and control characters become spaces; cut to `max` bytes on a
+/// character boundary.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers;
+
+    #[test]
+    fn reasons_are_one_line_of_at_most_1_kb_on_a_character_boundary() {
+        assert_eq!(one_line("a\nb\r\tc", 100), "a b  c");
+        let long = "é".repeat(600); // 1200 bytes
+        let cut = one_line(&long, MAX_REASON_BYTES);
+        assert!(cut.len() <= MAX_REASON_BYTES && cut.len() >= MAX_REASON_BYTES - 1);
+    }
+
+    #[test]
+    fn headers_carry_class_reason_provenance_and_status() {
+        let letter = DeadLetter {
+            key: None,
+            payload: vec![],
+            class: "target_rejected",
+            reason: "Target answered 400".into(),
+            source: TopicPartition {
+                topic: "pos.purchases".into(),
+                partition: 3,
+            },
+            offset: 42,
+            target_status: Some(400),
+        };
+        let headers = headers(&letter);
+        let got: Vec<(String, String)> = (0..headers.count())
+            .map(|i| {
+                let h = headers.get(i);
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("pps-error-class", "target_rejected"),
+            ("pps-error-reason", "Target answered 400"),
+            ("pps-source-topic", "pos.purchases"),
+            ("pps-source-partition", "3"),
+            ("pps-source-offset", "42"),
+            ("pps-target-status", "400"),
+        ];
+        assert_eq!(
+            got,
+            expected.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec()
+        );
+    }
+}

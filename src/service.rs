@@ -1,0 +1,127 @@
+//! The `run` job wired together: metrics and probes server, Target client,
+//! send gate, dead-letter writer, consumer thread and coordinator. The
+//! shutdown trigger is an argument, so tests stop the service the way
+//! Kubernetes does.
+
+use crate::delivery::coordinator::{Coordinator, CoordinatorSettings};
+use crate::delivery::gate::{RateShare, SendGate};
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::sender::Sender;
+use crate::kafka::consumer::ConsumerThread;
+use crate::kafka::dead_letter::DeadLetterWriter;
+use crate::mapping::Mapping;
+use crate::ops::config::Settings;
+use crate::ops::health::{self, Health};
+use crate::ops::metrics::Metrics;
+use crate::target::TargetClient;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Records handed from the consumer thread to the coordinator at most at once.
+const HANDOVER_CAPACITY: usize = 1024;
+
+/// What a running service exposes to whoever started it (tests, the demo).
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: SocketAddr,
+}
+
+/// Runs the consumer until `shutdown` is cancelled, then drains and commits.
+/// `on_start` receives the handle once everything is up.
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(ServiceHandle),
+) -> anyhow::Result<()> {
+    let mapping = Mapping::from_settings(&settings.mapping)
+        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let gate = Arc::new(SendGate::new(RateShare::of_group(
+        settings.rate_limit.per_second,
+        settings.rate_limit.burst,
+        0,
+        1,
+    )));
+    let health = Arc::new(Health::new(gate.clone()));
+    let server_stop = CancellationToken::new();
+    let listen: SocketAddr = settings
+        .server
+        .listen
+        .parse()
+        .context("server.listen must be an address")?;
+    let (http_addr, server) =
+        health::serve(listen, health.clone(), metrics.clone(), server_stop.clone())
+            .await
+            .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let delivery = &settings.delivery;
+    let retry = RetryPolicy {
+        initial: Duration::from_millis(delivery.retry_initial_ms),
+        max: Duration::from_millis(delivery.retry_max_ms),
+    };
+    let client = Arc::new(
+        TargetClient::new(&settings.target, delivery.max_in_flight as usize)
+            .context("cannot set up the Target client")?,
+    );
+    let dead_letters = Arc::new(
+        DeadLetterWriter::new(&settings.kafka, retry, metrics.clone())
+            .map_err(anyhow::Error::msg)?,
+    );
+    let (events_tx, events_rx) = mpsc::channel(HANDOVER_CAPACITY);
+    let consumer = ConsumerThread::start(&settings, Arc::new(mapping), events_tx, metrics.clone())
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        topics = ?settings.kafka.topics,
+        group = %settings.kafka.group_id,
+        target = %client.endpoint_url(),
+        http = %http_addr,
+        "pos-profile-sync is running."
+    );
+    on_start(ServiceHandle {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        http_addr,
+    });
+    let coordinator = Coordinator::new(
+        CoordinatorSettings {
+            max_in_flight: delivery.max_in_flight as usize,
+            max_buffered_per_partition: delivery.max_buffered_per_partition as usize,
+            commit_interval: Duration::from_millis(delivery.commit_interval_ms),
+            drain_timeout: Duration::from_millis(delivery.drain_timeout_ms),
+            per_second: settings.rate_limit.per_second,
+            burst: settings.rate_limit.burst,
+        },
+        consumer.consumer.clone(),
+        events_rx,
+        Sender {
+            client,
+            gate,
+            retry,
+            max_attempts: delivery.max_attempts,
+            metrics: metrics.clone(),
+        },
+        dead_letters,
+        metrics,
+        health,
+    );
+    consumer.stop_fetching_on(shutdown.clone());
+    coordinator.run(shutdown).await;
+    tokio::task::spawn_blocking(move || consumer.shut_down())
+        .await
+        .context("the consumer did not close")?;
+    server_stop.cancel();
+    let _ = server.await;
+    tracing::info!("pos-profile-sync stopped cleanly.");
+    Ok(())
+}
