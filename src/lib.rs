@@ -38,6 +38,7 @@
 pub mod cli;
 pub mod delivery;
 pub mod event;
+pub mod generator;
 pub mod kafka;
 pub mod mapping;
 pub mod ops;
