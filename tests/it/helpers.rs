@@ -1,0 +1,489 @@
+//! Test harness: librdkafka's mock cluster (real Kafka protocol on
+//! 127.0.0.1), the Target simulator over real HTTP, and the built binary as a
+//! child process with a generated configuration, killed and restarted as
+//! Kubernetes would.
+
+use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent, Generator, GeneratorConfig};
+use pos_profile_sync::mapping::{Decision, Mapping};
+use pos_profile_sync::target::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The source topic of every test.
+pub const TOPIC: &str = "pos.purchases";
+/// The dead-letter topic of every test.
+pub const DLQ: &str = "pos.purchases.dlq";
+/// The client code the simulator and the service share.
+pub const CLIENT: &str = "acme";
+
+/// A mock Kafka cluster with the source and dead-letter topics.
+pub struct Kafka {
+    /// The cluster; dropping it stops the brokers.
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    /// Its bootstrap servers.
+    pub bootstrap: String,
+    /// Partitions of the source topic.
+    pub partitions: i32,
+}
+
+impl Kafka {
+    /// Three brokers, `partitions` source partitions, one dead-letter partition.
+    pub fn start(partitions: i32) -> Kafka {
+        let cluster = MockCluster::new(3).expect("mock cluster");
+        cluster.create_topic(TOPIC, partitions, 3).expect("source topic");
+        cluster.create_topic(DLQ, 1, 3).expect("dead-letter topic");
+        let bootstrap = cluster.bootstrap_servers();
+        Kafka {
+            cluster,
+            bootstrap,
+            partitions,
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+
+    /// Produces the events (keyed by customer) and waits for every ack.
+    pub fn produce(&self, events: &[GeneratedEvent]) {
+        let producer: ThreadedProducer<_> = self
+            .client_config()
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        for event in events {
+            let mut record = BaseRecord::to(TOPIC).key(&event.key[..]).payload(&event.payload[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, returned)) => {
+                        record = returned;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    /// The committed offset of every source partition for a group (-1 when none).
+    pub fn committed(&self, group: &str) -> Vec<i64> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut list = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            list.add_partition(TOPIC, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..self.partitions)
+            .map(|p| match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    /// The end offset of every source partition.
+    pub fn end_offsets(&self) -> Vec<i64> {
+        let consumer: BaseConsumer = self.client_config().create().expect("consumer");
+        (0..self.partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
+    /// Every record of a topic, in partition order: (partition, offset, key, value, headers).
+    pub fn read_all(&self, topic: &str) -> Vec<Consumed> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut list = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                ends.insert(p, high);
+                list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return out;
+        }
+        consumer.assign(&list).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Consumed {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+                if ends.get(&message.partition()) == Some(&(message.offset() + 1)) {
+                    ends.remove(&message.partition());
+                }
+            }
+        }
+        assert!(ends.is_empty(), "could not read all of {topic}: {ends:?} left");
+        out
+    }
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A workload and what Target must end up with.
+pub struct Workload {
+    pub events: Vec<GeneratedEvent>,
+}
+
+impl Workload {
+    pub fn new(config: GeneratorConfig) -> Workload {
+        Workload {
+            events: Generator::new(config).collect(),
+        }
+    }
+
+    /// Events that make a Target call (one each without coalescing).
+    pub fn customer_events(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Customer(_)))
+            .count()
+    }
+
+    /// Malformed events by the class they must be dead-lettered with.
+    pub fn malformed(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for event in &self.events {
+            if let EventKind::Malformed(class) = event.kind {
+                *out.entry(class).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Every profile's expected attributes: the updates folded in order.
+    pub fn expected_profiles(&self) -> BTreeMap<u64, BTreeMap<String, String>> {
+        let mapping = Mapping::default();
+        let mut out: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
+        for event in &self.events {
+            if let (EventKind::Customer(n), Decision::Update(update)) =
+                (&event.kind, mapping.decide(&event.payload))
+            {
+                let profile = out.entry(*n).or_default();
+                for attribute in update.attributes {
+                    profile.insert(attribute.name.to_string(), attribute.value);
+                }
+            }
+        }
+        out
+    }
+
+    /// Profiles whose state at the simulator differs from the expected one.
+    pub fn lost_profiles(&self, sim: &SimulatorHandle) -> Vec<String> {
+        let mut lost = Vec::new();
+        for (n, expected) in self.expected_profiles() {
+            let (crm, id) = customer_id(n);
+            let actual = if crm {
+                sim.profile_third_party(&id)
+            } else {
+                sim.profile_pc(&id)
+            };
+            if actual.as_ref() != Some(&expected) {
+                lost.push(format!("{id}: expected {expected:?}, got {actual:?}"));
+            }
+        }
+        lost
+    }
+}
+
+/// Starts the simulator on a free port.
+pub async fn start_simulator(token: Option<&str>) -> SimulatorHandle {
+    let mut config = SimulatorConfig::new(CLIENT);
+    config.token = token.map(str::to_owned);
+    Simulator::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("simulator")
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Settings of a service process, as TOML fragments.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub bootstrap: String,
+    pub base_url: String,
+    pub group: String,
+    pub per_second: f64,
+    pub burst: u32,
+    pub max_in_flight: u32,
+    pub max_attempts: u32,
+    pub drain_timeout_ms: u64,
+    pub token_file: Option<PathBuf>,
+    pub extra: String,
+}
+
+impl AppConfig {
+    pub fn new(kafka: &Kafka, sim: &SimulatorHandle) -> AppConfig {
+        AppConfig {
+            bootstrap: kafka.bootstrap.clone(),
+            base_url: sim.base_url(),
+            group: "pos-profile-sync".into(),
+            per_second: 1_000_000.0,
+            burst: 1000,
+            max_in_flight: 64,
+            max_attempts: 0,
+            drain_timeout_ms: 3000,
+            token_file: None,
+            extra: String::new(),
+        }
+    }
+
+    fn toml(&self, listen: SocketAddr) -> String {
+        let token = self
+            .token_file
+            .as_ref()
+            .map(|p| format!("token_file = {:?}\n", p.display().to_string()))
+            .unwrap_or_default();
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+topics = ["{TOPIC}"]
+group_id = "{group}"
+dlq_topic = "{DLQ}"
+
+[kafka.properties]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+"max.poll.interval.ms" = 10000
+"topic.metadata.refresh.interval.ms" = 1000
+
+[target]
+client_code = "{CLIENT}"
+base_url = "{base_url}"
+timeout_ms = 2000
+{token}
+[rate_limit]
+per_second = {per_second:?}
+burst = {burst}
+
+[delivery]
+max_in_flight = {max_in_flight}
+max_attempts = {max_attempts}
+drain_timeout_ms = {drain}
+commit_interval_ms = 200
+retry_initial_ms = 20
+retry_max_ms = 1000
+
+[server]
+listen = "{listen}"
+{extra}
+"#,
+            bootstrap = self.bootstrap,
+            group = self.group,
+            base_url = self.base_url,
+            per_second = self.per_second,
+            burst = self.burst,
+            max_in_flight = self.max_in_flight,
+            max_attempts = self.max_attempts,
+            drain = self.drain_timeout_ms,
+            extra = self.extra,
+        )
+    }
+}
+
+/// The service as a child process.
+pub struct App {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `pos-profile-sync run` with this configuration.
+pub fn spawn_app(config: &AppConfig) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config.toml(http)).unwrap();
+    let log = dir.path().join("service.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pos-profile-sync"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start the service");
+    App {
+        child: Some(child),
+        http,
+        log,
+        _dir: dir,
+    }
+}
+
+impl App {
+    fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY-free: kill(2) on our own child's pid.
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// SIGKILL: no drain, no commit, no goodbye.
+    pub fn kill(&mut self) {
+        self.signal(9);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the status and how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        self.signal(15);
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                panic!("the service did not exit within {limit:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The service's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path of the metrics/probes server: (status, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("http://{}{path}", self.http)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// The value of one metric line (name with labels, exactly), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `done` every 100 ms until it holds or `limit` passes.
+pub async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the group has committed every source offset.
+pub async fn wait_all_committed(kafka: &Kafka, group: &str, limit: Duration) {
+    let ends = kafka.end_offsets();
+    let started = Instant::now();
+    loop {
+        let committed = kafka.committed(group);
+        if committed == ends {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not all committed after {limit:?}: committed {committed:?}, ends {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes a file in one go (a token rotation).
+pub fn write_file(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).unwrap();
+    file.write_all(content.as_bytes()).unwrap();
+    drop(file);
+    std::fs::rename(tmp, path).unwrap();
+}
