@@ -1,1 +1,2 @@
+//! The `pos-profile-sync` binary: the subcommands of the contract (section 2), still to come.
 fn main() {}

@@ -155,7 +155,10 @@ impl DecimalText {
             return Err(AmountError::TooManyDigits);
         }
         // At most 21 significant digits: always fits an i128 and a Decimal.
-        let mut mantissa: i128 = self.digits.parse().map_err(|_| AmountError::TooManyDigits)?;
+        let mut mantissa: i128 = self
+            .digits
+            .parse()
+            .map_err(|_| AmountError::TooManyDigits)?;
         for _ in 0..self.exponent.max(0) {
             mantissa *= 10;
         }
@@ -219,9 +222,18 @@ mod tests {
             parse_amount_string("1000000000000000"),
             Err(AmountError::TooManyDigits)
         );
-        assert_eq!(parse_amount_string("0.0000001"), Err(AmountError::TooManyDigits));
-        assert_eq!(parse_amount_number("1e999"), Err(AmountError::TooManyDigits));
-        assert_eq!(parse_amount_number("1e-999"), Err(AmountError::TooManyDigits));
+        assert_eq!(
+            parse_amount_string("0.0000001"),
+            Err(AmountError::TooManyDigits)
+        );
+        assert_eq!(
+            parse_amount_number("1e999"),
+            Err(AmountError::TooManyDigits)
+        );
+        assert_eq!(
+            parse_amount_number("1e-999"),
+            Err(AmountError::TooManyDigits)
+        );
         assert_eq!(parse_amount_number("1e15"), Err(AmountError::TooManyDigits));
         assert_eq!(parse_amount_number("1e14"), Ok(dec("100000000000000")));
         assert_eq!(parse_amount_number("12345e-6"), Ok(dec("0.012345")));
@@ -231,8 +243,14 @@ mod tests {
     fn decimal_strings_are_digits_and_one_point() {
         assert_eq!(parse_amount_string("12.50"), Ok(dec("12.50")));
         assert_eq!(parse_amount_string("007"), Ok(dec("7")));
-        for bad in ["", ".5", "5.", "-1", "+1", "1e2", " 1", "1 ", "1,5", "１", "0x10", "NaN"] {
-            assert_eq!(parse_amount_string(bad), Err(AmountError::NotADecimal), "{bad:?}");
+        for bad in [
+            "", ".5", "5.", "-1", "+1", "1e2", " 1", "1 ", "1,5", "１", "0x10", "NaN",
+        ] {
+            assert_eq!(
+                parse_amount_string(bad),
+                Err(AmountError::NotADecimal),
+                "{bad:?}"
+            );
         }
     }
 

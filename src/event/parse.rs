@@ -2,6 +2,7 @@
 //! so the reason always names the first offending field.
 
 use super::amount::{AmountError, DecimalText};
+use super::wellformed;
 use super::{
     parse_amount_number, parse_amount_string, parse_rfc3339, Channel, ErrorClass, EventError,
     EventKind, Identity, Item, Purchase,
@@ -17,19 +18,29 @@ type Object<'a> = HashMap<String, &'a RawValue>;
 
 /// Parses and validates one Kafka record value.
 ///
-/// Bytes that are not UTF-8 or not JSON are `invalid_json`; JSON that is not an
-/// object or breaks a rule is `schema_violation`; a `schema_version` other than 1
-/// is `unsupported_version`. Never panics, whatever the bytes.
+/// Bytes that are not UTF-8 or not JSON are `invalid_json`, and so is JSON
+/// nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH) levels or holding an
+/// unpaired surrogate escape anywhere, even in an unknown field; JSON that is
+/// not an object or breaks a rule is `schema_violation`; a `schema_version`
+/// other than 1 is `unsupported_version`. Never panics, whatever the bytes.
 pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     let text = std::str::from_utf8(bytes).map_err(|error| EventError {
         class: ErrorClass::InvalidJson,
-        reason: format!("not UTF-8: invalid byte at position {}", error.valid_up_to()),
+        reason: format!(
+            "not UTF-8: invalid byte at position {}",
+            error.valid_up_to()
+        ),
     })?;
     // A whole-document syntax check first: a type error must never hide a
     // syntax error (`[1,` is invalid JSON, not a non-object).
     let document: &RawValue = serde_json::from_str(text).map_err(|error| EventError {
         class: ErrorClass::InvalidJson,
         reason: format!("not JSON: {error}"),
+    })?;
+    // What the syntax check lets through but no other reader would take.
+    wellformed::check(text).map_err(|reason| EventError {
+        class: ErrorClass::InvalidJson,
+        reason,
     })?;
     let root = object(document, "event")?;
     let fields = Fields {
@@ -44,10 +55,18 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
             Some(_) => {
                 return Err(EventError {
                     class: ErrorClass::UnsupportedVersion,
-                    reason: format!("schema_version: unsupported version {}, only 1 is supported", raw.get()),
+                    reason: format!(
+                        "schema_version: unsupported version {}, only 1 is supported",
+                        raw.get()
+                    ),
                 })
             }
-            None => return Err(EventError::schema("schema_version", "must be the integer 1")),
+            None => {
+                return Err(EventError::schema(
+                    "schema_version",
+                    "must be the integer 1",
+                ))
+            }
         },
     }
 
@@ -55,7 +74,12 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     let kind = match fields.required_string("event_type", usize::MAX)?.as_str() {
         "sale" => EventKind::Sale,
         "return" => EventKind::Return,
-        _ => return Err(EventError::schema("event_type", "must be \"sale\" or \"return\"")),
+        _ => {
+            return Err(EventError::schema(
+                "event_type",
+                "must be \"sale\" or \"return\"",
+            ))
+        }
     };
     let occurred_at = parse_rfc3339(&fields.required_string("occurred_at", usize::MAX)?)
         .ok_or_else(|| {
@@ -110,7 +134,10 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     if items_raw.len() > MAX_ITEMS {
         return Err(EventError::schema(
             "items",
-            format_args!("must have at most {MAX_ITEMS} entries, has {}", items_raw.len()),
+            format_args!(
+                "must have at most {MAX_ITEMS} entries, has {}",
+                items_raw.len()
+            ),
         ));
     }
     let mut items = Vec::with_capacity(items_raw.len());
@@ -179,7 +206,10 @@ struct Fields<'o, 'a> {
 impl<'a> Fields<'_, 'a> {
     /// A member, `null` counting as absent.
     fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.object.get(name).copied().filter(|raw| raw.get() != "null")
+        self.object
+            .get(name)
+            .copied()
+            .filter(|raw| raw.get() != "null")
     }
 
     fn error(&self, name: &str, message: impl std::fmt::Display) -> EventError {
@@ -227,7 +257,9 @@ impl<'a> Fields<'_, 'a> {
     }
 
     fn required_integer(&self, name: &str, min: i64, max: i64) -> Result<i64, EventError> {
-        let raw = self.get(name).ok_or_else(|| self.error(name, "is required"))?;
+        let raw = self
+            .get(name)
+            .ok_or_else(|| self.error(name, "is required"))?;
         let parts = number(raw)
             .filter(DecimalText::is_integer)
             .ok_or_else(|| self.error(name, "must be an integer"))?;
@@ -238,16 +270,16 @@ impl<'a> Fields<'_, 'a> {
             }
             Some(value) if value > max => Err(too_big()),
             Some(value) => Ok(value),
-            None if parts.negative => {
-                Err(self.error(name, format_args!("must be at least {min}")))
-            }
+            None if parts.negative => Err(self.error(name, format_args!("must be at least {min}"))),
             None => Err(too_big()),
         }
     }
 
     /// A JSON number or a decimal string, exact.
     fn required_amount(&self, name: &str) -> Result<Decimal, EventError> {
-        let raw = self.get(name).ok_or_else(|| self.error(name, "is required"))?;
+        let raw = self
+            .get(name)
+            .ok_or_else(|| self.error(name, "is required"))?;
         let text = raw.get();
         let result = if text.starts_with('"') {
             let value: String = serde_json::from_str(text).map_err(|_| EventError {
@@ -295,7 +327,10 @@ mod tests {
     #[test]
     fn a_valid_event_becomes_a_purchase() {
         let purchase = parse(VALID.as_bytes()).unwrap();
-        assert_eq!(purchase.identity, Some(Identity::ThirdParty("CRM-1".into())));
+        assert_eq!(
+            purchase.identity,
+            Some(Identity::ThirdParty("CRM-1".into()))
+        );
         assert_eq!(purchase.channel, Channel::Store);
         assert_eq!(purchase.total, Decimal::new(1250, 2));
         assert_eq!(purchase.items[0].quantity, 1);
@@ -304,7 +339,11 @@ mod tests {
     #[test]
     fn bytes_that_are_not_json_are_invalid_json() {
         for bad in [&b"\xff\xfe"[..], b"", b"{", b"[1,", b"{\"a\":1} x", b"nul"] {
-            assert_eq!(parse(bad).unwrap_err().class, ErrorClass::InvalidJson, "{bad:?}");
+            assert_eq!(
+                parse(bad).unwrap_err().class,
+                ErrorClass::InvalidJson,
+                "{bad:?}"
+            );
         }
     }
 
@@ -313,7 +352,10 @@ mod tests {
         for bad in ["[]", "1", "\"x\"", "null", "true"] {
             assert_eq!(
                 reason(bad.as_bytes()),
-                (ErrorClass::SchemaViolation, "event: must be a JSON object".into())
+                (
+                    ErrorClass::SchemaViolation,
+                    "event: must be a JSON object".into()
+                )
             );
         }
     }
@@ -325,10 +367,18 @@ mod tests {
             v["event_id"] = "".into();
         });
         assert_eq!(reason(&bytes).0, ErrorClass::UnsupportedVersion);
-        for ok in [serde_json::json!(1), serde_json::json!(1.0), serde_json::Value::Null] {
+        for ok in [
+            serde_json::json!(1),
+            serde_json::json!(1.0),
+            serde_json::Value::Null,
+        ] {
             assert!(parse(&with(|v| v["schema_version"] = ok.clone())).is_ok());
         }
-        for bad in [serde_json::json!("1"), serde_json::json!(true), serde_json::json!(1.5)] {
+        for bad in [
+            serde_json::json!("1"),
+            serde_json::json!(true),
+            serde_json::json!(1.5),
+        ] {
             assert_eq!(
                 reason(&with(|v| v["schema_version"] = bad.clone())).0,
                 ErrorClass::SchemaViolation
@@ -358,9 +408,10 @@ mod tests {
         .unwrap();
         assert_eq!(purchase.identity, None);
         assert_eq!(purchase.loyalty_tier, None);
-        let purchase =
-            parse(&with(|v| v["customer"] = serde_json::json!({"third_party_id": null, "pc_id": "pc-9"})))
-                .unwrap();
+        let purchase = parse(&with(|v| {
+            v["customer"] = serde_json::json!({"third_party_id": null, "pc_id": "pc-9"})
+        }))
+        .unwrap();
         assert_eq!(purchase.identity, Some(Identity::Pc("pc-9".into())));
     }
 
@@ -377,9 +428,13 @@ mod tests {
 
     #[test]
     fn quantities_must_be_integers_in_range() {
-        let q = |value: serde_json::Value| parse(&with(|v| v["items"][0]["quantity"] = value.clone()));
+        let q =
+            |value: serde_json::Value| parse(&with(|v| v["items"][0]["quantity"] = value.clone()));
         assert_eq!(q(serde_json::json!(2.0)).unwrap().items[0].quantity, 2);
-        assert_eq!(q(serde_json::json!(10000)).unwrap().items[0].quantity, 10000);
+        assert_eq!(
+            q(serde_json::json!(10000)).unwrap().items[0].quantity,
+            10000
+        );
         assert_eq!(
             q(serde_json::json!(10001)).unwrap_err().reason,
             "items[0].quantity: must be at most 10000"
@@ -395,10 +450,31 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_text_is_invalid_json_even_in_unknown_fields() {
+        let surrogate = VALID.replacen('{', r#"{"note":"\ud800","#, 1);
+        assert_eq!(reason(surrogate.as_bytes()).0, ErrorClass::InvalidJson);
+        let key = VALID.replacen('{', r#"{"\udc00":1,"#, 1);
+        assert_eq!(reason(key.as_bytes()).0, ErrorClass::InvalidJson);
+        // The root object is the first level.
+        let note = |levels: usize| {
+            let deep = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            VALID.replacen('{', &format!(r#"{{"note":{deep},"#), 1)
+        };
+        assert!(parse(note(crate::event::MAX_DEPTH - 1).as_bytes()).is_ok());
+        assert_eq!(
+            reason(note(crate::event::MAX_DEPTH).as_bytes()).0,
+            ErrorClass::InvalidJson
+        );
+    }
+
+    #[test]
     fn huge_exponents_are_schema_violations_not_panics() {
         let text = VALID.replace("\"total\":\"12.50\"", "\"total\":1e999");
         assert_eq!(reason(text.as_bytes()).0, ErrorClass::SchemaViolation);
         let text = VALID.replace("\"quantity\":1", "\"quantity\":1e999999999999999999");
-        assert_eq!(reason(text.as_bytes()).1, "items[0].quantity: must be at most 10000");
+        assert_eq!(
+            reason(text.as_bytes()).1,
+            "items[0].quantity: must be at most 10000"
+        );
     }
 }
