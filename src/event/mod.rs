@@ -8,10 +8,12 @@
 mod amount;
 mod parse;
 mod timestamp;
+mod wellformed;
 
 pub use amount::{parse_amount_number, parse_amount_string, AmountError};
 pub use parse::parse;
 pub use timestamp::{parse_rfc3339, Timestamp};
+pub use wellformed::MAX_DEPTH;
 
 use rust_decimal::Decimal;
 use std::fmt;

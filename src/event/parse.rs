@@ -2,6 +2,7 @@
 //! so the reason always names the first offending field.
 
 use super::amount::{AmountError, DecimalText};
+use super::wellformed;
 use super::{
     parse_amount_number, parse_amount_string, parse_rfc3339, Channel, ErrorClass, EventError,
     EventKind, Identity, Item, Purchase,
@@ -17,9 +18,11 @@ type Object<'a> = HashMap<String, &'a RawValue>;
 
 /// Parses and validates one Kafka record value.
 ///
-/// Bytes that are not UTF-8 or not JSON are `invalid_json`; JSON that is not an
-/// object or breaks a rule is `schema_violation`; a `schema_version` other than 1
-/// is `unsupported_version`. Never panics, whatever the bytes.
+/// Bytes that are not UTF-8 or not JSON are `invalid_json`, and so is JSON
+/// nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH) levels or holding an
+/// unpaired surrogate escape anywhere, even in an unknown field; JSON that is
+/// not an object or breaks a rule is `schema_violation`; a `schema_version`
+/// other than 1 is `unsupported_version`. Never panics, whatever the bytes.
 pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     let text = std::str::from_utf8(bytes).map_err(|error| EventError {
         class: ErrorClass::InvalidJson,
@@ -33,6 +36,11 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     let document: &RawValue = serde_json::from_str(text).map_err(|error| EventError {
         class: ErrorClass::InvalidJson,
         reason: format!("not JSON: {error}"),
+    })?;
+    // What the syntax check lets through but no other reader would take.
+    wellformed::check(text).map_err(|reason| EventError {
+        class: ErrorClass::InvalidJson,
+        reason,
     })?;
     let root = object(document, "event")?;
     let fields = Fields {
@@ -438,6 +446,24 @@ mod tests {
         assert_eq!(
             q(serde_json::json!(1.5)).unwrap_err().reason,
             "items[0].quantity: must be an integer"
+        );
+    }
+
+    #[test]
+    fn unreadable_text_is_invalid_json_even_in_unknown_fields() {
+        let surrogate = VALID.replacen('{', r#"{"note":"\ud800","#, 1);
+        assert_eq!(reason(surrogate.as_bytes()).0, ErrorClass::InvalidJson);
+        let key = VALID.replacen('{', r#"{"\udc00":1,"#, 1);
+        assert_eq!(reason(key.as_bytes()).0, ErrorClass::InvalidJson);
+        // The root object is the first level.
+        let note = |levels: usize| {
+            let deep = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            VALID.replacen('{', &format!(r#"{{"note":{deep},"#), 1)
+        };
+        assert!(parse(note(crate::event::MAX_DEPTH - 1).as_bytes()).is_ok());
+        assert_eq!(
+            reason(note(crate::event::MAX_DEPTH).as_bytes()).0,
+            ErrorClass::InvalidJson
         );
     }
 

@@ -10,16 +10,25 @@ pub struct Timestamp(OffsetDateTime);
 
 impl Timestamp {
     /// The instant in UTC to the second, fraction dropped: `2026-11-28T10:15:00Z`.
+    ///
+    /// Computed from the Unix time, not with `time`'s offset conversion, which
+    /// panics outside years 0000 to 9999: `9999-12-31T23:30:00-01:00` is valid
+    /// RFC 3339 and renders, with the sign ISO 8601 asks of expanded years, as
+    /// `+10000-01-01T00:30:00Z`.
     pub fn to_utc_second(&self) -> String {
-        let utc = self.0.to_offset(time::UtcOffset::UTC);
+        let seconds = self.0.unix_timestamp();
+        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+        let of_day = seconds.rem_euclid(86_400);
+        let year = if (0..=9999).contains(&year) {
+            format!("{year:04}")
+        } else {
+            format!("{year:+05}")
+        };
         format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            utc.year(),
-            u8::from(utc.month()),
-            utc.day(),
-            utc.hour(),
-            utc.minute(),
-            utc.second()
+            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60
         )
     }
 
@@ -47,16 +56,57 @@ impl Ord for Timestamp {
 }
 
 /// Parses RFC 3339 (`T`/`Z` in either case, fraction optional, offset required).
+///
+/// A leap second (`:60`) is accepted when it falls at 23:59:60 UTC, on any
+/// day: the rule of JSON Schema's `date-time` format, so that the published
+/// schema and this parser agree. It stands for the last nanosecond of 23:59:59.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    // The time crate's parser is strict RFC 3339; it has no year below 0000
-    // or above 9999 and no missing offset, which is what the contract asks.
-    let parsed = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    // RFC 3339 allows a lower-case `t` and `z`; so does the parser, but be
-    // explicit about the one shape it must have: a date, a separator, a time.
-    if text.len() < 20 || !matches!(text.as_bytes()[10], b'T' | b't') {
+    if !has_date_time_shape(text) {
         return None;
     }
-    Some(Timestamp(parsed))
+    // The shape check makes the first 19 bytes ASCII, so slicing is safe.
+    if &text[17..19] != "60" {
+        return OffsetDateTime::parse(text, &Rfc3339).ok().map(Timestamp);
+    }
+    let stand_in = format!("{}59{}", &text[..17], &text[19..]);
+    let parsed = OffsetDateTime::parse(&stand_in, &Rfc3339).ok()?;
+    if parsed.unix_timestamp().rem_euclid(86_400) != 86_399 {
+        return None;
+    }
+    parsed.replace_nanosecond(999_999_999).ok().map(Timestamp)
+}
+
+/// `YYYY-MM-DD`, `T` or `t`, `HH:MM:SS`: the part the `time` crate would
+/// otherwise let through with any separator byte.
+fn has_date_time_shape(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() >= 20
+        && bytes[..19].iter().enumerate().all(|(at, &byte)| match at {
+            4 | 7 => byte == b'-',
+            10 => matches!(byte, b'T' | b't'),
+            13 | 16 => byte == b':',
+            _ => byte.is_ascii_digit(),
+        })
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`), for any year.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -88,6 +138,56 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn leap_seconds_count_at_23_59_60_utc_on_any_day() {
+        let ts = parse_rfc3339("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(ts.to_utc_second(), "2016-12-31T23:59:59Z");
+        assert_eq!(ts.as_offset_date_time().nanosecond(), 999_999_999);
+        let ts = parse_rfc3339("2026-11-28T18:29:60.5-05:30").unwrap();
+        assert_eq!(ts.to_utc_second(), "2026-11-28T23:59:59Z");
+        for bad in [
+            "2026-11-28T23:58:60Z",
+            "2026-11-28T22:59:60Z",
+            "2026-11-28T23:59:60+01:00",
+            "2026-11-28T23:59:61Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn instants_beyond_year_9999_in_utc_render_without_panicking() {
+        let late = parse_rfc3339("9999-12-31T23:30:00-01:00").unwrap();
+        assert_eq!(late.to_utc_second(), "+10000-01-01T00:30:00Z");
+        let early = parse_rfc3339("0000-01-01T00:30:00+01:00").unwrap();
+        assert_eq!(early.to_utc_second(), "-0001-12-31T23:30:00Z");
+        let edge = parse_rfc3339("0000-03-01T00:00:00Z").unwrap();
+        assert_eq!(edge.to_utc_second(), "0000-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn rendering_agrees_with_the_time_crate_across_the_calendar() {
+        // Every day around year 0 and the century rules (1900, 2000, 2100, 2400).
+        for (first, last) in [(-4, 4), (1896, 1904), (1996, 2104), (2396, 2404)] {
+            let mut day = time::Date::from_calendar_date(first, time::Month::January, 1).unwrap();
+            while day.year() <= last {
+                let ts = Timestamp(day.with_hms(13, 4, 5).unwrap().assume_utc());
+                let year = if day.year() < 0 {
+                    format!("-{:04}", -day.year())
+                } else {
+                    format!("{:04}", day.year())
+                };
+                let expected = format!(
+                    "{year}-{:02}-{:02}T13:04:05Z",
+                    u8::from(day.month()),
+                    day.day()
+                );
+                assert_eq!(ts.to_utc_second(), expected);
+                day = day.next_day().unwrap();
+            }
         }
     }
 
