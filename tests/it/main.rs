@@ -1,7 +1,9 @@
-//! The event contract, tested from outside the crate: the published JSON Schema
-//! against the parser on the fixtures (`schema_agreement`), and the parser's
-//! promises on generated input (`event_props`). One binary, so the crate and
-//! its dev-dependencies are linked once.
+//! Integration tests, one binary: the event contract from outside the crate
+//! (`schema_agreement`, `event_props`), and the service end to end against
+//! librdkafka's mock cluster and the Target simulator (`delivery`). Shared
+//! set-up lives in `helpers`.
 
+mod delivery;
 mod event_props;
+mod helpers;
 mod schema_agreement;

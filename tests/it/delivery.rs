@@ -1,0 +1,330 @@
+//! The delivery engine end to end: the real binary against the mock cluster
+//! and the simulator. Each test checks what a user would: what Target holds,
+//! what the dead-letter topic holds, what the group committed.
+
+use crate::helpers::*;
+use pos_profile_sync::generator::{EventKind, GeneratorConfig};
+use pos_profile_sync::mapping::{Decision, Mapping};
+use pos_profile_sync::target::simulator::{Failure, Faults, Latency, RetryAfter};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn workload(events: u64, customers: u64, bad_ratio: f64, anonymous_ratio: f64) -> Workload {
+    Workload::new(GeneratorConfig {
+        events,
+        customers,
+        bad_ratio,
+        anonymous_ratio,
+        ..GeneratorConfig::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_and_bad_ones_are_dead_lettered_with_provenance() {
+    let kafka = Kafka::start(4);
+    let work = workload(2000, 300, 0.02, 0.05);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    let mut app = spawn_app(&AppConfig::new(&kafka, &sim));
+
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    // One request per identified event: anonymous events made no call.
+    let stats = sim.stats();
+    assert_eq!(stats.accepted as usize, work.customer_events());
+    assert_eq!(stats.total, stats.accepted);
+
+    let source = kafka.read_all(TOPIC);
+    let letters = kafka.read_all(DLQ);
+    let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+    for letter in &letters {
+        let partition: i32 = letter.headers["pps-source-partition"].parse().unwrap();
+        let offset: i64 = letter.headers["pps-source-offset"].parse().unwrap();
+        assert_eq!(letter.headers["pps-source-topic"], TOPIC);
+        let original = source
+            .iter()
+            .find(|r| r.partition == partition && r.offset == offset)
+            .expect("the source record exists");
+        assert_eq!(letter.value, original.value, "value byte for byte");
+        assert_eq!(letter.key, original.key, "key byte for byte");
+        let class = letter.headers["pps-error-class"].as_str();
+        let expected = work
+            .events
+            .iter()
+            .find(|e| e.payload == original.value)
+            .map(|e| e.kind.clone());
+        assert_eq!(expected, Some(EventKind::Malformed(class_name(class))));
+        assert!(!letter.headers["pps-error-reason"].is_empty());
+        assert!(!letter.headers.contains_key("pps-target-status"));
+        *classes.entry(class_name(class)).or_default() += 1;
+    }
+    assert_eq!(classes, work.malformed());
+
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn class_name(class: &str) -> &'static str {
+    match class {
+        "invalid_json" => "invalid_json",
+        "schema_violation" => "schema_violation",
+        "unsupported_version" => "unsupported_version",
+        "target_rejected" => "target_rejected",
+        "retries_exhausted" => "retries_exhausted",
+        other => panic!("unknown dead-letter class {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_not_committed_before_target_accepts() {
+    let kafka = Kafka::start(3);
+    let work = workload(300, 50, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.hold();
+    let mut app = spawn_app(&AppConfig::new(&kafka, &sim));
+
+    wait_for(Duration::from_secs(30), "held requests", || sim.stats().held >= 3).await;
+    // Several commit intervals pass while Target holds every response.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let committed = kafka.committed("pos-profile-sync");
+    assert!(
+        committed.iter().all(|c| *c <= 0),
+        "committed {committed:?} while Target accepted nothing"
+    );
+    assert_eq!(sim.stats().accepted, 0);
+
+    sim.release();
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_five_times_loses_nothing() {
+    let kafka = Kafka::start(6);
+    let work = workload(20_000, 2000, 0.001, 0.02);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.set_faults(Faults {
+        latency: Latency::fixed_ms(2),
+        ..Faults::none()
+    })
+    .unwrap();
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.per_second = 3000.0;
+    config.burst = 100;
+    let total = work.customer_events() as u64;
+
+    let mut app = spawn_app(&config);
+    for kill in 1..=5u64 {
+        let target = total * kill / 7;
+        wait_for(Duration::from_secs(90), "progress before a kill", || {
+            sim.stats().accepted >= target
+        })
+        .await;
+        app.kill();
+        app = spawn_app(&config);
+    }
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new(), "lost after kills");
+    let accepted = sim.stats().accepted;
+    let duplicates = accepted - total;
+    println!("sigkill x5: {total} updates needed, {accepted} accepted, {duplicates} duplicates, 0 lost");
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_storm_with_retry_after_dead_letters_nothing_and_keeps_the_budget() {
+    let kafka = Kafka::start(4);
+    let work = workload(1500, 400, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.set_faults(Faults {
+        failures: vec![Failure::new(503, 0.3).with_retry_after(RetryAfter::Seconds(1))],
+        ..Faults::none()
+    })
+    .unwrap();
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.per_second = 200.0;
+    config.burst = 20;
+    let mut app = spawn_app(&config);
+
+    // The storm lasts five seconds, then Target recovers.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(sim.stats().by_status.get(&503).copied().unwrap_or(0) > 0, "the storm happened");
+    sim.set_faults(Faults::none()).unwrap();
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    assert!(kafka.read_all(DLQ).is_empty(), "nothing dead-lettered");
+    let busiest = sim.stats().requests_per_second.busiest().map_or(0, |(_, n)| n);
+    assert!(busiest <= 220, "busiest second saw {busiest} requests, budget 200 + burst 20");
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_pause_everything_until_the_token_is_fixed() {
+    let kafka = Kafka::start(3);
+    let work = workload(300, 80, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(Some("right-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write_file(&token, "wrong-token\n");
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.token_file = Some(token.clone());
+    let mut app = spawn_app(&config);
+
+    wait_for(Duration::from_secs(30), "401 answers", || {
+        sim.stats().by_status.get(&401).copied().unwrap_or(0) > 0
+    })
+    .await;
+    let mut not_ready = false;
+    for _ in 0..50 {
+        if let Some((503, _)) = app.get("/readyz").await {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "/readyz must be false while credentials are refused");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = sim.stats().by_status.get(&401).copied().unwrap_or(0);
+    assert!(refused < 50, "one probe at a time, with backoff: saw {refused} 401s");
+    assert_eq!(sim.stats().accepted, 0);
+    assert!(kafka.committed("pos-profile-sync").iter().all(|c| *c <= 0));
+
+    write_file(&token, "right-token\n");
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    assert!(kafka.read_all(DLQ).is_empty(), "a credentials problem dead-letters nothing");
+    assert_eq!(app.get("/readyz").await.map(|r| r.0), Some(200));
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_share_the_group_budget_and_a_joining_pod_loses_nothing() {
+    let kafka = Kafka::start(6);
+    let work = workload(2400, 600, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.per_second = 150.0;
+    config.burst = 6;
+    let mut first = spawn_app(&config);
+    let mut second = spawn_app(&config);
+    wait_for(Duration::from_secs(60), "a third of the work", || {
+        sim.stats().accepted >= 800
+    })
+    .await;
+    let mut third = spawn_app(&config);
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let busiest = sim.stats().requests_per_second.busiest().map_or(0, |(_, n)| n);
+    assert!(busiest <= 156, "busiest second saw {busiest}, group budget 150 + burst 6");
+    for app in [&mut first, &mut second, &mut third] {
+        let (status, _) = app.terminate(Duration::from_secs(10));
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_cleanly_and_commits_exactly_what_was_accepted() {
+    let kafka = Kafka::start(3);
+    let work = workload(1500, 1_000_000, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.set_faults(Faults {
+        latency: Latency::fixed_ms(150),
+        ..Faults::none()
+    })
+    .unwrap();
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.max_in_flight = 16;
+    config.drain_timeout_ms = 2000;
+    let mut app = spawn_app(&config);
+    wait_for(Duration::from_secs(30), "some progress", || sim.stats().accepted >= 100).await;
+    let (status, took) = app.terminate(Duration::from_secs(10));
+    assert!(status.success(), "exit {status:?}");
+    assert!(took <= Duration::from_millis(2000 + 5000), "took {took:?}");
+
+    // Every event below the committed offset reached Target; the event at
+    // the committed offset did not (the commit stops exactly there).
+    let committed = kafka.committed("pos-profile-sync");
+    let source = kafka.read_all(TOPIC);
+    let accepted_ids = sim.stats().accepted;
+    let mapping = Mapping::default();
+    let mut below = 0;
+    for record in &source {
+        let c = committed[record.partition as usize];
+        let event = work.events.iter().find(|e| e.payload == record.value).unwrap();
+        let EventKind::Customer(n) = event.kind else { unreachable!() };
+        let (_, id) = pos_profile_sync::generator::customer_id(n);
+        let profile = sim.profile_third_party(&id).or_else(|| sim.profile_pc(&id));
+        if record.offset < c {
+            // Per-profile order: a later event of this customer arriving
+            // implies this one did, so any arrival counts.
+            below += 1;
+            assert!(profile.is_some(), "offset {} of partition {} committed but never sent", record.offset, record.partition);
+        } else if record.offset == c {
+            let Decision::Update(update) = mapping.decide(&record.value) else { unreachable!() };
+            let carried = profile.is_some_and(|p| {
+                update.attributes.iter().all(|a| p.get(&*a.name) == Some(&a.value))
+            });
+            assert!(!carried, "offset {} of partition {} was accepted but not committed", record.offset, record.partition);
+        }
+    }
+    assert!(below > 0 && below as u64 <= accepted_ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let kafka = Kafka::start(4);
+    let work = workload(3000, 500, 0.02, 0.02);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.set_faults(Faults {
+        latency: Latency::fixed_ms(3),
+        ..Faults::none()
+    })
+    .unwrap();
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.per_second = 600.0;
+    config.burst = 30;
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6],
+    );
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 6],
+    );
+    let mut app = spawn_app(&config);
+    wait_for(Duration::from_secs(60), "some progress", || sim.stats().accepted >= 500).await;
+    kafka.cluster.broker_down(2).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kafka.cluster.broker_up(2).unwrap();
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let letters = kafka.read_all(DLQ);
+    let mut sources: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| (l.headers["pps-source-partition"].clone(), l.headers["pps-source-offset"].clone()))
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let expected: usize = work.malformed().values().sum();
+    assert_eq!(sources.len(), expected, "every malformed event dead-lettered");
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
