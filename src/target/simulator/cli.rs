@@ -1,0 +1,246 @@
+//! The `simulate-target` subcommand: its flags (and how fault flags parse) and the loop
+//! that serves until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use clap::Args;
+
+use super::faults::{Failure, Faults, Latency, RateLimit, RetryAfter};
+use super::{Simulator, SimulatorConfig};
+
+/// Serve the Target simulator (single profile updates and profile read-back).
+#[derive(Debug, Clone, Args)]
+pub struct SimulateTargetArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The client code served in `/m2/{client_code}/...` and expected as `client=`.
+    #[arg(long, value_name = "CODE", default_value = "demo")]
+    pub client_code: String,
+
+    /// Require `Authorization: Bearer TOKEN` on updates and read-back.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Latency added to every update, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Uniform random latency added on top, from 0 to this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub jitter_ms: u64,
+
+    /// Answer STATUS with probability PROB, optionally with `Retry-After: SECONDS`
+    /// (`503:0.3:5`) or an HTTP date SECONDS ahead (`503:0.3:date+5`). Repeatable.
+    #[arg(long = "fail", value_name = "STATUS:PROB[:RETRY_AFTER]")]
+    pub failures: Vec<Failure>,
+
+    /// Probability that an update is never answered (held for an hour).
+    #[arg(long, value_name = "PROB", default_value_t = 0.0)]
+    pub hang_prob: f64,
+
+    /// Enforce a token bucket on updates; over it, 503 with `Retry-After: 1`.
+    /// BURST defaults to one second's worth.
+    #[arg(long, value_name = "PER_SECOND[:BURST]")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl SimulateTargetArgs {
+    /// The simulator configuration these flags describe.
+    pub fn config(&self) -> SimulatorConfig {
+        SimulatorConfig {
+            client_code: self.client_code.clone(),
+            token: self.token.clone(),
+            faults: Faults {
+                failures: self.failures.clone(),
+                latency: Latency {
+                    fixed_ms: self.latency_ms,
+                    jitter_ms: self.jitter_ms,
+                },
+                hang_probability: self.hang_prob,
+                rate_limit: self.rate_limit,
+            },
+        }
+    }
+}
+
+/// Serves the simulator until `shutdown` completes, then stops it.
+pub async fn run(
+    args: SimulateTargetArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = args.config();
+    let simulator = Simulator::start(args.listen, config).await?;
+    tracing::info!(
+        listen = %simulator.addr(),
+        client_code = %simulator.client_code(),
+        token_required = args.token.is_some(),
+        "The Target simulator is listening."
+    );
+    shutdown.await;
+    tracing::info!("The Target simulator is stopping.");
+    simulator.shutdown().await;
+    Ok(())
+}
+
+/// A command-line value that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadFaultArg(String);
+
+impl FromStr for Failure {
+    type Err = BadFaultArg;
+
+    /// `STATUS:PROB`, `STATUS:PROB:SECONDS` or `STATUS:PROB:date+SECONDS`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadFaultArg(format!("{text:?} is not STATUS:PROB[:RETRY_AFTER]"));
+        let mut parts = text.split(':');
+        let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let probability = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let retry_after = match parts.next() {
+            None => None,
+            Some(after) => Some(match after.strip_prefix("date+") {
+                Some(seconds) => RetryAfter::HttpDate(seconds.parse().map_err(|_| bad())?),
+                None => RetryAfter::Seconds(after.parse().map_err(|_| bad())?),
+            }),
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            status,
+            probability,
+            retry_after,
+        })
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = BadFaultArg;
+
+    /// `PER_SECOND` or `PER_SECOND:BURST`; the burst defaults to one second's worth.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadFaultArg(format!("{text:?} is not PER_SECOND[:BURST]"));
+        let (rate, burst) = match text.split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (text, None),
+        };
+        let per_second: f64 = rate.parse().map_err(|_| bad())?;
+        let burst = match burst {
+            Some(burst) => burst.parse().map_err(|_| bad())?,
+            None => per_second.ceil().clamp(1.0, u32::MAX as f64) as u32,
+        };
+        Ok(Self { per_second, burst })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateTargetArgs,
+    }
+
+    #[test]
+    fn flags_become_the_simulator_configuration() {
+        let cli = Cli::try_parse_from([
+            "simulate-target",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-code",
+            "acme",
+            "--latency-ms",
+            "20",
+            "--jitter-ms",
+            "5",
+            "--fail",
+            "503:0.3:5",
+            "--fail",
+            "500:0.1",
+            "--hang-prob",
+            "0.01",
+            "--rate-limit",
+            "100:20",
+        ])
+        .expect("valid flags");
+        let config = cli.args.config();
+        assert_eq!(config.client_code, "acme");
+        assert_eq!(
+            config.faults.latency,
+            Latency {
+                fixed_ms: 20,
+                jitter_ms: 5
+            }
+        );
+        assert_eq!(config.faults.failures.len(), 2);
+        assert_eq!(config.faults.hang_probability, 0.01);
+        assert_eq!(
+            config.faults.rate_limit,
+            Some(RateLimit {
+                per_second: 100.0,
+                burst: 20
+            })
+        );
+        assert_eq!(config.faults.validate(), Ok(()));
+    }
+
+    #[test]
+    fn defaults_are_a_faultless_demo_simulator_on_port_8080() {
+        let cli = Cli::try_parse_from(["simulate-target"]).expect("no flag is required");
+        assert_eq!(cli.args.listen.to_string(), "127.0.0.1:8080");
+        let config = cli.args.config();
+        assert_eq!(config.client_code, "demo");
+        assert_eq!(config.faults, Faults::none());
+    }
+
+    #[tokio::test]
+    async fn run_serves_until_shutdown_then_returns() {
+        let cli = Cli::try_parse_from(["simulate-target", "--listen", "127.0.0.1:0"])
+            .expect("valid flags");
+        let result = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            run(cli.args, std::future::ready(())),
+        )
+        .await;
+        assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    }
+
+    #[test]
+    fn a_malformed_failure_is_a_usage_error() {
+        assert!(Cli::try_parse_from(["simulate-target", "--fail", "503"]).is_err());
+    }
+
+    #[test]
+    fn failure_arguments_parse_with_either_retry_after_form() {
+        assert_eq!("503:0.3".parse(), Ok(Failure::new(503, 0.3)));
+        assert_eq!(
+            "503:0.3:5".parse(),
+            Ok(Failure::new(503, 0.3).with_retry_after(RetryAfter::Seconds(5)))
+        );
+        assert_eq!(
+            "429:1:date+7".parse(),
+            Ok(Failure::new(429, 1.0).with_retry_after(RetryAfter::HttpDate(7)))
+        );
+        for bad in ["", "503", "x:0.1", "503:p", "503:0.1:soon", "503:0.1:1:2"] {
+            assert!(bad.parse::<Failure>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_arguments_parse_with_a_default_burst() {
+        let parsed: RateLimit = "10".parse().expect("valid");
+        assert_eq!((parsed.per_second, parsed.burst), (10.0, 10));
+        let parsed: RateLimit = "0.5".parse().expect("valid");
+        assert_eq!(parsed.burst, 1);
+        let parsed: RateLimit = "100:5".parse().expect("valid");
+        assert_eq!((parsed.per_second, parsed.burst), (100.0, 5));
+        assert!("ten".parse::<RateLimit>().is_err());
+    }
+}

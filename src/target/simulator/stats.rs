@@ -1,0 +1,342 @@
+//! What the simulator saw on the update path, for tests and benchmarks to assert on:
+//! counts by outcome, per-second histograms, per-profile counts and concurrency.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::sharded::{lock, Sharded};
+use super::store::{IdKind, ProfileKey};
+
+/// A snapshot of the simulator's statistics (`GET /_sim/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Milliseconds since the simulator started.
+    pub uptime_ms: u64,
+    /// Update requests received, whatever became of them.
+    pub total: u64,
+    /// Update requests answered 2xx (each changed profile state).
+    pub accepted: u64,
+    /// Update requests answered with any other status.
+    pub rejected: u64,
+    /// Update requests that drew a hang.
+    pub hung: u64,
+    /// Update answers by HTTP status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Accepted updates by the whole second since start at which they were accepted.
+    pub accepted_per_second: PerSecond,
+    /// All update requests by the whole second since start at which they arrived.
+    pub requests_per_second: PerSecond,
+    /// Update requests being handled now (waiting on hold, latency or a hang included).
+    pub in_flight: u64,
+    /// The most update requests ever in flight at once.
+    pub max_in_flight: u64,
+    /// Update requests waiting for the hold to be released, now.
+    pub held: u64,
+    /// Whether the hold is on.
+    pub holding: bool,
+    /// Update requests per profile, for requests that named exactly one profile.
+    pub profiles: ProfileRequests,
+}
+
+/// Counts keyed by whole second since the simulator started (`{"0":12,"1":40}`);
+/// seconds without any count are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PerSecond(pub BTreeMap<u64, u64>);
+
+impl PerSecond {
+    /// The sum over all seconds.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// The busiest second and its count; the earliest one on a tie.
+    pub fn busiest(&self) -> Option<(u64, u64)> {
+        self.0
+            .iter()
+            .map(|(&second, &count)| (second, count))
+            .max_by_key(|&(second, count)| (count, std::cmp::Reverse(second)))
+    }
+
+    /// The mean count per second from the first to the last second with a count,
+    /// both included; 0 when empty.
+    pub fn mean(&self) -> f64 {
+        match (self.0.keys().next(), self.0.keys().next_back()) {
+            (Some(first), Some(last)) => self.total() as f64 / (last - first + 1) as f64,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Update requests per profile, by namespace then id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRequests {
+    /// Profiles named by `mbox3rdPartyId`.
+    #[serde(rename = "thirdPartyId")]
+    pub third_party: BTreeMap<String, ProfileCounts>,
+    /// Profiles named by `mboxPC`.
+    #[serde(rename = "pcId")]
+    pub pc: BTreeMap<String, ProfileCounts>,
+}
+
+/// What happened to the update requests of one profile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileCounts {
+    /// Requests received (retries included).
+    pub requests: u64,
+    /// Requests accepted.
+    pub accepted: u64,
+}
+
+/// HTTP statuses are below this.
+const STATUS_SLOTS: usize = 600;
+
+/// The live counters behind [`SimStats`].
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    started: Instant,
+    total: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    hung: AtomicU64,
+    by_status: Box<[AtomicU64]>,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    held: AtomicU64,
+    holding: AtomicBool,
+    /// Index: second since `started`.
+    requests_per_second: Mutex<Vec<u64>>,
+    accepted_per_second: Mutex<Vec<u64>>,
+    per_profile: Sharded<ProfileCounts>,
+}
+
+/// Counts a request in flight until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Recorder {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            total: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            hung: AtomicU64::new(0),
+            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            holding: AtomicBool::new(false),
+            requests_per_second: Mutex::new(Vec::new()),
+            accepted_per_second: Mutex::new(Vec::new()),
+            per_profile: Sharded::new(),
+        }
+    }
+
+    /// Time since the simulator started; the clock of the histograms and rate limit.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Counts an arriving update request; it stays in flight until the guard drops.
+    pub(crate) fn arrived(&self) -> InFlight<'_> {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        bump(&self.requests_per_second, self.elapsed());
+        InFlight(&self.in_flight)
+    }
+
+    /// Counts a request naming `key`.
+    pub(crate) fn profile_requested(&self, key: &ProfileKey) {
+        let mut shard = self.per_profile.shard(key);
+        match shard.get_mut(key) {
+            Some(counts) => counts.requests += 1,
+            None => {
+                let counts = ProfileCounts {
+                    requests: 1,
+                    accepted: 0,
+                };
+                shard.insert(key.clone(), counts);
+            }
+        }
+    }
+
+    /// Counts an accepted update of `key` (after [`Recorder::profile_requested`]).
+    pub(crate) fn profile_accepted(&self, key: &ProfileKey) {
+        if let Some(counts) = self.per_profile.shard(key).get_mut(key) {
+            counts.accepted += 1;
+        }
+    }
+
+    /// Counts an answer.
+    pub(crate) fn answered(&self, status: u16) {
+        if let Some(slot) = self.by_status.get(usize::from(status)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        if (200..300).contains(&status) {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            bump(&self.accepted_per_second, self.elapsed());
+        } else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request that drew a hang.
+    pub(crate) fn hung(&self) {
+        self.hung.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Tracks the hold switch and the requests waiting on it.
+    pub(crate) fn set_holding(&self, holding: bool) {
+        self.holding.store(holding, Ordering::Relaxed);
+    }
+
+    pub(crate) fn held(&self) -> InFlight<'_> {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.held)
+    }
+
+    /// Zeroes every count; the clock and the gauges (in flight, held) keep running.
+    pub(crate) fn reset(&self) {
+        for counter in [&self.total, &self.accepted, &self.rejected, &self.hung] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        for slot in self.by_status.iter() {
+            slot.store(0, Ordering::Relaxed);
+        }
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        self.max_in_flight.store(in_flight, Ordering::Relaxed);
+        lock(&self.requests_per_second).clear();
+        lock(&self.accepted_per_second).clear();
+        self.per_profile.clear();
+    }
+
+    pub(crate) fn snapshot(&self) -> SimStats {
+        let by_status = self
+            .by_status
+            .iter()
+            .enumerate()
+            .filter_map(|(status, count)| {
+                let count = count.load(Ordering::Relaxed);
+                let status = u16::try_from(status).ok()?;
+                (count > 0).then_some((status, count))
+            })
+            .collect();
+        let mut profiles = ProfileRequests::default();
+        self.per_profile.for_each(|key, counts| {
+            let namespace = match key.kind() {
+                IdKind::ThirdParty => &mut profiles.third_party,
+                IdKind::Pc => &mut profiles.pc,
+            };
+            namespace.insert(key.id().to_owned(), *counts);
+        });
+        SimStats {
+            uptime_ms: u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX),
+            total: self.total.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            hung: self.hung.load(Ordering::Relaxed),
+            by_status,
+            accepted_per_second: histogram(&self.accepted_per_second),
+            requests_per_second: histogram(&self.requests_per_second),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+            holding: self.holding.load(Ordering::Relaxed),
+            profiles,
+        }
+    }
+}
+
+/// Adds one to the count of the second `at` falls in.
+fn bump(histogram: &Mutex<Vec<u64>>, at: Duration) {
+    let Ok(second) = usize::try_from(at.as_secs()) else {
+        return;
+    };
+    let mut counts = lock(histogram);
+    if counts.len() <= second {
+        counts.resize(second + 1, 0);
+    }
+    counts[second] += 1;
+}
+
+fn histogram(counts: &Mutex<Vec<u64>>) -> PerSecond {
+    PerSecond(
+        lock(counts)
+            .iter()
+            .enumerate()
+            .filter(|(_, &count)| count > 0)
+            .map(|(second, &count)| (second as u64, count))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_second_finds_the_busiest_second_and_the_mean_rate() {
+        let per_second = PerSecond([(2, 10), (3, 30), (5, 30)].into_iter().collect());
+        assert_eq!(per_second.total(), 70);
+        assert_eq!(per_second.busiest(), Some((3, 30)));
+        assert_eq!(per_second.mean(), 70.0 / 4.0);
+        assert_eq!(PerSecond::default().busiest(), None);
+        assert_eq!(PerSecond::default().mean(), 0.0);
+    }
+
+    #[test]
+    fn counts_follow_arrivals_and_answers() {
+        let recorder = Recorder::new();
+        let key = ProfileKey::new(IdKind::Pc, "p");
+        {
+            let _first = recorder.arrived();
+            let _second = recorder.arrived();
+            assert_eq!(recorder.snapshot().in_flight, 2);
+            recorder.profile_requested(&key);
+            recorder.profile_requested(&key);
+            recorder.profile_accepted(&key);
+            recorder.answered(200);
+            recorder.answered(503);
+        }
+        let stats = recorder.snapshot();
+        assert_eq!((stats.total, stats.accepted, stats.rejected), (2, 1, 1));
+        assert_eq!((stats.in_flight, stats.max_in_flight), (0, 2));
+        assert_eq!(stats.by_status, [(200, 1), (503, 1)].into_iter().collect());
+        assert_eq!(stats.accepted_per_second.total(), 1);
+        assert_eq!(stats.requests_per_second.total(), 2);
+        assert_eq!(
+            stats.profiles.pc["p"],
+            ProfileCounts {
+                requests: 2,
+                accepted: 1
+            }
+        );
+        recorder.reset();
+        assert_eq!(recorder.snapshot().total, 0);
+        assert!(recorder.snapshot().profiles.pc.is_empty());
+    }
+
+    #[test]
+    fn stats_survive_a_json_round_trip() {
+        let recorder = Recorder::new();
+        let _request = recorder.arrived();
+        recorder.answered(429);
+        let stats = recorder.snapshot();
+        let json = serde_json::to_string(&stats).expect("serializes");
+        assert!(json.contains(r#""by_status":{"429":1}"#), "{json}");
+        let back: SimStats = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, stats);
+    }
+}
