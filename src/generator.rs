@@ -71,16 +71,33 @@ pub struct GeneratedEvent {
 /// tenth only a Target pc id (`mboxPC`).
 pub fn customer_id(n: u64) -> (bool, String) {
     if n % 10 == 9 {
-        (false, format!("{:013}-{:06}.01_00", 1_700_000_000_000u64 + n, n))
+        (
+            false,
+            format!("{:013}-{:06}.01_00", 1_700_000_000_000u64 + n, n),
+        )
     } else {
         (true, format!("CRM-{n:07}"))
     }
 }
 
-const STORES: [&str; 6] = ["S-001", "S-002", "Zürich-Bahnhof", "東京-渋谷", "S-104", "Lyon-Part-Dieu"];
+const STORES: [&str; 6] = [
+    "S-001",
+    "S-002",
+    "Zürich-Bahnhof",
+    "東京-渋谷",
+    "S-104",
+    "Lyon-Part-Dieu",
+];
 const CHANNELS: [&str; 4] = ["store", "online", "mobile", "kiosk"];
 const CATEGORIES: [&str; 8] = [
-    "shoes", "bags", "socks", "Café & Thé", "électronique", "toys", "garden", "books",
+    "shoes",
+    "bags",
+    "socks",
+    "Café & Thé",
+    "électronique",
+    "toys",
+    "garden",
+    "books",
 ];
 const TIERS: [&str; 3] = ["bronze", "silver", "gold"];
 const OFFSETS: [&str; 4] = ["Z", "+01:00", "-05:00", "+05:30"];
@@ -109,7 +126,9 @@ impl Generator {
 
     fn pick_customer(&mut self) -> u64 {
         match &self.zipf {
-            Some(zipf) => (zipf.sample(&mut self.rng) as u64).saturating_sub(1) % self.config.customers.max(1),
+            Some(zipf) => {
+                (zipf.sample(&mut self.rng) as u64).saturating_sub(1) % self.config.customers.max(1)
+            }
             None => self.rng.random_range(0..self.config.customers.max(1)),
         }
     }
@@ -151,7 +170,8 @@ impl Generator {
                     "unit_price": format!("{}.{:02}", cents / 100, cents % 100),
                 });
                 if i % 4 != 3 {
-                    item["category"] = CATEGORIES[self.rng.random_range(0..CATEGORIES.len())].into();
+                    item["category"] =
+                        CATEGORIES[self.rng.random_range(0..CATEGORIES.len())].into();
                 }
                 item
             })
@@ -215,7 +235,11 @@ impl Iterator for Generator {
         } else if roll < self.config.bad_ratio + self.config.anonymous_ratio {
             let event = self.valid(None);
             GeneratedEvent {
-                key: event["store_id"].as_str().unwrap_or("store").as_bytes().to_vec(),
+                key: event["store_id"]
+                    .as_str()
+                    .unwrap_or("store")
+                    .as_bytes()
+                    .to_vec(),
                 payload: event.to_string().into_bytes(),
                 kind: EventKind::Anonymous,
             }
@@ -267,15 +291,37 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_traffic() {
-        let a: Vec<_> = Generator::new(GeneratorConfig { events: 50, ..Default::default() }).map(|e| e.payload).collect();
-        let b: Vec<_> = Generator::new(GeneratorConfig { events: 50, ..Default::default() }).map(|e| e.payload).collect();
+        let a: Vec<_> = Generator::new(GeneratorConfig {
+            events: 50,
+            ..Default::default()
+        })
+        .map(|e| e.payload)
+        .collect();
+        let b: Vec<_> = Generator::new(GeneratorConfig {
+            events: 50,
+            ..Default::default()
+        })
+        .map(|e| e.payload)
+        .collect();
         assert_eq!(a, b);
     }
 
     #[test]
     fn zipf_traffic_favours_few_customers() {
-        let config = GeneratorConfig { events: 5000, customers: 1000, zipf: 1.1, bad_ratio: 0.0, anonymous_ratio: 0.0, ..Default::default() };
-        let top = Generator::new(config).filter(|e| e.kind == EventKind::Customer(0)).count();
-        assert!(top > 200, "customer 0 should be the most frequent, got {top}");
+        let config = GeneratorConfig {
+            events: 5000,
+            customers: 1000,
+            zipf: 1.1,
+            bad_ratio: 0.0,
+            anonymous_ratio: 0.0,
+            ..Default::default()
+        };
+        let top = Generator::new(config)
+            .filter(|e| e.kind == EventKind::Customer(0))
+            .count();
+        assert!(
+            top > 200,
+            "customer 0 should be the most frequent, got {top}"
+        );
     }
 }

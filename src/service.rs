@@ -48,12 +48,20 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let metrics = Arc::new(Metrics::new());
-    let gate = Arc::new(SendGate::new(RateShare::of_group(
-        settings.rate_limit.per_second,
-        settings.rate_limit.burst,
-        0,
-        1,
-    )));
+    let delivery = &settings.delivery;
+    let retry = RetryPolicy {
+        initial: Duration::from_millis(delivery.retry_initial_ms),
+        max: Duration::from_millis(delivery.retry_max_ms),
+    };
+    let gate = Arc::new(SendGate::new(
+        RateShare::of_group(
+            settings.rate_limit.per_second,
+            settings.rate_limit.burst,
+            0,
+            1,
+        ),
+        retry,
+    ));
     let health = Arc::new(Health::new(gate.clone()));
     let server_stop = CancellationToken::new();
     let listen: SocketAddr = settings
@@ -65,11 +73,6 @@ pub async fn run(
         health::serve(listen, health.clone(), metrics.clone(), server_stop.clone())
             .await
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-    let delivery = &settings.delivery;
-    let retry = RetryPolicy {
-        initial: Duration::from_millis(delivery.retry_initial_ms),
-        max: Duration::from_millis(delivery.retry_max_ms),
-    };
     let client = Arc::new(
         TargetClient::new(&settings.target, delivery.max_in_flight as usize)
             .context("cannot set up the Target client")?,

@@ -27,6 +27,8 @@ enum Command {
     Derive(derive::DeriveArgs),
     /// Load and validate the configuration; print it with secrets masked.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Serve the Target simulator (update, read-back, fault injection).
+    SimulateTarget(crate::target::simulator::cli::SimulateTargetArgs),
 }
 
 /// `--config FILE`, shared by the subcommands that read configuration.
@@ -44,5 +46,31 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Derive(args) => derive::main(args),
         Command::CheckConfig(args) => check_config::main(args),
+        Command::SimulateTarget(args) => simulate_target(args),
+    }
+}
+
+fn simulate_target(args: crate::target::simulator::cli::SimulateTargetArgs) -> ExitCode {
+    crate::ops::telemetry::init(crate::ops::config::LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let stop = crate::ops::shutdown::on_signals(std::time::Duration::from_secs(10));
+        crate::target::simulator::cli::run(args, async move { stop.cancelled().await }).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("simulate-target: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

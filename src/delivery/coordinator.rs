@@ -121,7 +121,15 @@ pub struct Coordinator {
     draining: bool,
     counters: Counters,
     high_watermarks: HashMap<TopicPartition, i64>,
+    /// The commit under way, if any: one at a time, and a partition's offset
+    /// counts as committed only once the broker confirmed it.
+    commit: Option<tokio::task::JoinHandle<CommitResult>>,
+    /// Partitions of all subscribed topics (from metadata), for the share.
+    total_partitions: usize,
 }
+
+/// What a commit attempted and whether the broker took it.
+type CommitResult = (Vec<(TopicPartition, u64, i64)>, Result<(), String>);
 
 impl Coordinator {
     /// A coordinator over a started consumer.
@@ -160,6 +168,8 @@ impl Coordinator {
             draining: false,
             counters,
             high_watermarks: HashMap::new(),
+            commit: None,
+            total_partitions: 0,
         }
     }
 
@@ -181,7 +191,11 @@ impl Coordinator {
                         break;
                     }
                 },
-                _ = commit_tick.tick() => self.commit_async(),
+                _ = commit_tick.tick() => self.start_commit(),
+                result = wait_commit(&mut self.commit), if self.commit.is_some() => {
+                    self.commit = None;
+                    self.on_commit(result);
+                }
                 _ = sleep_until_opt(revoke_deadline), if revoke_deadline.is_some() => {}
             }
             self.check_revokes();
@@ -239,28 +253,16 @@ impl Coordinator {
                     );
                 }
                 self.publish_assignment();
+                self.update_share();
             }
             ConsumerEvent::Revoked {
                 partitions,
                 lost,
                 reply,
             } => self.on_revoke(partitions, lost, reply),
-            ConsumerEvent::Share { assigned, total } => {
-                let share = super::gate::RateShare::of_group(
-                    self.settings.per_second,
-                    self.settings.burst,
-                    assigned,
-                    total,
-                );
-                self.sender.gate.set_share(share);
-                self.metrics.rate_share.set(share.per_second);
-                tracing::info!(
-                    assigned,
-                    total,
-                    per_second = share.per_second,
-                    burst = share.burst,
-                    "Rate share set from the assignment."
-                );
+            ConsumerEvent::Share { total, .. } => {
+                self.total_partitions = total;
+                self.update_share();
             }
             ConsumerEvent::HighWatermarks(marks) => {
                 for (tp, mark) in marks {
@@ -273,12 +275,38 @@ impl Coordinator {
         }
     }
 
+    /// Sets this pod's share from the partitions it owns (and is not giving
+    /// up). Called when partitions arrive (after their previous owner let go)
+    /// and when a revoke starts (before they are handed over), so the pods'
+    /// shares never add up to more than the group budget.
+    fn update_share(&mut self) {
+        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        let share = super::gate::RateShare::of_group(
+            self.settings.per_second,
+            self.settings.burst,
+            owned,
+            self.total_partitions,
+        );
+        if share != self.sender.gate.share() {
+            self.sender.gate.set_share(share);
+            self.metrics.rate_share.set(share.per_second);
+            tracing::info!(
+                owned,
+                total = self.total_partitions,
+                per_second = share.per_second,
+                burst = share.burst,
+                "Rate share set from the assignment."
+            );
+        }
+    }
+
     fn on_record(&mut self, record: Record) {
         let Some(state) = self.partitions.get_mut(&record.tp) else {
             return;
         };
         if state.revoking || self.draining || !state.watermark.track(record.offset) {
             // Not tracked, so never committed: it is read again.
+            tracing::debug!(partition = %record.tp, offset = record.offset, "Record not tracked.");
             return;
         }
         let event = EventRef {
@@ -292,6 +320,7 @@ impl Coordinator {
                 state.watermark.finish(event.offset);
             }
             Decision::DeadLetter(error) => {
+                tracing::debug!(partition = %event.tp, offset = event.offset, class = error.class.as_str(), "Dead-lettering a record.");
                 if let Some(counter) = self.counters.invalid.get(error.class.as_str()) {
                     counter.inc();
                 }
@@ -432,6 +461,7 @@ impl Coordinator {
                 }
             }
             TaskDone::DeadLetter { event, written } => {
+                tracing::debug!(partition = %event.tp, offset = event.offset, written, "Dead letter done.");
                 if written {
                     self.finish(&event);
                 } else if let Some(p) = self.partition(&event) {
@@ -473,6 +503,7 @@ impl Coordinator {
                 state.revoking = true;
             }
         }
+        self.update_share();
         // Waiting work of these partitions is dropped: unfinished, it is not
         // committed, and the new owner reads it again.
         self.queues
@@ -527,47 +558,51 @@ impl Coordinator {
         }
     }
 
-    /// Commits changed watermarks without waiting.
-    fn commit_async(&mut self) {
-        if self
-            .consumer
-            .context()
-            .commit_failed
-            .swap(false, Ordering::AcqRel)
-        {
-            for state in self.partitions.values_mut() {
-                state.last_committed = None;
-            }
+    /// Starts committing changed watermarks on a blocking thread, unless a
+    /// commit is already under way.
+    fn start_commit(&mut self) {
+        self.publish_offsets();
+        if self.commit.is_some() {
+            return;
         }
-        let list = self.changed_offsets();
-        if list.count() > 0 {
-            if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
-                tracing::warn!(error = %error, "Could not start an offset commit.");
-                for state in self.partitions.values_mut() {
-                    state.last_committed = None;
+        let offsets = self.changed_offsets();
+        if offsets.is_empty() {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        self.commit = Some(tokio::task::spawn_blocking(move || {
+            let result = commit_sync(&consumer, &offsets);
+            (offsets, result)
+        }));
+    }
+
+    fn on_commit(&mut self, (offsets, result): CommitResult) {
+        match result {
+            Ok(()) => {
+                for (tp, epoch, offset) in offsets {
+                    if let Some(state) = self.partitions.get_mut(&tp).filter(|p| p.epoch == epoch) {
+                        state.last_committed = Some(offset);
+                    }
                 }
+            }
+            // Typically a rebalance in progress; the next tick tries again.
+            Err(error) => {
+                tracing::debug!(error = %error, "Offset commit failed; retrying on the next tick.")
             }
         }
         self.publish_offsets();
     }
 
-    fn changed_offsets(&mut self) -> TopicPartitionList {
-        let mut list = TopicPartitionList::new();
-        for (tp, state) in &mut self.partitions {
-            if state.revoking {
-                continue;
-            }
-            if let Some(offset) = state.watermark.committable() {
-                if state.last_committed != Some(offset)
-                    && list
-                        .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
-                        .is_ok()
-                {
-                    state.last_committed = Some(offset);
-                }
-            }
-        }
-        list
+    /// Owned partitions whose committable offset is not yet confirmed.
+    fn changed_offsets(&self) -> Vec<(TopicPartition, u64, i64)> {
+        self.partitions
+            .iter()
+            .filter(|(_, state)| !state.revoking)
+            .filter_map(|(tp, state)| {
+                let offset = state.watermark.committable()?;
+                (state.last_committed != Some(offset)).then(|| (tp.clone(), state.epoch, offset))
+            })
+            .collect()
     }
 
     /// Shutdown: stop taking work, finish or abandon in-flight work within
@@ -612,22 +647,43 @@ impl Coordinator {
         for revoke in std::mem::take(&mut self.revokes) {
             let _ = revoke.reply.send(Vec::new());
         }
-        for state in self.partitions.values_mut() {
-            state.last_committed = None;
-        }
-        let list = self.changed_offsets();
-        let committed = list.count();
-        if committed > 0 {
-            let consumer = self.consumer.clone();
-            let result =
-                tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
-            match result {
-                Ok(Ok(())) => tracing::info!(partitions = committed, "Committed final offsets."),
-                Ok(Err(error)) => {
-                    tracing::error!(error = %error, "Final offset commit failed; the next owner re-reads from the last commit.")
-                }
-                Err(error) => tracing::error!(error = %error, "Final offset commit did not run."),
+        if let Some(running) = self.commit.take() {
+            if let Ok(result) = running.await {
+                self.on_commit(result);
             }
+        }
+        // A commit can fail while a rebalance settles: try a few times.
+        for attempt in 1..=3 {
+            let offsets = self.changed_offsets();
+            if offsets.is_empty() {
+                break;
+            }
+            let consumer = self.consumer.clone();
+            let count = offsets.len();
+            let result = tokio::task::spawn_blocking(move || {
+                let result = commit_sync(&consumer, &offsets);
+                (offsets, result)
+            })
+            .await;
+            match result {
+                Ok((offsets, Ok(()))) => {
+                    self.on_commit((offsets, Ok(())));
+                    tracing::info!(partitions = count, "Committed final offsets.");
+                }
+                Ok((_, Err(error))) => {
+                    tracing::warn!(error = %error, attempt, "Final offset commit failed.");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "Final offset commit did not run.");
+                    break;
+                }
+            }
+        }
+        if !self.changed_offsets().is_empty() {
+            tracing::error!(
+                "Could not commit final offsets; the next owner re-reads from the last commit."
+            );
         }
         self.publish_offsets();
     }
@@ -694,6 +750,30 @@ fn dead_letter_of(
         source: item.event.tp.clone(),
         offset: item.event.offset,
         target_status,
+    }
+}
+
+/// Commits offsets and waits for the broker's answer.
+fn commit_sync(
+    consumer: &PipelineConsumer,
+    offsets: &[(TopicPartition, u64, i64)],
+) -> Result<(), String> {
+    let mut list = TopicPartitionList::new();
+    for (tp, _, offset) in offsets {
+        list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            .map_err(|error| error.to_string())?;
+    }
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .map_err(|error| error.to_string())
+}
+
+async fn wait_commit(commit: &mut Option<tokio::task::JoinHandle<CommitResult>>) -> CommitResult {
+    match commit.as_mut() {
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|error| (Vec::new(), Err(error.to_string()))),
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! pod-wide pause after a `Retry-After`, and the credentials pause after a
 //! 401/403, during which only one probe request at a time goes out.
 
+use super::retry::{RetryPolicy, RetrySchedule};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,11 +54,14 @@ impl RateShare {
 /// Shared by every sending task of the pod.
 #[derive(Debug)]
 pub struct SendGate {
-    limiter: RwLock<(RateShare, Arc<DefaultDirectRateLimiter>)>,
+    /// The share, its limiter, and a generation that changes with it.
+    limiter: RwLock<(RateShare, Arc<DefaultDirectRateLimiter>, u64)>,
     paused_until: Mutex<Option<Instant>>,
     auth_paused: AtomicBool,
-    /// While credentials are refused, one request at a time probes Target.
+    /// While credentials are refused, one request at a time probes Target,
+    /// on one pod-wide schedule that backs off with every refused probe.
     probe: Arc<Semaphore>,
+    probe_schedule: Mutex<ProbeSchedule>,
     retry_after_pauses: AtomicU64,
     /// Whether the last attempt got an HTTP answer (for `/readyz`).
     reachable: AtomicBool,
@@ -65,32 +69,58 @@ pub struct SendGate {
     limiter_wait_nanos: AtomicU64,
 }
 
-/// Permission to send one request; while credentials are paused it also holds
-/// the single probe slot, which the sender keeps through its backoff.
+/// When the next credentials probe may go.
+#[derive(Debug)]
+struct ProbeSchedule {
+    policy: RetryPolicy,
+    bounds: Option<RetrySchedule>,
+    next_at: Option<Instant>,
+}
+
+/// Permission to send one request; while credentials are paused it holds the
+/// single probe slot.
 #[derive(Debug)]
 pub struct SendPermit {
-    _probe: Option<OwnedSemaphorePermit>,
+    probe: Option<OwnedSemaphorePermit>,
+}
+
+impl SendPermit {
+    /// Whether this request probes refused credentials.
+    pub fn is_probe(&self) -> bool {
+        self.probe.is_some()
+    }
 }
 
 impl SendGate {
-    /// A gate with this share.
-    pub fn new(share: RateShare) -> SendGate {
+    /// A gate with this share; refused credentials are probed on `probe_backoff`.
+    pub fn new(share: RateShare, probe_backoff: RetryPolicy) -> SendGate {
         SendGate {
-            limiter: RwLock::new((share, Arc::new(share.limiter()))),
+            limiter: RwLock::new((share, Arc::new(share.limiter()), 0)),
             paused_until: Mutex::new(None),
             auth_paused: AtomicBool::new(false),
             probe: Arc::new(Semaphore::new(1)),
+            probe_schedule: Mutex::new(ProbeSchedule {
+                policy: probe_backoff,
+                bounds: None,
+                next_at: None,
+            }),
             retry_after_pauses: AtomicU64::new(0),
             reachable: AtomicBool::new(true),
             limiter_wait_nanos: AtomicU64::new(0),
         }
     }
 
+    fn current_limiter(&self) -> (Arc<DefaultDirectRateLimiter>, u64) {
+        let guard = self.limiter.read().unwrap_or_else(|p| p.into_inner());
+        (guard.1.clone(), guard.2)
+    }
+
     /// Changes the share (at every rebalance).
     pub fn set_share(&self, share: RateShare) {
         let mut guard = self.limiter.write().unwrap_or_else(|p| p.into_inner());
         if guard.0 != share {
-            *guard = (share, Arc::new(share.limiter()));
+            let generation = guard.2 + 1;
+            *guard = (share, Arc::new(share.limiter()), generation);
         }
     }
 
@@ -106,6 +136,10 @@ impl SendGate {
             self.wait_out_pause().await;
             let probe = if self.auth_paused.load(Ordering::Acquire) {
                 let permit = self.probe.clone().acquire_owned().await.ok();
+                let next_at = self.lock_probe().next_at;
+                if let Some(at) = next_at {
+                    tokio::time::sleep_until(at).await;
+                }
                 if self.auth_paused.load(Ordering::Acquire) {
                     permit
                 } else {
@@ -114,22 +148,22 @@ impl SendGate {
             } else {
                 None
             };
-            let limiter = self
-                .limiter
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .1
-                .clone();
+            let (limiter, generation) = self.current_limiter();
             let started = std::time::Instant::now();
             limiter.until_ready().await;
             self.limiter_wait_nanos
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            // A token from a limiter replaced meanwhile (the share changed)
+            // does not count: two limiters must never issue side by side.
+            if self.current_limiter().1 != generation {
+                continue;
+            }
             // A pause that began while we waited for the budget wins: no new
             // request starts during it (the token is spent; that errs low).
             if self.pause_remaining().is_some() {
                 continue;
             }
-            return SendPermit { _probe: probe };
+            return SendPermit { probe };
         }
     }
 
@@ -162,8 +196,27 @@ impl SendGate {
         }
     }
 
-    /// Target refused the credentials: pause everything but one probe.
-    pub fn auth_failed(&self, status: u16) {
+    fn lock_probe(&self) -> std::sync::MutexGuard<'_, ProbeSchedule> {
+        self.probe_schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Target refused the credentials: pause everything but one probe at a
+    /// time. A refused probe pushes the next one back (exponential, full
+    /// jitter); requests that were already in flight do not.
+    pub fn auth_failed(&self, status: u16, was_probe: bool) {
+        {
+            let mut schedule = self.lock_probe();
+            if was_probe || schedule.next_at.is_none() {
+                let policy = schedule.policy;
+                let delay = schedule
+                    .bounds
+                    .get_or_insert_with(|| policy.schedule())
+                    .next_delay();
+                schedule.next_at = Some(Instant::now() + delay);
+            }
+        }
         if !self.auth_paused.swap(true, Ordering::AcqRel) {
             tracing::error!(
                 status,
@@ -175,6 +228,10 @@ impl SendGate {
     /// Target accepted a request: credentials are fine again.
     pub fn auth_ok(&self) {
         if self.auth_paused.swap(false, Ordering::AcqRel) {
+            let mut schedule = self.lock_probe();
+            schedule.bounds = None;
+            schedule.next_at = None;
+            drop(schedule);
             tracing::info!("Target accepts the credentials again; sending resumed.");
         }
     }
@@ -220,6 +277,13 @@ impl SendGate {
 mod tests {
     use super::*;
 
+    fn probe_backoff() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+        }
+    }
+
     #[test]
     fn the_share_follows_the_assignment_and_burst_is_at_least_one() {
         assert_eq!(
@@ -242,10 +306,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_holds_requests_beyond_the_burst_to_the_rate() {
-        let gate = SendGate::new(RateShare {
-            per_second: 20.0,
-            burst: 5,
-        });
+        let gate = SendGate::new(
+            RateShare {
+                per_second: 20.0,
+                burst: 5,
+            },
+            probe_backoff(),
+        );
         let started = std::time::Instant::now();
         for _ in 0..5 {
             gate.acquire().await;
@@ -261,12 +328,68 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_smaller_share_takes_effect_at_once_for_waiting_senders() {
+        let gate = Arc::new(SendGate::new(
+            RateShare {
+                per_second: 75.0,
+                burst: 3,
+            },
+            probe_backoff(),
+        ));
+        let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = std::time::Instant::now();
+        let mut senders = Vec::new();
+        for _ in 0..64 {
+            let (gate, granted) = (gate.clone(), granted.clone());
+            senders.push(tokio::spawn(async move {
+                while started.elapsed() < Duration::from_secs(3) {
+                    gate.acquire().await;
+                    granted.lock().unwrap().push(started.elapsed());
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        gate.set_share(RateShare {
+            per_second: 25.0,
+            burst: 1,
+        });
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let granted = granted.lock().unwrap();
+        let in_window = |from: f64, to: f64| {
+            granted
+                .iter()
+                .filter(|t| t.as_secs_f64() >= from && t.as_secs_f64() < to)
+                .count()
+        };
+        // Any one-second window: at most the larger rate plus its burst.
+        for tenth in 0..20 {
+            let from = f64::from(tenth) / 10.0;
+            assert!(
+                in_window(from, from + 1.0) <= 75 + 3 + 1,
+                "window at {from}s: {}",
+                in_window(from, from + 1.0)
+            );
+        }
+        // Well after the change, the smaller share holds.
+        assert!(
+            in_window(2.0, 3.0) <= 25 + 1 + 1,
+            "after the change: {}",
+            in_window(2.0, 3.0)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_request_starts_during_a_retry_after_pause() {
-        let gate = Arc::new(SendGate::new(RateShare {
-            per_second: 1e6,
-            burst: 100,
-        }));
+        let gate = Arc::new(SendGate::new(
+            RateShare {
+                per_second: 1e6,
+                burst: 100,
+            },
+            probe_backoff(),
+        ));
         gate.pause_for(Duration::from_secs(30));
         let waiter = tokio::spawn({
             let gate = gate.clone();
@@ -283,13 +406,17 @@ mod tests {
 
     #[tokio::test]
     async fn while_credentials_are_refused_one_probe_goes_at_a_time() {
-        let gate = Arc::new(SendGate::new(RateShare {
-            per_second: 1e6,
-            burst: 100,
-        }));
-        gate.auth_failed(401);
+        let gate = Arc::new(SendGate::new(
+            RateShare {
+                per_second: 1e6,
+                burst: 100,
+            },
+            probe_backoff(),
+        ));
+        gate.auth_failed(401, false);
         assert!(gate.is_auth_paused());
         let probe = gate.acquire().await;
+        assert!(probe.is_probe());
         let second = tokio::spawn({
             let gate = gate.clone();
             async move {

@@ -1,53 +1,59 @@
 //! Per-profile order with cross-profile concurrency: a profile's updates are
 //! sent one at a time in arrival (partition) order, while different profiles
-//! run side by side. Pure bookkeeping; the coordinator does the sending.
+//! run side by side. Among profiles that may send, the one whose waiting work
+//! arrived first goes first, so partition watermarks (and with them the
+//! commits) advance as early as possible and a crash repeats little work.
+//! Pure bookkeeping; the coordinator does the sending.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
 
 /// Work waiting per profile, and which profiles may send next.
 #[derive(Debug)]
-pub struct ProfileQueues<K, T> {
+pub struct ProfileQueues<K: Ord, T> {
     profiles: HashMap<K, ProfileState<T>>,
-    /// Profiles with waiting work and nothing in flight, oldest first.
-    ready: VecDeque<K>,
+    /// Profiles with waiting work and nothing in flight, by the arrival
+    /// number of their oldest waiting item (entries may be stale; checked on pop).
+    ready: BinaryHeap<Reverse<(u64, K)>>,
     waiting: usize,
+    arrivals: u64,
 }
 
 #[derive(Debug)]
 struct ProfileState<T> {
-    pending: VecDeque<T>,
+    /// Items with their arrival numbers, oldest first.
+    pending: VecDeque<(u64, T)>,
     in_flight: bool,
-    /// Whether the key is in `ready` (so it is never there twice).
-    queued: bool,
 }
 
-impl<K: Clone + Eq + Hash, T> Default for ProfileQueues<K, T> {
+impl<K: Clone + Eq + Hash + Ord, T> Default for ProfileQueues<K, T> {
     fn default() -> Self {
         ProfileQueues {
             profiles: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: BinaryHeap::new(),
             waiting: 0,
+            arrivals: 0,
         }
     }
 }
 
-impl<K: Clone + Eq + Hash, T> ProfileQueues<K, T> {
+impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
     /// Adds work for a profile behind its earlier work.
     pub fn push(&mut self, key: K, item: T) {
+        let arrival = self.arrivals;
+        self.arrivals += 1;
         let state = self
             .profiles
             .entry(key.clone())
             .or_insert_with(|| ProfileState {
                 pending: VecDeque::new(),
                 in_flight: false,
-                queued: false,
             });
-        state.pending.push_back(item);
+        state.pending.push_back((arrival, item));
         self.waiting += 1;
-        if !state.in_flight && !state.queued {
-            state.queued = true;
-            self.ready.push_back(key);
+        if !state.in_flight && state.pending.len() == 1 {
+            self.ready.push(Reverse((arrival, key)));
         }
     }
 
@@ -56,16 +62,17 @@ impl<K: Clone + Eq + Hash, T> ProfileQueues<K, T> {
     ///
     /// [`finish`]: ProfileQueues::finish
     pub fn next_ready(&mut self, max: usize) -> Option<(K, Vec<T>)> {
-        while let Some(key) = self.ready.pop_front() {
+        while let Some(Reverse((arrival, key))) = self.ready.pop() {
             let Some(state) = self.profiles.get_mut(&key) else {
                 continue;
             };
-            state.queued = false;
-            if state.in_flight || state.pending.is_empty() {
+            if state.in_flight || state.pending.front().map(|(a, _)| *a) != Some(arrival) {
+                // Stale entry: the profile was sent, or its head was removed
+                // (a fresh entry exists when it is ready again).
                 continue;
             }
             let take = max.max(1).min(state.pending.len());
-            let items: Vec<T> = state.pending.drain(..take).collect();
+            let items: Vec<T> = state.pending.drain(..take).map(|(_, item)| item).collect();
             self.waiting -= items.len();
             state.in_flight = true;
             return Some((key, items));
@@ -79,11 +86,11 @@ impl<K: Clone + Eq + Hash, T> ProfileQueues<K, T> {
             return;
         };
         state.in_flight = false;
-        if state.pending.is_empty() {
-            self.profiles.remove(key);
-        } else if !state.queued {
-            state.queued = true;
-            self.ready.push_back(key.clone());
+        match state.pending.front() {
+            None => {
+                self.profiles.remove(key);
+            }
+            Some((arrival, _)) => self.ready.push(Reverse((*arrival, key.clone()))),
         }
     }
 
@@ -91,16 +98,24 @@ impl<K: Clone + Eq + Hash, T> ProfileQueues<K, T> {
     /// shutdown); returns them. In-flight work is not touched.
     pub fn remove_where(&mut self, mut drop: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut removed = Vec::new();
-        self.profiles.retain(|_, state| {
+        let ready = &mut self.ready;
+        self.profiles.retain(|key, state| {
+            let head = state.pending.front().map(|(a, _)| *a);
             let mut kept = VecDeque::with_capacity(state.pending.len());
-            for item in state.pending.drain(..) {
+            for (arrival, item) in state.pending.drain(..) {
                 if drop(&item) {
                     removed.push(item);
                 } else {
-                    kept.push_back(item);
+                    kept.push_back((arrival, item));
                 }
             }
             state.pending = kept;
+            let new_head = state.pending.front().map(|(a, _)| *a);
+            if !state.in_flight && new_head.is_some() && new_head != head {
+                if let Some(arrival) = new_head {
+                    ready.push(Reverse((arrival, key.clone())));
+                }
+            }
             state.in_flight || !state.pending.is_empty()
         });
         self.waiting -= removed.len();
@@ -110,11 +125,6 @@ impl<K: Clone + Eq + Hash, T> ProfileQueues<K, T> {
     /// Items waiting (not in flight).
     pub fn waiting(&self) -> usize {
         self.waiting
-    }
-
-    /// Whether any profile could send now.
-    pub fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
     }
 }
 
@@ -138,6 +148,21 @@ mod tests {
         q.finish(&"b");
         assert_eq!(q.waiting(), 0);
         assert!(q.profiles.is_empty());
+    }
+
+    #[test]
+    fn the_profile_with_the_oldest_waiting_work_goes_first() {
+        let mut q = ProfileQueues::default();
+        q.push("a", 1);
+        q.push("a", 2);
+        q.push("b", 3);
+        q.push("c", 4);
+        assert_eq!(q.next_ready(1), Some(("a", vec![1])));
+        assert_eq!(q.next_ready(1), Some(("b", vec![3])));
+        q.finish(&"a");
+        // a's next item arrived before c's: it goes before c.
+        assert_eq!(q.next_ready(1), Some(("a", vec![2])));
+        assert_eq!(q.next_ready(1), Some(("c", vec![4])));
     }
 
     #[test]

@@ -93,16 +93,10 @@ impl Sender {
                 Verdict::AuthFailed { status } => {
                     // Never dead-lettered and never counted against
                     // max_attempts: the credentials are wrong for every event.
+                    // The gate holds every sender back and schedules probes.
                     self.metrics
                         .count_request("auth_failed", attempt.status, false);
-                    self.gate.auth_failed(status);
-                    let delay = schedule.next_delay();
-                    // Keep the probe slot through the backoff: one probe at a time.
-                    sleep_or_abandon(delay, abandon).await;
-                    drop(permit);
-                    if abandon.is_cancelled() {
-                        return DeliveryOutcome::Abandoned;
-                    }
+                    self.gate.auth_failed(status, permit.is_probe());
                     continue;
                 }
                 Verdict::Retry {

@@ -11,7 +11,7 @@ use crate::ops::config::Settings;
 use crate::ops::metrics::{Metrics, RebalanceLabels};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -32,8 +32,6 @@ pub struct PipelineContext {
     /// How long a revoke may wait for the coordinator's drain.
     revoke_wait: Duration,
     assignment_changed: AtomicBool,
-    /// Set when an asynchronous commit failed, so the next tick commits all.
-    pub commit_failed: AtomicBool,
     /// Set once the coordinator is gone: the close's revoke asks nobody.
     closing: AtomicBool,
     metrics: Arc<Metrics>,
@@ -60,17 +58,7 @@ impl PipelineContext {
 
 impl ClientContext for PipelineContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
-        }
+        super::log_to_tracing(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -161,17 +149,6 @@ impl ConsumerContext for PipelineContext {
         }
         self.assignment_changed.store(true, Ordering::Release);
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(error) = result {
-            self.commit_failed.store(true, Ordering::Release);
-            tracing::warn!(
-                error = %error,
-                partitions = offsets.count(),
-                "Offset commit failed; it is retried on the next tick."
-            );
-        }
-    }
 }
 
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -210,7 +187,7 @@ impl ConsumerThread {
         metrics: Arc<Metrics>,
     ) -> Result<ConsumerThread, String> {
         let kafka = &settings.kafka;
-        let mut config = base_config(kafka)?;
+        let mut config = base_config(kafka, super::ClientRole::Consumer)?;
         // Our defaults first; [kafka.properties] may change them.
         let defaults = [
             ("auto.offset.reset", "earliest"),
@@ -233,7 +210,6 @@ impl ConsumerThread {
             revoke_wait: Duration::from_millis(settings.delivery.drain_timeout_ms)
                 + Duration::from_secs(2),
             assignment_changed: AtomicBool::new(false),
-            commit_failed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             metrics,
         };

@@ -6,7 +6,9 @@ pub mod dead_letter;
 
 use crate::mapping::Decision;
 use crate::ops::config::KafkaSettings;
-use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext};
 use std::fmt;
 use std::sync::Arc;
 
@@ -70,13 +72,87 @@ pub enum ConsumerEvent {
     HighWatermarks(Vec<(TopicPartition, i64)>),
 }
 
+/// librdkafka properties that only a consumer understands; the dead-letter
+/// producer leaves them out instead of warning about each.
+const CONSUMER_ONLY: &[&str] = &[
+    "allow.auto.create.topics",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// Which client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// The group member.
+    Consumer,
+    /// The dead-letter (or replay) producer.
+    Producer,
+}
+
 /// Properties common to every client: brokers plus `[kafka.properties]`
-/// (with `_file` indirections resolved).
-pub fn base_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+/// (with `_file` indirections resolved), less what the role does not use.
+pub fn base_config(settings: &KafkaSettings, role: ClientRole) -> Result<ClientConfig, String> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
     for (key, value) in settings.client_properties()? {
+        if role == ClientRole::Producer && CONSUMER_ONLY.contains(&key.as_str()) {
+            continue;
+        }
         config.set(key, value);
     }
     Ok(config)
+}
+
+/// librdkafka's log lines, as tracing events.
+pub fn log_to_tracing(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(facility, "librdkafka: {message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
+    }
+}
+
+/// A client context that logs through tracing (producers use it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingContext;
+
+impl ClientContext for TracingContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_to_tracing(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, "Kafka client error: {reason}");
+    }
 }

@@ -61,6 +61,53 @@ async fn every_event_arrives_and_bad_ones_are_dead_lettered_with_provenance() {
     }
     assert_eq!(classes, work.malformed());
 
+    // The metrics say exactly the same, and the lag is back to zero.
+    let customers = work.customer_events() as f64;
+    let anonymous = work
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Anonymous)
+        .count() as f64;
+    let metric = |series: &'static str| {
+        let app = &app;
+        async move { app.metric(series).await.unwrap_or(0.0) }
+    };
+    assert_eq!(
+        metric(r#"pps_events_consumed_total{outcome="update",error_class=""}"#).await,
+        customers
+    );
+    assert_eq!(
+        metric(r#"pps_events_consumed_total{outcome="skip",error_class=""}"#).await,
+        anonymous
+    );
+    assert_eq!(metric("pps_events_accepted_total").await, customers);
+    for (class, count) in work.malformed() {
+        let consumed =
+            format!(r#"pps_events_consumed_total{{outcome="dead_letter",error_class="{class}"}}"#);
+        let written = format!(r#"pps_dead_letters_total{{error_class="{class}"}}"#);
+        assert_eq!(
+            app.metric(&consumed).await,
+            Some(count as f64),
+            "{consumed}"
+        );
+        assert_eq!(app.metric(&written).await, Some(count as f64), "{written}");
+    }
+    let mut lag_zero = false;
+    for _ in 0..100 {
+        let (_, body) = app.get("/metrics").await.unwrap();
+        let lags: Vec<f64> = body
+            .lines()
+            .filter(|l| l.starts_with("pps_consumer_lag{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if lags.len() == kafka.partitions as usize && lags.iter().all(|l| *l == 0.0) {
+            lag_zero = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(lag_zero, "consumer lag must return to 0 on every partition");
+
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
 }
@@ -85,7 +132,10 @@ async fn offsets_are_not_committed_before_target_accepts() {
     sim.hold();
     let mut app = spawn_app(&AppConfig::new(&kafka, &sim));
 
-    wait_for(Duration::from_secs(30), "held requests", || sim.stats().held >= 3).await;
+    wait_for(Duration::from_secs(30), "held requests", || {
+        sim.stats().held >= 3
+    })
+    .await;
     // Several commit intervals pass while Target holds every response.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let committed = kafka.committed("pos-profile-sync");
@@ -130,10 +180,16 @@ async fn sigkill_five_times_loses_nothing() {
     }
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
 
-    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new(), "lost after kills");
+    assert_eq!(
+        work.lost_profiles(&sim),
+        Vec::<String>::new(),
+        "lost after kills"
+    );
     let accepted = sim.stats().accepted;
     let duplicates = accepted - total;
-    println!("sigkill x5: {total} updates needed, {accepted} accepted, {duplicates} duplicates, 0 lost");
+    println!(
+        "sigkill x5: {total} updates needed, {accepted} accepted, {duplicates} duplicates, 0 lost"
+    );
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
 }
@@ -156,14 +212,24 @@ async fn a_503_storm_with_retry_after_dead_letters_nothing_and_keeps_the_budget(
 
     // The storm lasts five seconds, then Target recovers.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(sim.stats().by_status.get(&503).copied().unwrap_or(0) > 0, "the storm happened");
+    assert!(
+        sim.stats().by_status.get(&503).copied().unwrap_or(0) > 0,
+        "the storm happened"
+    );
     sim.set_faults(Faults::none()).unwrap();
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
 
     assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
     assert!(kafka.read_all(DLQ).is_empty(), "nothing dead-lettered");
-    let busiest = sim.stats().requests_per_second.busiest().map_or(0, |(_, n)| n);
-    assert!(busiest <= 220, "busiest second saw {busiest} requests, budget 200 + burst 20");
+    let busiest = sim
+        .stats()
+        .requests_per_second
+        .busiest()
+        .map_or(0, |(_, n)| n);
+    assert!(
+        busiest <= 220,
+        "busiest second saw {busiest} requests, budget 200 + burst 20"
+    );
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
 }
@@ -193,17 +259,32 @@ async fn refused_credentials_pause_everything_until_the_token_is_fixed() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(not_ready, "/readyz must be false while credentials are refused");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let refused = sim.stats().by_status.get(&401).copied().unwrap_or(0);
-    assert!(refused < 50, "one probe at a time, with backoff: saw {refused} 401s");
+    assert!(
+        not_ready,
+        "/readyz must be false while credentials are refused"
+    );
+    // Requests in flight when the first 401 came back finish (up to
+    // max_in_flight of them); after that only single probes go out, backing
+    // off from 20 ms towards 1 s: a handful in two seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused_401 = || sim.stats().by_status.get(&401).copied().unwrap_or(0);
+    let before = refused_401();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probes = refused_401() - before;
+    assert!(
+        probes <= 12,
+        "one probe at a time with backoff: {probes} 401s in 2 s"
+    );
     assert_eq!(sim.stats().accepted, 0);
     assert!(kafka.committed("pos-profile-sync").iter().all(|c| *c <= 0));
 
     write_file(&token, "right-token\n");
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
     assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
-    assert!(kafka.read_all(DLQ).is_empty(), "a credentials problem dead-letters nothing");
+    assert!(
+        kafka.read_all(DLQ).is_empty(),
+        "a credentials problem dead-letters nothing"
+    );
     assert_eq!(app.get("/readyz").await.map(|r| r.0), Some(200));
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
@@ -228,8 +309,16 @@ async fn pods_share_the_group_budget_and_a_joining_pod_loses_nothing() {
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
 
     assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
-    let busiest = sim.stats().requests_per_second.busiest().map_or(0, |(_, n)| n);
-    assert!(busiest <= 156, "busiest second saw {busiest}, group budget 150 + burst 6");
+    let busiest = sim
+        .stats()
+        .requests_per_second
+        .busiest()
+        .map_or(0, |(_, n)| n);
+    assert!(
+        busiest <= 156,
+        "busiest second saw {busiest}, group budget 150 + burst 6; per second: {:?}",
+        sim.stats().requests_per_second.0
+    );
     for app in [&mut first, &mut second, &mut third] {
         let (status, _) = app.terminate(Duration::from_secs(10));
         assert!(status.success());
@@ -251,7 +340,10 @@ async fn sigterm_under_load_exits_cleanly_and_commits_exactly_what_was_accepted(
     config.max_in_flight = 16;
     config.drain_timeout_ms = 2000;
     let mut app = spawn_app(&config);
-    wait_for(Duration::from_secs(30), "some progress", || sim.stats().accepted >= 100).await;
+    wait_for(Duration::from_secs(30), "some progress", || {
+        sim.stats().accepted >= 100
+    })
+    .await;
     let (status, took) = app.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit {status:?}");
     assert!(took <= Duration::from_millis(2000 + 5000), "took {took:?}");
@@ -265,21 +357,41 @@ async fn sigterm_under_load_exits_cleanly_and_commits_exactly_what_was_accepted(
     let mut below = 0;
     for record in &source {
         let c = committed[record.partition as usize];
-        let event = work.events.iter().find(|e| e.payload == record.value).unwrap();
-        let EventKind::Customer(n) = event.kind else { unreachable!() };
+        let event = work
+            .events
+            .iter()
+            .find(|e| e.payload == record.value)
+            .unwrap();
+        let EventKind::Customer(n) = event.kind else {
+            unreachable!()
+        };
         let (_, id) = pos_profile_sync::generator::customer_id(n);
         let profile = sim.profile_third_party(&id).or_else(|| sim.profile_pc(&id));
         if record.offset < c {
             // Per-profile order: a later event of this customer arriving
             // implies this one did, so any arrival counts.
             below += 1;
-            assert!(profile.is_some(), "offset {} of partition {} committed but never sent", record.offset, record.partition);
+            assert!(
+                profile.is_some(),
+                "offset {} of partition {} committed but never sent",
+                record.offset,
+                record.partition
+            );
         } else if record.offset == c {
-            let Decision::Update(update) = mapping.decide(&record.value) else { unreachable!() };
+            let Decision::Update(update) = mapping.decide(&record.value) else {
+                unreachable!()
+            };
             let carried = profile.is_some_and(|p| {
-                update.attributes.iter().all(|a| p.get(&*a.name) == Some(&a.value))
+                update
+                    .attributes
+                    .iter()
+                    .all(|a| p.get(&*a.name) == Some(&a.value))
             });
-            assert!(!carried, "offset {} of partition {} was accepted but not committed", record.offset, record.partition);
+            assert!(
+                !carried,
+                "offset {} of partition {} was accepted but not committed",
+                record.offset, record.partition
+            );
         }
     }
     assert!(below > 0 && below as u64 <= accepted_ids);
@@ -292,39 +404,121 @@ async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
     let work = workload(3000, 500, 0.02, 0.02);
     kafka.produce(&work.events);
     let sim = start_simulator(None).await;
+    // Target rejects some updates for good, so dead letters are written all
+    // through the run, not only for the malformed events read at start-up.
     sim.set_faults(Faults {
         latency: Latency::fixed_ms(3),
+        failures: vec![Failure::new(400, 0.02)],
         ..Faults::none()
     })
     .unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 600.0;
-    config.burst = 30;
+    config.per_second = 400.0;
+    config.burst = 20;
     kafka.cluster.request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6],
     );
+    // The dead-letter producer's very first batches fail too.
     kafka.cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 6],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 4],
     );
     let mut app = spawn_app(&config);
-    wait_for(Duration::from_secs(60), "some progress", || sim.stats().accepted >= 500).await;
+    wait_for(Duration::from_secs(60), "some progress", || {
+        sim.stats().accepted >= 300
+    })
+    .await;
+    // Produce faults mid-stream on the dead-letter producer, every kind.
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        ],
+    );
+    wait_for(Duration::from_secs(60), "more progress", || {
+        sim.stats().accepted >= 900
+    })
+    .await;
     kafka.cluster.broker_down(2).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     kafka.cluster.broker_up(2).unwrap();
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
 
-    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    // Every event is either at Target or on the dead-letter topic.
+    let source = kafka.read_all(TOPIC);
     let letters = kafka.read_all(DLQ);
-    let mut sources: Vec<(String, String)> = letters
+    let mut dead: Vec<(i32, i64)> = letters
         .iter()
-        .map(|l| (l.headers["pps-source-partition"].clone(), l.headers["pps-source-offset"].clone()))
+        .map(|l| {
+            (
+                l.headers["pps-source-partition"].parse().unwrap(),
+                l.headers["pps-source-offset"].parse().unwrap(),
+            )
+        })
         .collect();
-    sources.sort();
-    sources.dedup();
-    let expected: usize = work.malformed().values().sum();
-    assert_eq!(sources.len(), expected, "every malformed event dead-lettered");
+    dead.sort();
+    dead.dedup();
+    let rejected = letters
+        .iter()
+        .filter(|l| l.headers["pps-error-class"] == "target_rejected")
+        .inspect(|l| {
+            assert_eq!(
+                l.headers.get("pps-target-status").map(String::as_str),
+                Some("400")
+            )
+        })
+        .count() as u64;
+    assert!(
+        rejected > 0,
+        "Target rejected some updates during the faults"
+    );
+    assert_eq!(
+        rejected,
+        sim.stats().by_status.get(&400).copied().unwrap_or(0),
+        "one dead letter per 400"
+    );
+    let mut rejected_customers = std::collections::BTreeSet::new();
+    for record in &source {
+        let event = work
+            .events
+            .iter()
+            .find(|e| e.payload == record.value)
+            .unwrap();
+        let in_dlq = dead
+            .binary_search(&(record.partition, record.offset))
+            .is_ok();
+        match event.kind {
+            EventKind::Malformed(_) => assert!(
+                in_dlq,
+                "malformed {}:{} not dead-lettered",
+                record.partition, record.offset
+            ),
+            EventKind::Customer(n) if in_dlq => {
+                rejected_customers.insert(n);
+            }
+            _ => {}
+        }
+    }
+    // Profiles none of whose events was rejected hold exactly the expected state.
+    let lost: Vec<String> = work
+        .lost_profiles(&sim)
+        .into_iter()
+        .filter(|line| {
+            !rejected_customers.iter().any(|n| {
+                line.starts_with(&format!(
+                    "{}:",
+                    pos_profile_sync::generator::customer_id(*n).1
+                ))
+            })
+        })
+        .collect();
+    assert_eq!(lost, Vec::<String>::new());
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
 }

@@ -3,7 +3,9 @@
 //! child process with a generated configuration, killed and restarted as
 //! Kubernetes would.
 
-use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent, Generator, GeneratorConfig};
+use pos_profile_sync::generator::{
+    customer_id, EventKind, GeneratedEvent, Generator, GeneratorConfig,
+};
 use pos_profile_sync::mapping::{Decision, Mapping};
 use pos_profile_sync::target::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -40,7 +42,9 @@ impl Kafka {
     /// Three brokers, `partitions` source partitions, one dead-letter partition.
     pub fn start(partitions: i32) -> Kafka {
         let cluster = MockCluster::new(3).expect("mock cluster");
-        cluster.create_topic(TOPIC, partitions, 3).expect("source topic");
+        cluster
+            .create_topic(TOPIC, partitions, 3)
+            .expect("source topic");
         cluster.create_topic(DLQ, 1, 3).expect("dead-letter topic");
         let bootstrap = cluster.bootstrap_servers();
         Kafka {
@@ -66,7 +70,9 @@ impl Kafka {
             .create()
             .expect("producer");
         for event in events {
-            let mut record = BaseRecord::to(TOPIC).key(&event.key[..]).payload(&event.payload[..]);
+            let mut record = BaseRecord::to(TOPIC)
+                .key(&event.key[..])
+                .payload(&event.payload[..]);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -95,10 +101,12 @@ impl Kafka {
             .committed_offsets(list, Duration::from_secs(10))
             .expect("committed offsets");
         (0..self.partitions)
-            .map(|p| match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => -1,
-            })
+            .map(
+                |p| match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => -1,
+                },
+            )
             .collect()
     }
 
@@ -135,7 +143,8 @@ impl Kafka {
                 .expect("watermarks");
             if high > low {
                 ends.insert(p, high);
-                list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+                list.add_partition_offset(topic, p, Offset::Beginning)
+                    .unwrap();
             }
         }
         let mut out = Vec::new();
@@ -153,7 +162,8 @@ impl Kafka {
                             .map(|x| {
                                 (
                                     x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()
@@ -171,7 +181,10 @@ impl Kafka {
                 }
             }
         }
-        assert!(ends.is_empty(), "could not read all of {topic}: {ends:?} left");
+        assert!(
+            ends.is_empty(),
+            "could not read all of {topic}: {ends:?} left"
+        );
         out
     }
 }
@@ -374,7 +387,10 @@ pub fn spawn_app(config: &AppConfig) -> App {
     let child = Command::new(env!("CARGO_BIN_EXE_pos-profile-sync"))
         .args(["run", "--config"])
         .arg(&path)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("PPS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -418,7 +434,10 @@ impl App {
             }
             if started.elapsed() > limit {
                 let _ = child.kill();
-                panic!("the service did not exit within {limit:?}; log:\n{}", self.log_text());
+                panic!(
+                    "the service did not exit within {limit:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -431,7 +450,9 @@ impl App {
 
     /// GET a path of the metrics/probes server: (status, body).
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("http://{}{path}", self.http)).await.ok()?;
+        let response = reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
     }
@@ -439,13 +460,30 @@ impl App {
     /// The value of one metric line (name with labels, exactly), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;
-        body.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        body.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 }
 
 impl Drop for App {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let keep = std::env::temp_dir().join(format!("pps-failed-{}.log", self.http.port()));
+            if std::fs::write(&keep, &log).is_ok() {
+                eprintln!("full service log kept at {}", keep.display());
+            }
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- service log tail ({}) ---", self.http);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -457,7 +495,10 @@ impl Drop for App {
 pub async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

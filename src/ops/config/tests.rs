@@ -1,5 +1,9 @@
 //! Loading, overriding and validating the configuration.
 
+// figment's `Jail` closures return `figment::Error`, which is large; the
+// signature is the library's, not ours.
+#![allow(clippy::result_large_err)]
+
 use super::*;
 use figment::Jail;
 
