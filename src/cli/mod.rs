@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per job (contract section 2).
 
 mod check_config;
+mod demo;
 mod derive;
 mod run;
 
@@ -23,6 +24,8 @@ pub struct Cli {
 enum Command {
     /// Run the consumer (the production job).
     Run(run::RunArgs),
+    /// The whole flow on this machine: embedded Kafka, Target simulator, generated POS traffic, a verified report.
+    Demo(demo::DemoArgs),
     /// Read NDJSON events on stdin; write what `run` would do with each.
     Derive(derive::DeriveArgs),
     /// Load and validate the configuration; print it with secrets masked.
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Demo(args) => demo::main(args),
         Command::Derive(args) => derive::main(args),
         Command::CheckConfig(args) => check_config::main(args),
         Command::SimulateTarget(args) => simulate_target(args),

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod dead_letter;
+pub mod inspect;
 
 use crate::mapping::Decision;
 use crate::ops::config::KafkaSettings;

@@ -1,0 +1,208 @@
+//! The verdict, from the outside: every profile at the simulator equals what
+//! that customer's events say, every malformed event is on the dead-letter
+//! topic with its class, every offset is committed.
+
+use super::{World, DLQ, GROUP, TOPIC};
+use crate::generator::{customer_id, EventKind};
+use crate::mapping::{Decision, Mapping};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+/// What the demo found.
+pub(crate) struct Report {
+    events: usize,
+    partitions: usize,
+    needed: u64,
+    accepted: u64,
+    requests: u64,
+    non_2xx: u64,
+    status_503: u64,
+    anonymous: usize,
+    dead_letters: BTreeMap<String, usize>,
+    restarts: u64,
+    elapsed: Duration,
+    profiles: usize,
+    /// Everything that did not arrive; empty means nothing was lost.
+    pub(crate) lost: Vec<String>,
+}
+
+pub(crate) fn verify(world: &World, elapsed: Duration) -> Result<Report, String> {
+    let mapping = Mapping::default();
+    let mut lost = Vec::new();
+
+    // Offsets: committed to the end everywhere.
+    let committed = world
+        .inspector
+        .committed(GROUP, TOPIC, world.end_offsets.len())?;
+    for (p, (c, end)) in committed.iter().zip(&world.end_offsets).enumerate() {
+        if c != end {
+            lost.push(format!("{TOPIC}/{p}: committed {c}, end {end}"));
+        }
+    }
+
+    // Profiles: each customer's events folded in order.
+    let mut expected: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
+    let mut needed = 0u64;
+    let mut anonymous = 0;
+    for event in &world.events {
+        match (&event.kind, mapping.decide(&event.payload)) {
+            (EventKind::Customer(n), Decision::Update(update)) => {
+                needed += 1;
+                let profile = expected.entry(*n).or_default();
+                for attribute in update.attributes {
+                    profile.insert(attribute.name.to_string(), attribute.value);
+                }
+            }
+            (EventKind::Anonymous, Decision::Skip(_)) => anonymous += 1,
+            _ => {}
+        }
+    }
+    let dump = world.sim.profiles();
+    for (n, attributes) in &expected {
+        let (crm, id) = customer_id(*n);
+        let stored = if crm {
+            dump.third_party.get(&id)
+        } else {
+            dump.pc.get(&id)
+        };
+        match stored {
+            Some(profile) if &profile.attributes == attributes => {}
+            Some(_) => lost.push(format!(
+                "profile {id}: attributes differ from its latest events"
+            )),
+            None => lost.push(format!("profile {id}: never updated")),
+        }
+    }
+
+    // Dead letters: one per malformed event (and per rejected update), by source position.
+    let letters = world.inspector.read_all(DLQ)?;
+    let mut dead_letters: BTreeMap<String, usize> = BTreeMap::new();
+    let mut positions = BTreeSet::new();
+    for letter in &letters {
+        let class = letter
+            .headers
+            .get("pps-error-class")
+            .cloned()
+            .unwrap_or_default();
+        let position = (
+            letter
+                .headers
+                .get("pps-source-partition")
+                .cloned()
+                .unwrap_or_default(),
+            letter
+                .headers
+                .get("pps-source-offset")
+                .cloned()
+                .unwrap_or_default(),
+        );
+        if positions.insert(position) {
+            *dead_letters.entry(class).or_default() += 1;
+        }
+    }
+    let source = world.inspector.read_all(TOPIC)?;
+    for record in &source {
+        if let Decision::DeadLetter(error) = mapping.decide(&record.value) {
+            let position = (record.partition.to_string(), record.offset.to_string());
+            if !positions.contains(&position) {
+                lost.push(format!(
+                    "{TOPIC}/{}@{}: {} event not dead-lettered",
+                    record.partition, record.offset, error.class
+                ));
+            }
+        }
+    }
+    // Rejected updates never reach Target: their profiles are not "lost".
+    if dead_letters.get("target_rejected").copied().unwrap_or(0) > 0 {
+        lost.retain(|line| !line.starts_with("profile "));
+    }
+
+    let stats = world.sim.stats();
+    Ok(Report {
+        events: world.events.len(),
+        partitions: world.end_offsets.len(),
+        needed,
+        accepted: stats.accepted,
+        requests: stats.total,
+        non_2xx: stats.total - stats.accepted,
+        status_503: stats.by_status.get(&503).copied().unwrap_or(0),
+        anonymous,
+        dead_letters,
+        restarts: world.restarts,
+        elapsed,
+        profiles: expected.len(),
+        lost,
+    })
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let duplicates = self.accepted.saturating_sub(self.needed);
+        let rate = self.events as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        let classes = if self.dead_letters.is_empty() {
+            "none".to_owned()
+        } else {
+            self.dead_letters
+                .iter()
+                .map(|(class, n)| format!("{class} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(f)?;
+        writeln!(f, "pos-profile-sync demo report")?;
+        writeln!(
+            f,
+            "  events produced           {:>9}  ({} partitions)",
+            self.events, self.partitions
+        )?;
+        writeln!(
+            f,
+            "  updates needed            {:>9}  (one per identified event)",
+            self.needed
+        )?;
+        writeln!(
+            f,
+            "  updates accepted          {:>9}  ({duplicates} duplicates after restarts)",
+            self.accepted
+        )?;
+        writeln!(
+            f,
+            "  requests sent             {:>9}  ({} not accepted, {} of them 503s that were retried)",
+            self.requests, self.non_2xx, self.status_503
+        )?;
+        writeln!(f, "  skipped (anonymous)       {:>9}", self.anonymous)?;
+        writeln!(
+            f,
+            "  dead letters              {:>9}  ({classes})",
+            self.dead_letters.values().sum::<usize>()
+        )?;
+        writeln!(
+            f,
+            "  pipeline restarts         {:>9}  (SIGKILL)",
+            self.restarts
+        )?;
+        writeln!(
+            f,
+            "  elapsed                   {:>8.1}s  ({rate:.0} events/s)",
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  verified                  {} profiles equal their events; every malformed event dead-lettered; offsets committed to the end",
+            self.profiles
+        )?;
+        if self.lost.is_empty() {
+            writeln!(f, "  0 lost")
+        } else {
+            writeln!(f, "  {} lost:", self.lost.len())?;
+            for line in self.lost.iter().take(20) {
+                writeln!(f, "    {line}")?;
+            }
+            if self.lost.len() > 20 {
+                writeln!(f, "    ... and {} more", self.lost.len() - 20)?;
+            }
+            Ok(())
+        }
+    }
+}
