@@ -3,6 +3,9 @@
 mod check_config;
 mod demo;
 mod derive;
+mod dlq;
+mod kafka_options;
+mod produce;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +35,10 @@ enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Serve the Target simulator (update, read-back, fault injection).
     SimulateTarget(crate::target::simulator::cli::SimulateTargetArgs),
+    /// Publish generated POS events to a topic (load tests, staging, demos).
+    Produce(produce::ProduceArgs),
+    /// Dead-letter tools.
+    Dlq(dlq::DlqArgs),
 }
 
 /// `--config FILE`, shared by the subcommands that read configuration.
@@ -51,6 +58,8 @@ pub fn main() -> ExitCode {
         Command::Derive(args) => derive::main(args),
         Command::CheckConfig(args) => check_config::main(args),
         Command::SimulateTarget(args) => simulate_target(args),
+        Command::Produce(args) => produce::main(args),
+        Command::Dlq(args) => dlq::main(args),
     }
 }
 

@@ -18,6 +18,15 @@ use tokio_util::sync::CancellationToken;
 /// The longest `pps-error-reason`, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
+/// Every `pps-error-class` the contract defines (section 8).
+pub const ERROR_CLASSES: [&str; 5] = [
+    "invalid_json",
+    "schema_violation",
+    "unsupported_version",
+    "target_rejected",
+    "retries_exhausted",
+];
+
 /// One record to dead-letter.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

@@ -1,9 +1,11 @@
 //! Kafka: the consumer (a thread that polls and serves rebalances), the
-//! dead-letter producer, and the client settings both share.
+//! dead-letter producer, the dead-letter replay, and the client settings
+//! they share.
 
 pub mod consumer;
 pub mod dead_letter;
 pub mod inspect;
+pub mod replay;
 
 use crate::mapping::Decision;
 use crate::ops::config::KafkaSettings;
@@ -144,9 +146,12 @@ pub fn log_to_tracing(level: RDKafkaLogLevel, facility: &str, message: &str) {
     }
 }
 
-/// A client context that logs through tracing (producers use it).
+/// A client context that logs through tracing (producers and the replay's
+/// consumer use it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingContext;
+
+impl rdkafka::consumer::ConsumerContext for TracingContext {}
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
