@@ -1,10 +1,12 @@
 //! Integration tests, one binary: the event contract from outside the crate
 //! (`schema_agreement`, `event_props`), the Target simulator over real HTTP
 //! (`simulator`), the service end to end against librdkafka's mock cluster
-//! and the simulator (`delivery`), and the operator tools `produce` and
-//! `dlq replay` (`tools`). Shared set-up lives in `helpers`.
+//! and the simulator (`delivery`), the operator tools `produce` and
+//! `dlq replay` (`tools`), and `demo` as a newcomer runs it (`demo`).
+//! Shared set-up lives in `helpers`.
 
 mod delivery;
+mod demo;
 mod event_props;
 mod helpers;
 mod schema_agreement;
