@@ -104,6 +104,7 @@ pub async fn run(
             drain_timeout: Duration::from_millis(delivery.drain_timeout_ms),
             per_second: settings.rate_limit.per_second,
             burst: settings.rate_limit.burst,
+            daily_quota: settings.rate_limit.daily_quota,
         },
         consumer.consumer.clone(),
         events_rx,

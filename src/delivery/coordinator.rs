@@ -43,6 +43,8 @@ pub struct CoordinatorSettings {
     pub per_second: f64,
     /// The group burst, split likewise.
     pub burst: u32,
+    /// Single updates per rolling 24 h for the group, split likewise.
+    pub daily_quota: u64,
 }
 
 /// An event's place: partition, assignment epoch, offset. Completions from an
@@ -126,6 +128,8 @@ pub struct Coordinator {
     commit: Option<tokio::task::JoinHandle<CommitResult>>,
     /// Partitions of all subscribed topics (from metadata), for the share.
     total_partitions: usize,
+    /// Updates accepted in the last 24 hours.
+    daily: super::quota::RollingDay,
 }
 
 /// What a commit attempted and whether the broker took it.
@@ -170,6 +174,7 @@ impl Coordinator {
             high_watermarks: HashMap::new(),
             commit: None,
             total_partitions: 0,
+            daily: super::quota::RollingDay::default(),
         }
     }
 
@@ -408,6 +413,7 @@ impl Coordinator {
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .unwrap_or_default()
                             .as_secs_f64();
+                        self.daily.add(now as u64 / 60, 1);
                         for item in items {
                             self.metrics.events_accepted.inc();
                             if let Some(ms) = item.timestamp_ms {
@@ -723,6 +729,20 @@ impl Coordinator {
                     .get_or_create(&labels)
                     .set((high - base).max(0));
             }
+        }
+        let minute = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 60;
+        self.metrics
+            .daily_updates
+            .set(self.daily.total(minute) as i64);
+        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        if self.total_partitions > 0 {
+            self.metrics.daily_quota_share.set(
+                self.settings.daily_quota as f64 * owned as f64 / self.total_partitions as f64,
+            );
         }
         self.metrics
             .retry_after_pauses

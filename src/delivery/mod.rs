@@ -3,6 +3,7 @@
 pub mod coordinator;
 pub mod gate;
 pub mod queues;
+pub mod quota;
 pub mod retry;
 pub mod sender;
 pub mod watermark;

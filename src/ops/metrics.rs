@@ -101,6 +101,10 @@ pub struct Metrics {
     pub assigned_partitions: Gauge,
     /// Event age at acceptance.
     pub event_age: Family<AgeLabels, Histogram>,
+    /// Updates accepted in the last 24 hours by this pod.
+    pub daily_updates: Gauge,
+    /// This pod's share of `rate_limit.daily_quota`.
+    pub daily_quota_share: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -136,6 +140,8 @@ impl Metrics {
             event_age: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.01, 2.0, 20))
             }),
+            daily_updates: Gauge::default(),
+            daily_quota_share: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -227,6 +233,16 @@ impl Metrics {
             "pps_assigned_partitions",
             "Partitions assigned to this pod",
             metrics.assigned_partitions.clone(),
+        );
+        r.register(
+            "pps_daily_updates",
+            "Updates Target accepted from this pod in the last 24 hours (since start if younger)",
+            metrics.daily_updates.clone(),
+        );
+        r.register(
+            "pps_daily_quota_share",
+            "This pod's share of rate_limit.daily_quota, by its partitions",
+            metrics.daily_quota_share.clone(),
         );
         r.register(
             "pps_event_age_seconds",

@@ -296,6 +296,8 @@ pub struct AppConfig {
     pub drain_timeout_ms: u64,
     pub token_file: Option<PathBuf>,
     pub extra: String,
+    /// `RUST_LOG` of the service (`PPS_TEST_LOG` overrides it).
+    pub log_level: String,
 }
 
 impl AppConfig {
@@ -311,6 +313,7 @@ impl AppConfig {
             drain_timeout_ms: 3000,
             token_file: None,
             extra: String::new(),
+            log_level: "info".into(),
         }
     }
 
@@ -389,7 +392,7 @@ pub fn spawn_app(config: &AppConfig) -> App {
         .arg(&path)
         .env(
             "RUST_LOG",
-            std::env::var("PPS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            std::env::var("PPS_TEST_LOG").unwrap_or_else(|_| config.log_level.clone()),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())

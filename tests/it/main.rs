@@ -9,6 +9,7 @@ mod delivery;
 mod demo;
 mod event_props;
 mod helpers;
+mod privacy;
 mod schema_agreement;
 mod simulator;
 mod tools;
