@@ -105,6 +105,7 @@ pub async fn run(
             per_second: settings.rate_limit.per_second,
             burst: settings.rate_limit.burst,
             daily_quota: settings.rate_limit.daily_quota,
+            coalesce_window: Duration::from_millis(delivery.coalesce_window_ms),
         },
         consumer.consumer.clone(),
         events_rx,

@@ -13,7 +13,7 @@ use crate::event::Identity;
 use crate::kafka::consumer::PipelineConsumer;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::kafka::{ConsumerEvent, Record, TopicPartition};
-use crate::mapping::{Decision, ProfileUpdate};
+use crate::mapping::{merge_updates, Decision, ProfileUpdate};
 use crate::ops::health::Health;
 use crate::ops::metrics::{AgeLabels, Metrics, PartitionLabels};
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +45,8 @@ pub struct CoordinatorSettings {
     pub burst: u32,
     /// Single updates per rolling 24 h for the group, split likewise.
     pub daily_quota: u64,
+    /// `delivery.coalesce_window_ms`; zero sends one update per event.
+    pub coalesce_window: Duration,
 }
 
 /// An event's place: partition, assignment epoch, offset. Completions from an
@@ -65,6 +67,8 @@ struct Pending {
     payload: Vec<u8>,
     timestamp_ms: Option<i64>,
     occurred_at_s: f64,
+    /// When the coordinator received it (the coalescing window starts here).
+    received_at: Instant,
 }
 
 enum TaskDone {
@@ -130,6 +134,8 @@ pub struct Coordinator {
     total_partitions: usize,
     /// Updates accepted in the last 24 hours.
     daily: super::quota::RollingDay,
+    /// When the oldest coalescing profile may send.
+    next_wake: Option<Instant>,
 }
 
 /// What a commit attempted and whether the broker took it.
@@ -175,6 +181,7 @@ impl Coordinator {
             commit: None,
             total_partitions: 0,
             daily: super::quota::RollingDay::default(),
+            next_wake: None,
         }
     }
 
@@ -202,6 +209,7 @@ impl Coordinator {
                     self.on_commit(result);
                 }
                 _ = sleep_until_opt(revoke_deadline), if revoke_deadline.is_some() => {}
+                _ = sleep_until_opt(self.next_wake), if self.next_wake.is_some() => {}
             }
             self.check_revokes();
         }
@@ -209,10 +217,36 @@ impl Coordinator {
     }
 
     /// Starts senders while there is room and work.
+    /// Starts senders while there is room and work. With a coalescing
+    /// window, a profile sends once its oldest waiting event has waited the
+    /// window, and everything it has waiting goes as one merged update.
     fn dispatch(&mut self) {
+        let window = self.settings.coalesce_window;
+        self.next_wake = None;
+        let now = Instant::now();
         while self.updates_in_flight < self.settings.max_in_flight {
-            let Some((profile, items)) = self.queues.next_ready(1) else {
+            if !window.is_zero() {
+                match self.queues.peek_next() {
+                    None => break,
+                    Some(head) if head.received_at + window > now => {
+                        // Oldest first is also ready-time order: nobody else is ready.
+                        self.next_wake = Some(head.received_at + window);
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let batch = if window.is_zero() { 1 } else { usize::MAX };
+            let Some((profile, items)) = self.queues.next_ready(batch) else {
                 break;
+            };
+            let update = if items.len() == 1 {
+                items[0].update.clone()
+            } else {
+                match merge_updates(items.iter().map(|i| (&i.update, i.event.offset))) {
+                    Some(update) => update,
+                    None => break,
+                }
             };
             for item in &items {
                 if let Some(p) = self.partition(&item.event) {
@@ -223,7 +257,7 @@ impl Coordinator {
             let sender = self.sender.clone();
             let abandon = self.abandon.clone();
             self.tasks.spawn(async move {
-                let outcome = sender.deliver(&items[0].update, &abandon).await;
+                let outcome = sender.deliver(&update, &abandon).await;
                 TaskDone::Update {
                     profile,
                     items,
@@ -354,6 +388,7 @@ impl Coordinator {
                         payload: record.payload,
                         timestamp_ms: record.timestamp_ms,
                         occurred_at_s,
+                        received_at: Instant::now(),
                     },
                 );
             }

@@ -80,6 +80,29 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         None
     }
 
+    /// The oldest waiting item of the profile that would go next, if any
+    /// (the one [`next_ready`] would start with).
+    ///
+    /// [`next_ready`]: ProfileQueues::next_ready
+    pub fn peek_next(&mut self) -> Option<&T> {
+        loop {
+            let Reverse((arrival, key)) = self.ready.peek()?;
+            let valid = self.profiles.get(key).is_some_and(|state| {
+                !state.in_flight && state.pending.front().map(|(a, _)| a) == Some(arrival)
+            });
+            if valid {
+                break;
+            }
+            self.ready.pop();
+        }
+        let Reverse((_, key)) = self.ready.peek()?;
+        self.profiles
+            .get(key)?
+            .pending
+            .front()
+            .map(|(_, item)| item)
+    }
+
     /// The profile's request is done; its next item (if any) becomes ready.
     pub fn finish(&mut self, key: &K) {
         let Some(state) = self.profiles.get_mut(key) else {
@@ -163,6 +186,17 @@ mod tests {
         // a's next item arrived before c's: it goes before c.
         assert_eq!(q.next_ready(1), Some(("a", vec![2])));
         assert_eq!(q.next_ready(1), Some(("c", vec![4])));
+    }
+
+    #[test]
+    fn peek_shows_what_goes_next_and_skips_stale_entries() {
+        let mut q = ProfileQueues::default();
+        q.push("a", 1);
+        q.push("b", 2);
+        assert_eq!(q.peek_next(), Some(&1));
+        assert_eq!(q.next_ready(1), Some(("a", vec![1])));
+        q.remove_where(|item| *item == 2);
+        assert_eq!(q.peek_next(), None);
     }
 
     #[test]

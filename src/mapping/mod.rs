@@ -4,9 +4,11 @@
 //! mapping is data ([`Mapping`]) interpreted by pure functions.
 
 mod attribute;
+mod merge;
 mod settings;
 
 pub use attribute::{categories_by_spend, render_total, truncate_chars, AttributeSource};
+pub use merge::merge_updates;
 pub use settings::MappingSettings;
 
 use crate::event::{self, EventError, EventKind, Identity, Purchase, Timestamp};

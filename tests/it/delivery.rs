@@ -523,3 +523,41 @@ async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalescing_sends_fewer_updates_and_target_ends_in_the_same_state() {
+    let kafka = Kafka::start(4);
+    let work = Workload::new(GeneratorConfig {
+        events: 3000,
+        customers: 300,
+        zipf: 1.1,
+        bad_ratio: 0.0,
+        anonymous_ratio: 0.0,
+        ..GeneratorConfig::default()
+    });
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.set_faults(Faults {
+        latency: Latency::fixed_ms(20),
+        ..Faults::none()
+    })
+    .unwrap();
+    let config = AppConfig::new(&kafka, &sim).with_delivery("coalesce_window_ms = 1000");
+    let mut app = spawn_app(&config);
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let requests = sim.stats().total as f64;
+    let per_event = requests / work.customer_events() as f64;
+    println!(
+        "coalescing: {requests} requests for {} events ({per_event:.3} per event)",
+        work.customer_events()
+    );
+    assert!(
+        per_event <= 0.5,
+        "{requests} requests for {} events",
+        work.customer_events()
+    );
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}

@@ -298,6 +298,8 @@ pub struct AppConfig {
     pub extra: String,
     /// `RUST_LOG` of the service (`PPS_TEST_LOG` overrides it).
     pub log_level: String,
+    /// Extra lines of the `[delivery]` section.
+    pub delivery_extra: String,
 }
 
 impl AppConfig {
@@ -314,7 +316,15 @@ impl AppConfig {
             token_file: None,
             extra: String::new(),
             log_level: "info".into(),
+            delivery_extra: String::new(),
         }
+    }
+
+    /// The same with extra `[delivery]` lines.
+    pub fn with_delivery(mut self, lines: &str) -> AppConfig {
+        self.delivery_extra.push_str(lines);
+        self.delivery_extra.push('\n');
+        self
     }
 
     fn toml(&self, listen: SocketAddr) -> String {
@@ -353,6 +363,7 @@ drain_timeout_ms = {drain}
 commit_interval_ms = 200
 retry_initial_ms = 20
 retry_max_ms = 1000
+{delivery_extra}
 
 [server]
 listen = "{listen}"
@@ -367,6 +378,7 @@ listen = "{listen}"
             max_attempts = self.max_attempts,
             drain = self.drain_timeout_ms,
             extra = self.extra,
+            delivery_extra = self.delivery_extra,
         )
     }
 }
