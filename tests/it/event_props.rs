@@ -5,6 +5,7 @@
 //! The fixtures pin the known cases; these look for the unknown ones.
 
 use pos_profile_sync::event::{parse, ErrorClass, Identity, Purchase};
+use pos_profile_sync::mapping::{Decision, Mapping};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -267,6 +268,35 @@ fn assert_obeys_the_rules(purchase: &Purchase) {
 }
 
 /// The parser's verdict and the schema's agree on valid or not.
+/// `decide` says what `parse` says, and every derived update is sendable:
+/// an identity, unique names, values of at most 256 characters.
+fn assert_mapping_agrees(
+    bytes: &[u8],
+    parsed: &Result<Purchase, pos_profile_sync::event::EventError>,
+) {
+    match (Mapping::default().decide(bytes), parsed) {
+        (Decision::DeadLetter(error), Err(expected)) => assert_eq!(&error, expected),
+        (Decision::Skip(_), Ok(purchase)) => assert!(purchase.identity.is_none()),
+        (Decision::Update(update), Ok(purchase)) => {
+            assert_eq!(Some(&update.identity), purchase.identity.as_ref());
+            assert!(!update.identity.id().is_empty());
+            let mut names: Vec<&str> = update.attributes.iter().map(|a| &*a.name).collect();
+            names.sort_unstable();
+            let count = names.len();
+            names.dedup();
+            assert_eq!(names.len(), count, "attribute names are unique");
+            for attribute in &update.attributes {
+                assert!(
+                    attribute.value.chars().count() <= 256,
+                    "{} is too long",
+                    attribute.name
+                );
+            }
+        }
+        (decision, parsed) => panic!("decide gave {decision:?} for {parsed:?}"),
+    }
+}
+
 fn assert_schema_agrees(
     bytes: &[u8],
     parsed: &Result<Purchase, pos_profile_sync::event::EventError>,
@@ -346,7 +376,18 @@ proptest! {
         if let Ok(purchase) = &parsed {
             assert_obeys_the_rules(purchase);
         }
+        assert_mapping_agrees(&bytes, &parsed);
         assert_schema_agrees(&bytes, &parsed);
+    }
+
+    #[test]
+    fn arbitrary_bytes_and_json_never_make_the_mapping_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..400),
+        value in json_value(),
+    ) {
+        assert_mapping_agrees(&bytes, &parse(&bytes));
+        let text = serde_json::to_vec(&value).unwrap();
+        assert_mapping_agrees(&text, &parse(&text));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `dlq replay` (`tools`), and `demo` as a newcomer runs it (`demo`).
 //! Shared set-up lives in `helpers`.
 
+mod client;
 mod delivery;
 mod demo;
 mod event_props;
