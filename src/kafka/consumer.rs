@@ -5,7 +5,7 @@
 //! coordinator to drain the partitions and commits what it answers before
 //! the partitions go, so a partition no longer owned is never committed.
 
-use super::{base_config, ConsumerEvent, Record, TopicPartition};
+use super::{ConsumerEvent, Record, TopicPartition};
 use crate::mapping::Mapping;
 use crate::ops::config::Settings;
 use crate::ops::metrics::{Metrics, RebalanceLabels};
@@ -187,24 +187,7 @@ impl ConsumerThread {
         metrics: Arc<Metrics>,
     ) -> Result<ConsumerThread, String> {
         let kafka = &settings.kafka;
-        let mut config = base_config(kafka, super::ClientRole::Consumer)?;
-        // Our defaults first; [kafka.properties] may change them.
-        let defaults = [
-            ("auto.offset.reset", "earliest"),
-            ("queued.max.messages.kbytes", "16384"),
-            ("statistics.interval.ms", "5000"),
-            ("enable.partition.eof", "false"),
-        ];
-        for (key, value) in defaults {
-            if config.get(key).is_none() {
-                config.set(key, value);
-            }
-        }
-        config
-            .set("group.id", &kafka.group_id)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+        let config = super::consumer_config(kafka)?;
         let context = PipelineContext {
             events: events.clone(),
             revoke_wait: Duration::from_millis(settings.delivery.drain_timeout_ms)

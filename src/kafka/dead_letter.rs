@@ -69,19 +69,7 @@ impl DeadLetterWriter {
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<DeadLetterWriter, String> {
-        let mut config = super::base_config(settings, super::ClientRole::Producer)?;
-        // One request in flight: the producer itself keeps dead letters in
-        // order instead of relying on the broker to refuse out-of-order
-        // batches (librdkafka's idempotent producer with several batches in
-        // flight assumes that; a broker or mock that does not check producer
-        // sequences then silently loses a retried batch). Dead letters are
-        // few, so the throughput cost does not matter.
-        config
-            .set("enable.idempotence", "true")
-            .set("max.in.flight.requests.per.connection", "1")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .set("linger.ms", "5");
+        let config = super::dead_letter_producer_config(settings)?;
         let producer: FutureProducer<super::TracingContext> = config
             .create_with_context(super::TracingContext)
             .map_err(|error| format!("cannot create the dead-letter producer: {error}"))?;

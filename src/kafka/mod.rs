@@ -131,6 +131,71 @@ pub fn base_config(settings: &KafkaSettings, role: ClientRole) -> Result<ClientC
     Ok(config)
 }
 
+/// The group member's configuration: brokers, `[kafka.properties]`, and the
+/// settings the service owns (no automatic offset handling, cooperative
+/// rebalancing).
+pub fn consumer_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+    let mut config = base_config(settings, ClientRole::Consumer)?;
+    // Our defaults first; [kafka.properties] may change them.
+    let defaults = [
+        ("auto.offset.reset", "earliest"),
+        ("queued.max.messages.kbytes", "16384"),
+        ("statistics.interval.ms", "5000"),
+        ("enable.partition.eof", "false"),
+    ];
+    for (key, value) in defaults {
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
+    }
+    config
+        .set("group.id", &settings.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    Ok(config)
+}
+
+/// The dead-letter producer's configuration: idempotent, `acks=all`.
+pub fn dead_letter_producer_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+    let mut config = base_config(settings, ClientRole::Producer)?;
+    // One request in flight: the producer itself keeps dead letters in
+    // order instead of relying on the broker to refuse out-of-order
+    // batches (librdkafka's idempotent producer with several batches in
+    // flight assumes that; a broker or mock that does not check producer
+    // sequences then silently loses a retried batch). Dead letters are
+    // few, so the throughput cost does not matter.
+    config
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .set("linger.ms", "5");
+    Ok(config)
+}
+
+/// Builds, without using them, the consumer and producer the service would
+/// run, so librdkafka refuses unknown properties, unsupported values (such as
+/// a security protocol the build lacks) and unreadable certificate files at
+/// start-up, with a message naming them, not at the first connection.
+pub fn check_clients(settings: &KafkaSettings) -> Result<(), String> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::FutureProducer;
+    let consumer: BaseConsumer<TracingContext> = consumer_config(settings)?
+        .create_with_context(TracingContext)
+        .map_err(|error| {
+            format!("kafka.properties: librdkafka refuses the consumer settings: {error}")
+        })?;
+    drop(consumer);
+    let producer: FutureProducer<TracingContext> = dead_letter_producer_config(settings)?
+        .create_with_context(TracingContext)
+        .map_err(|error| {
+            format!("kafka.properties: librdkafka refuses the producer settings: {error}")
+        })?;
+    drop(producer);
+    Ok(())
+}
+
 /// librdkafka's log lines, as tracing events.
 pub fn log_to_tracing(level: RDKafkaLogLevel, facility: &str, message: &str) {
     match level {
@@ -160,5 +225,66 @@ impl ClientContext for TracingContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, "Kafka client error: {reason}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::config::PropertyValue;
+
+    fn settings(properties: &[(&str, &str)]) -> KafkaSettings {
+        KafkaSettings {
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), PropertyValue::Text((*v).to_owned())))
+                .collect(),
+            ..KafkaSettings::default()
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_settings_are_accepted_by_this_build() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let result = check_clients(&settings(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "svc"),
+                ("sasl.password", "secret"),
+            ]));
+            assert_eq!(result, Ok(()), "{mechanism}");
+        }
+        assert_eq!(
+            check_clients(&settings(&[("security.protocol", "SSL")])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn librdkafka_refuses_unknown_properties_and_missing_certificates_at_start_up() {
+        let error = check_clients(&settings(&[("fetch.mn.bytes", "1")])).unwrap_err();
+        assert!(error.contains("fetch.mn.bytes"), "{error}");
+        let error = check_clients(&settings(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", "/nonexistent/ca.pem"),
+        ]))
+        .unwrap_err();
+        assert!(error.contains("kafka.properties"), "{error}");
+    }
+
+    #[test]
+    fn producers_do_not_get_consumer_only_properties() {
+        let config = dead_letter_producer_config(&settings(&[
+            ("session.timeout.ms", "6000"),
+            ("socket.keepalive.enable", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(config.get("session.timeout.ms"), None);
+        assert_eq!(config.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(
+            config.get("max.in.flight.requests.per.connection"),
+            Some("1")
+        );
     }
 }

@@ -454,7 +454,8 @@ impl Settings {
         if let Err(mapping) = Mapping::from_settings(&self.mapping) {
             problems.extend(mapping);
         }
-        if let Err(error) = self.kafka.client_properties() {
+        // librdkafka itself judges the properties (names, values, files).
+        if let Err(error) = crate::kafka::check_clients(&self.kafka) {
             problems.push(error);
         }
         if problems.is_empty() {
