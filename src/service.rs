@@ -106,6 +106,7 @@ pub async fn run(
             burst: settings.rate_limit.burst,
             daily_quota: settings.rate_limit.daily_quota,
             coalesce_window: Duration::from_millis(delivery.coalesce_window_ms),
+            group_id: Arc::from(settings.kafka.group_id.as_str()),
         },
         consumer.consumer.clone(),
         events_rx,

@@ -2,9 +2,13 @@
 
 use super::{ConfigArg, EXIT_USAGE};
 use crate::ops::config::{LogFormat, Settings};
-use crate::ops::{shutdown, telemetry};
+use crate::ops::{shutdown, telemetry, traces};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The longest the last span export may take at exit.
+const TRACE_FLUSH_MAX: Duration = Duration::from_secs(2);
 
 /// Options of `run`.
 #[derive(Debug, clap::Args)]
@@ -27,6 +31,14 @@ pub(super) fn main(args: RunArgs) -> ExitCode {
         }
     };
     telemetry::init(args.log_format.unwrap_or(settings.log.format));
+    // Before the runtime: the exporter's blocking HTTP client is built here.
+    let trace_export = traces::init().unwrap_or_else(|error| {
+        tracing::warn!("{error}; running without trace export.");
+        None
+    });
+    let stopped_at = Arc::new(OnceLock::new());
+    let hard_limit =
+        Duration::from_millis(settings.delivery.drain_timeout_ms) + Duration::from_millis(4500);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,11 +50,25 @@ pub(super) fn main(args: RunArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let hard_limit =
-            Duration::from_millis(settings.delivery.drain_timeout_ms) + Duration::from_millis(4500);
         let stop = shutdown::on_signals(hard_limit);
+        let (watch, stopped) = (stop.clone(), stopped_at.clone());
+        tokio::spawn(async move {
+            watch.cancelled().await;
+            let _ = stopped.set(Instant::now());
+        });
         crate::service::run(settings, stop, |_| {}).await
     });
+    if let Some(export) = trace_export {
+        // The watchdog still runs: finish before it would end the process.
+        let budget = stopped_at
+            .get()
+            .map(|at| (*at + hard_limit).saturating_duration_since(Instant::now()))
+            .map_or(TRACE_FLUSH_MAX, |left| {
+                left.saturating_sub(Duration::from_millis(250))
+                    .min(TRACE_FLUSH_MAX)
+            });
+        export.shut_down(budget);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -8,6 +8,7 @@
 
 use super::queues::ProfileQueues;
 use super::sender::{DeliveryOutcome, Sender};
+use super::spans::{EventSpan, Outcome, RequestTrace};
 use super::watermark::CommitWatermark;
 use crate::event::Identity;
 use crate::kafka::consumer::PipelineConsumer;
@@ -47,6 +48,8 @@ pub struct CoordinatorSettings {
     pub daily_quota: u64,
     /// `delivery.coalesce_window_ms`; zero sends one update per event.
     pub coalesce_window: Duration,
+    /// `kafka.group_id`, for the event spans.
+    pub group_id: Arc<str>,
 }
 
 /// An event's place: partition, assignment epoch, offset. Completions from an
@@ -69,6 +72,7 @@ struct Pending {
     occurred_at_s: f64,
     /// When the coordinator received it (the coalescing window starts here).
     received_at: Instant,
+    span: EventSpan,
 }
 
 enum TaskDone {
@@ -80,6 +84,7 @@ enum TaskDone {
     DeadLetter {
         event: EventRef,
         written: bool,
+        span: EventSpan,
     },
 }
 
@@ -256,8 +261,9 @@ impl Coordinator {
             self.updates_in_flight += 1;
             let sender = self.sender.clone();
             let abandon = self.abandon.clone();
+            let trace = RequestTrace::of(items.iter().map(|i| &i.span));
             self.tasks.spawn(async move {
-                let outcome = sender.deliver(&update, &abandon).await;
+                let outcome = sender.deliver(&update, &abandon, &trace).await;
                 TaskDone::Update {
                     profile,
                     items,
@@ -348,6 +354,12 @@ impl Coordinator {
             tracing::debug!(partition = %record.tp, offset = record.offset, "Record not tracked.");
             return;
         }
+        let span = EventSpan::start(
+            &record.tp,
+            record.offset,
+            &self.settings.group_id,
+            record.trace_context.as_ref(),
+        );
         let event = EventRef {
             tp: record.tp,
             epoch: state.epoch,
@@ -357,6 +369,7 @@ impl Coordinator {
             Decision::Skip(_) => {
                 self.counters.skip.inc();
                 state.watermark.finish(event.offset);
+                span.finish(Outcome::Skipped);
             }
             Decision::DeadLetter(error) => {
                 tracing::debug!(partition = %event.tp, offset = event.offset, class = error.class.as_str(), "Dead-lettering a record.");
@@ -373,7 +386,7 @@ impl Coordinator {
                     offset: event.offset,
                     target_status: None,
                 };
-                self.spawn_dead_letter(event, letter);
+                self.spawn_dead_letter(event, letter, span);
             }
             Decision::Update(update) => {
                 self.counters.update.inc();
@@ -389,6 +402,7 @@ impl Coordinator {
                         timestamp_ms: record.timestamp_ms,
                         occurred_at_s,
                         received_at: Instant::now(),
+                        span,
                     },
                 );
             }
@@ -415,12 +429,18 @@ impl Coordinator {
         }
     }
 
-    fn spawn_dead_letter(&mut self, event: EventRef, letter: DeadLetter) {
+    fn spawn_dead_letter(&mut self, event: EventRef, letter: DeadLetter, span: EventSpan) {
         let writer = self.dead_letters.clone();
         let abandon = self.abandon.clone();
+        let write_span = span.dead_letter_write(writer.topic(), letter.class);
         self.tasks.spawn(async move {
             let written = writer.write(&letter, &abandon).await;
-            TaskDone::DeadLetter { event, written }
+            write_span.written(written);
+            TaskDone::DeadLetter {
+                event,
+                written,
+                span,
+            }
         });
     }
 
@@ -468,6 +488,7 @@ impl Coordinator {
                                     .observe((now - item.occurred_at_s).max(0.0));
                             }
                             self.finish(&item.event);
+                            item.span.finish(Outcome::Accepted);
                         }
                     }
                     DeliveryOutcome::Rejected { status } => {
@@ -478,7 +499,7 @@ impl Coordinator {
                                 format!("Target rejected the update with HTTP {status}"),
                                 Some(status),
                             );
-                            self.spawn_dead_letter(item.event, letter);
+                            self.spawn_dead_letter(item.event, letter, item.span);
                         }
                     }
                     DeliveryOutcome::Exhausted { last_status } => {
@@ -489,7 +510,7 @@ impl Coordinator {
                             };
                             let letter =
                                 dead_letter_of(&item, "retries_exhausted", reason, last_status);
-                            self.spawn_dead_letter(item.event, letter);
+                            self.spawn_dead_letter(item.event, letter, item.span);
                         }
                     }
                     DeliveryOutcome::Abandoned => {
@@ -497,16 +518,25 @@ impl Coordinator {
                             if let Some(p) = self.partition(&item.event) {
                                 p.in_flight -= 1;
                             }
+                            item.span.finish(Outcome::Abandoned);
                         }
                     }
                 }
             }
-            TaskDone::DeadLetter { event, written } => {
+            TaskDone::DeadLetter {
+                event,
+                written,
+                span,
+            } => {
                 tracing::debug!(partition = %event.tp, offset = event.offset, written, "Dead letter done.");
                 if written {
                     self.finish(&event);
-                } else if let Some(p) = self.partition(&event) {
-                    p.in_flight -= 1;
+                    span.finish(Outcome::DeadLettered);
+                } else {
+                    if let Some(p) = self.partition(&event) {
+                        p.in_flight -= 1;
+                    }
+                    span.finish(Outcome::Abandoned);
                 }
             }
         }

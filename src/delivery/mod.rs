@@ -6,4 +6,5 @@ pub mod queues;
 pub mod quota;
 pub mod retry;
 pub mod sender;
+pub mod spans;
 pub mod watermark;

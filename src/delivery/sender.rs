@@ -3,6 +3,7 @@
 
 use super::gate::SendGate;
 use super::retry::RetryPolicy;
+use super::spans::RequestTrace;
 use crate::mapping::ProfileUpdate;
 use crate::ops::metrics::Metrics;
 use crate::target::{TargetClient, Verdict};
@@ -44,15 +45,18 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Sends until accepted, rejected, exhausted or abandoned.
+    /// Sends until accepted, rejected, exhausted or abandoned; each attempt
+    /// is a `pps.target.request` span placed by `trace`.
     pub async fn deliver(
         &self,
         update: &ProfileUpdate,
         abandon: &CancellationToken,
+        trace: &RequestTrace,
     ) -> DeliveryOutcome {
         let mut schedule = self.retry.schedule();
         let mut failures = 0u32;
         let mut first = true;
+        let mut attempts = 0u32;
         loop {
             let permit = tokio::select! {
                 biased;
@@ -64,6 +68,8 @@ impl Sender {
             }
             first = false;
             self.metrics.target_in_flight.inc();
+            attempts += 1;
+            let span = trace.attempt(attempts);
             let attempt = tokio::select! {
                 biased;
                 _ = abandon.cancelled() => {
@@ -77,6 +83,11 @@ impl Sender {
             self.metrics
                 .target_request_duration
                 .observe(attempt.elapsed.as_secs_f64());
+            span.answered(
+                attempt.status,
+                attempt.timed_out,
+                verdict_label(&attempt.verdict),
+            );
             let delay = match attempt.verdict {
                 Verdict::Accepted => {
                     self.metrics
@@ -120,6 +131,16 @@ impl Sender {
             drop(permit);
             sleep_or_abandon(delay, abandon).await;
         }
+    }
+}
+
+/// The verdict as the request metrics and spans name it.
+fn verdict_label(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Accepted => "accepted",
+        Verdict::Rejected { .. } => "rejected",
+        Verdict::AuthFailed { .. } => "auth_failed",
+        Verdict::Retry { .. } => "retryable",
     }
 }
 

@@ -326,6 +326,11 @@ impl PollLoop {
                         payload,
                         timestamp_ms: message.timestamp().to_millis(),
                         decision,
+                        trace_context: if crate::ops::traces::enabled() {
+                            super::trace_context::extract(message.headers())
+                        } else {
+                            None
+                        },
                     };
                     if self
                         .events

@@ -81,6 +81,11 @@ impl DeadLetterWriter {
         })
     }
 
+    /// `kafka.dlq_topic`.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Writes until Kafka acknowledges (`true`) or `abandon` fires (`false`).
     pub async fn write(&self, letter: &DeadLetter, abandon: &CancellationToken) -> bool {
         let headers = headers(letter);

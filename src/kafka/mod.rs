@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod inspect;
 pub mod replay;
+pub mod trace_context;
 
 use crate::mapping::Decision;
 use crate::ops::config::KafkaSettings;
@@ -45,6 +46,9 @@ pub struct Record {
     pub timestamp_ms: Option<i64>,
     /// What to do with it.
     pub decision: Decision,
+    /// The W3C trace context of its headers, read only while traces are
+    /// exported: the event's span continues that trace.
+    pub trace_context: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// What the consumer thread tells the coordinator.

@@ -11,7 +11,7 @@ pub fn merge_updates<'a>(
     updates: impl IntoIterator<Item = (&'a ProfileUpdate, i64)>,
 ) -> Option<ProfileUpdate> {
     let mut ordered: Vec<(&ProfileUpdate, i64)> = updates.into_iter().collect();
-    ordered.sort_by(|a, b| (a.0.occurred_at, a.1).cmp(&(b.0.occurred_at, b.1)));
+    ordered.sort_by_key(|a| (a.0.occurred_at, a.1));
     let (first, _) = *ordered.first()?;
     let mut merged = ProfileUpdate {
         identity: first.identity.clone(),

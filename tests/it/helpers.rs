@@ -9,7 +9,7 @@ use pos_profile_sync::generator::{
 use pos_profile_sync::mapping::{Decision, Mapping};
 use pos_profile_sync::target::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -62,6 +62,16 @@ impl Kafka {
 
     /// Produces the events (keyed by customer) and waits for every ack.
     pub fn produce(&self, events: &[GeneratedEvent]) {
+        self.produce_with_headers(events, |_| Vec::new());
+    }
+
+    /// Produces the events with the headers `headers(index)` gives each, in
+    /// order on their partitions, and waits for every ack.
+    pub fn produce_with_headers(
+        &self,
+        events: &[GeneratedEvent],
+        headers: impl Fn(usize) -> Vec<(&'static str, String)>,
+    ) {
         let producer: ThreadedProducer<_> = self
             .client_config()
             .set("linger.ms", "5")
@@ -69,10 +79,20 @@ impl Kafka {
             .set("enable.idempotence", "true")
             .create()
             .expect("producer");
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
+            let pairs = headers(index);
             let mut record = BaseRecord::to(TOPIC)
                 .key(&event.key[..])
                 .payload(&event.payload[..]);
+            if !pairs.is_empty() {
+                let owned = pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: Some(value.as_str()),
+                    })
+                });
+                record = record.headers(owned);
+            }
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -300,6 +320,10 @@ pub struct AppConfig {
     pub log_level: String,
     /// Extra lines of the `[delivery]` section.
     pub delivery_extra: String,
+    /// Extra environment variables of the service process. The OTLP
+    /// endpoint variables are never inherited from the test's environment,
+    /// only set from here.
+    pub env: Vec<(String, String)>,
 }
 
 impl AppConfig {
@@ -317,6 +341,7 @@ impl AppConfig {
             extra: String::new(),
             log_level: "info".into(),
             delivery_extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -406,6 +431,9 @@ pub fn spawn_app(config: &AppConfig) -> App {
             "RUST_LOG",
             std::env::var("PPS_TEST_LOG").unwrap_or_else(|_| config.log_level.clone()),
         )
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)

@@ -2,7 +2,8 @@
 //! (`schema_agreement`, `event_props`), the Target simulator over real HTTP
 //! (`simulator`), the service end to end against librdkafka's mock cluster
 //! and the simulator (`delivery`), the operator tools `produce` and
-//! `dlq replay` (`tools`), and `demo` as a newcomer runs it (`demo`).
+//! `dlq replay` (`tools`), `demo` as a newcomer runs it (`demo`), and the
+//! OpenTelemetry trace export to a collector stub (`traces`).
 //! Shared set-up lives in `helpers`.
 
 mod client;
@@ -14,3 +15,4 @@ mod privacy;
 mod schema_agreement;
 mod simulator;
 mod tools;
+mod traces;
