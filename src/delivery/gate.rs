@@ -62,6 +62,8 @@ pub struct SendGate {
     /// on one pod-wide schedule that backs off with every refused probe.
     probe: Arc<Semaphore>,
     probe_schedule: Mutex<ProbeSchedule>,
+    /// Wakes senders waiting on a limiter that was just replaced.
+    share_changed: tokio::sync::Notify,
     retry_after_pauses: AtomicU64,
     /// Whether the last attempt got an HTTP answer (for `/readyz`).
     reachable: AtomicBool,
@@ -99,6 +101,7 @@ impl SendGate {
             paused_until: Mutex::new(None),
             auth_paused: AtomicBool::new(false),
             probe: Arc::new(Semaphore::new(1)),
+            share_changed: tokio::sync::Notify::new(),
             probe_schedule: Mutex::new(ProbeSchedule {
                 policy: probe_backoff,
                 bounds: None,
@@ -121,6 +124,8 @@ impl SendGate {
         if guard.0 != share {
             let generation = guard.2 + 1;
             *guard = (share, Arc::new(share.limiter()), generation);
+            drop(guard);
+            self.share_changed.notify_waiters();
         }
     }
 
@@ -148,11 +153,24 @@ impl SendGate {
             } else {
                 None
             };
+            // Listen for a share change before looking at the limiter, so a
+            // change in between is not missed.
+            let share_changed = self.share_changed.notified();
+            tokio::pin!(share_changed);
+            share_changed.as_mut().enable();
             let (limiter, generation) = self.current_limiter();
             let started = std::time::Instant::now();
-            limiter.until_ready().await;
+            let waited = tokio::select! {
+                _ = limiter.until_ready() => true,
+                // The share changed (a first assignment after a zero share,
+                // say): wait on the new limiter, not out the old one's period.
+                _ = &mut share_changed => false,
+            };
             self.limiter_wait_nanos
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            if !waited {
+                continue;
+            }
             // A token from a limiter replaced meanwhile (the share changed)
             // does not count: two limiters must never issue side by side.
             if self.current_limiter().1 != generation {
@@ -326,6 +344,27 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_on_a_zero_share_goes_as_soon_as_the_share_is_raised() {
+        // Before the first assignment the share is zero (one request an hour).
+        let gate = Arc::new(SendGate::new(
+            RateShare::of_group(10.0, 10, 0, 1),
+            probe_backoff(),
+        ));
+        gate.acquire().await; // the burst of one
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "no budget yet");
+        gate.set_share(RateShare::of_group(10.0, 10, 4, 4));
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("the waiter must see the new share, not wait out the old hour")
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
