@@ -63,17 +63,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn simulate_target(args: crate::target::simulator::cli::SimulateTargetArgs) -> ExitCode {
-    crate::ops::telemetry::init(crate::ops::config::LogFormat::Text);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded async runtime of a subcommand, or the exit code when it
+/// cannot start (said on stderr).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+fn simulate_target(args: crate::target::simulator::cli::SimulateTargetArgs) -> ExitCode {
+    crate::ops::telemetry::init(crate::ops::config::LogFormat::Text);
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let stop = crate::ops::shutdown::on_signals(std::time::Duration::from_secs(10));

@@ -39,15 +39,9 @@ pub(super) fn main(args: RunArgs) -> ExitCode {
     let stopped_at = Arc::new(OnceLock::new());
     let hard_limit =
         Duration::from_millis(settings.delivery.drain_timeout_ms) + Duration::from_millis(4500);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let stop = shutdown::on_signals(hard_limit);

@@ -6,15 +6,14 @@
 use pos_profile_sync::generator::{
     customer_id, EventKind, GeneratedEvent, Generator, GeneratorConfig,
 };
+use pos_profile_sync::kafka::inspect::{Inspector, StoredRecord};
 use pos_profile_sync::mapping::{Decision, Mapping};
 use pos_profile_sync::target::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -106,118 +105,30 @@ impl Kafka {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    fn inspector(&self) -> Inspector {
+        Inspector::new(&self.bootstrap, &[]).expect("inspector")
+    }
+
     /// The committed offset of every source partition for a group (-1 when none).
     pub fn committed(&self, group: &str) -> Vec<i64> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("group.id", group)
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            list.add_partition(TOPIC, p);
-        }
-        let committed = consumer
-            .committed_offsets(list, Duration::from_secs(10))
-            .expect("committed offsets");
-        (0..self.partitions)
-            .map(
-                |p| match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                },
-            )
-            .collect()
+        self.inspector()
+            .committed(group, TOPIC, self.partitions as usize)
+            .expect("committed offsets")
     }
 
     /// The end offset of every source partition.
     pub fn end_offsets(&self) -> Vec<i64> {
-        let consumer: BaseConsumer = self.client_config().create().expect("consumer");
-        (0..self.partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-                    .expect("watermarks")
-                    .1
-            })
-            .collect()
+        self.inspector().end_offsets(TOPIC).expect("end offsets")
     }
 
-    /// Every record of a topic, in partition order: (partition, offset, key, value, headers).
+    /// Every record of a topic.
     pub fn read_all(&self, topic: &str) -> Vec<Consumed> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("group.id", "test-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let partitions = metadata.topics()[0].partitions().len() as i32;
-        let mut list = TopicPartitionList::new();
-        let mut ends = HashMap::new();
-        for p in 0..partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            if high > low {
-                ends.insert(p, high);
-                list.add_partition_offset(topic, p, Offset::Beginning)
-                    .unwrap();
-            }
-        }
-        let mut out = Vec::new();
-        if ends.is_empty() {
-            return out;
-        }
-        consumer.assign(&list).expect("assign");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ends.is_empty() && Instant::now() < deadline {
-            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-                let headers = message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Consumed {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-                if ends.get(&message.partition()) == Some(&(message.offset() + 1)) {
-                    ends.remove(&message.partition());
-                }
-            }
-        }
-        assert!(
-            ends.is_empty(),
-            "could not read all of {topic}: {ends:?} left"
-        );
-        out
+        self.inspector().read_all(topic).expect("read the topic")
     }
 }
 
 /// A record read back from Kafka.
-#[derive(Debug, Clone)]
-pub struct Consumed {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub headers: BTreeMap<String, String>,
-}
+pub type Consumed = StoredRecord;
 
 /// A workload and what Target must end up with.
 pub struct Workload {

@@ -90,15 +90,9 @@ pub(crate) fn main(args: DemoArgs) -> ExitCode {
         eprintln!("demo: {problem}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run_demo(args)) {
         Ok(true) => ExitCode::SUCCESS,
