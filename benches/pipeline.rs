@@ -143,6 +143,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let options = Options::from_env()?;
+    // As `run` does: export spans when OTEL_EXPORTER_OTLP_* says where (to
+    // measure what tracing costs); otherwise no span is built.
+    let trace_export = pos_profile_sync::ops::traces::init().map_err(anyhow::Error::msg)?;
+    if trace_export.is_some() {
+        println!("traces     exported over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT is set)");
+    }
     // The simulator gets its own runtime (named threads), so its CPU can be told apart.
     let simulator_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.sim_threads)
@@ -200,6 +206,9 @@ fn main() -> anyhow::Result<()> {
     drop(simulator_runtime);
     report.load_after = load_average();
     report.print(&options, &workload);
+    if let Some(export) = trace_export {
+        export.shut_down(Duration::from_secs(5));
+    }
     Ok(())
 }
 
