@@ -64,11 +64,13 @@ fn a_demo_with_sigkills_still_loses_nothing() {
         "--partitions",
         "4",
         "--crash-every",
-        "1000",
+        "700",
     ]);
     assert_eq!(code, Some(0), "report:\n{report}\nlog:\n{log}");
     assert!(report.contains("  0 lost"), "{report}");
-    assert!(report_value(&report, "pipeline restarts") >= 2, "{report}");
+    // How many kill points a run crosses depends on timing (commits can jump
+    // past one after a restart); what matters is that kills happened mid-run.
+    assert!(report_value(&report, "pipeline restarts") >= 1, "{report}");
 }
 
 #[test]
