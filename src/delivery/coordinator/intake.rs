@@ -1,0 +1,158 @@
+//! What comes from the consumer thread: records, assignments, the share of
+//! the budget, high watermarks; and pausing partitions whose buffer is full.
+
+use super::*;
+
+impl Coordinator {
+    /// One message from the consumer thread.
+    pub(super) fn on_event(&mut self, event: ConsumerEvent) {
+        match event {
+            ConsumerEvent::Record(record) => self.on_record(record),
+            ConsumerEvent::Assigned(partitions) => {
+                for tp in partitions {
+                    self.next_epoch += 1;
+                    self.partitions.insert(
+                        tp,
+                        PartitionState {
+                            epoch: self.next_epoch,
+                            watermark: CommitWatermark::new(),
+                            in_flight: 0,
+                            paused: false,
+                            revoking: false,
+                            last_committed: None,
+                        },
+                    );
+                }
+                self.publish_assignment();
+                self.update_share();
+            }
+            ConsumerEvent::Revoked {
+                partitions,
+                lost,
+                reply,
+            } => self.on_revoke(partitions, lost, reply),
+            ConsumerEvent::Share { total, .. } => {
+                self.total_partitions = total;
+                self.update_share();
+            }
+            ConsumerEvent::HighWatermarks(marks) => {
+                for (tp, mark) in marks {
+                    if self.partitions.contains_key(&tp) {
+                        self.high_watermarks.insert(tp, mark);
+                    }
+                }
+                self.publish_offsets();
+            }
+        }
+    }
+
+    /// Sets this pod's share from the partitions it owns (and is not giving
+    /// up). Called when partitions arrive (after their previous owner let go)
+    /// and when a revoke starts (before they are handed over), so the pods'
+    /// shares never add up to more than the group budget.
+    pub(super) fn update_share(&mut self) {
+        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        let share = crate::delivery::gate::RateShare::of_group(
+            self.settings.per_second,
+            self.settings.burst,
+            owned,
+            self.total_partitions,
+        );
+        if share != self.sender.gate.share() {
+            self.sender.gate.set_share(share);
+            self.metrics.rate_share.set(share.per_second);
+            tracing::info!(
+                owned,
+                total = self.total_partitions,
+                per_second = share.per_second,
+                burst = share.burst,
+                "Rate share set from the assignment."
+            );
+        }
+    }
+
+    /// A record: track its offset, then skip, dead-letter or queue it per profile.
+    pub(super) fn on_record(&mut self, record: Record) {
+        let Some(state) = self.partitions.get_mut(&record.tp) else {
+            return;
+        };
+        if state.revoking || self.draining || !state.watermark.track(record.offset) {
+            // Not tracked, so never committed: it is read again.
+            tracing::debug!(partition = %record.tp, offset = record.offset, "Record not tracked.");
+            return;
+        }
+        let span = EventSpan::start(
+            &record.tp,
+            record.offset,
+            &self.settings.group_id,
+            record.trace_context.as_ref(),
+        );
+        let event = EventRef {
+            tp: record.tp,
+            epoch: state.epoch,
+            offset: record.offset,
+        };
+        match record.decision {
+            Decision::Skip(_) => {
+                self.counters.skip.inc();
+                state.watermark.finish(event.offset);
+                span.finish(Outcome::Skipped);
+            }
+            Decision::DeadLetter(error) => {
+                tracing::debug!(partition = %event.tp, offset = event.offset, class = error.class.as_str(), "Dead-lettering a record.");
+                if let Some(counter) = self.counters.invalid.get(error.class.as_str()) {
+                    counter.inc();
+                }
+                state.in_flight += 1;
+                let letter = DeadLetter {
+                    key: record.key,
+                    payload: record.payload,
+                    class: error.class.as_str(),
+                    reason: error.reason,
+                    source: event.tp.clone(),
+                    offset: event.offset,
+                    target_status: None,
+                };
+                self.spawn_dead_letter(event, letter, span);
+            }
+            Decision::Update(update) => {
+                self.counters.update.inc();
+                let occurred_at_s = update.occurred_at.unix_seconds_f64();
+                let profile = update.identity.clone();
+                self.queues.push(
+                    profile,
+                    Pending {
+                        event,
+                        update,
+                        key: record.key,
+                        payload: record.payload,
+                        timestamp_ms: record.timestamp_ms,
+                        occurred_at_s,
+                        received_at: Instant::now(),
+                        span,
+                    },
+                );
+            }
+        }
+        self.apply_backpressure_for_last();
+    }
+
+    /// Pauses partitions whose buffer is full.
+    pub(super) fn apply_backpressure_for_last(&mut self) {
+        let limit = self.settings.max_buffered_per_partition;
+        let mut to_pause = TopicPartitionList::new();
+        for (tp, state) in &mut self.partitions {
+            if !state.paused && state.watermark.buffered() >= limit {
+                state.paused = true;
+                let _ = to_pause.add_partition(&tp.topic, tp.partition);
+                tracing::info!(partition = %tp, buffered = state.watermark.buffered(), "Partition paused: too much work buffered.");
+            }
+        }
+        if to_pause.count() > 0 {
+            if let Err(error) = self.consumer.pause(&to_pause) {
+                tracing::warn!(error = %error, "Could not pause partitions.");
+            }
+            self.publish_paused();
+        }
+    }
+}
