@@ -332,8 +332,13 @@ retry_max_ms = 2000
 [server]
 listen = "127.0.0.1:0"
 "#,
-        burst = (rate / 10.0).ceil().max(1.0) as u32,
+        burst = burst_of(rate),
     )
+}
+
+/// The group burst the demo gives the pipeline: a tenth of a second's budget.
+fn burst_of(rate: f64) -> u32 {
+    (rate / 10.0).ceil().max(1.0) as u32
 }
 
 fn spawn_pipeline(config: &Path, log: &PathBuf) -> anyhow::Result<Child> {

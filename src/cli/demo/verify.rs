@@ -21,6 +21,12 @@ pub(crate) struct Report {
     anonymous: usize,
     dead_letters: BTreeMap<String, usize>,
     restarts: u64,
+    /// Requests per whole second at Target, first and last (partial) seconds left out.
+    rate_mean: f64,
+    /// The busiest second at Target.
+    rate_busiest: u64,
+    budget: f64,
+    burst: u32,
     elapsed: Duration,
     profiles: usize,
     /// Everything that did not arrive; empty means nothing was lost.
@@ -119,6 +125,13 @@ pub(crate) fn verify(world: &World, elapsed: Duration) -> Result<Report, String>
     }
 
     let stats = world.sim.stats();
+    let seconds: Vec<u64> = stats.requests_per_second.0.values().copied().collect();
+    let full = if seconds.len() > 2 {
+        &seconds[1..seconds.len() - 1]
+    } else {
+        &seconds[..]
+    };
+    let rate_mean = full.iter().sum::<u64>() as f64 / full.len().max(1) as f64;
     Ok(Report {
         events: world.events.len(),
         partitions: world.end_offsets.len(),
@@ -130,6 +143,10 @@ pub(crate) fn verify(world: &World, elapsed: Duration) -> Result<Report, String>
         anonymous,
         dead_letters,
         restarts: world.restarts,
+        rate_mean,
+        rate_busiest: stats.requests_per_second.busiest().map_or(0, |(_, n)| n),
+        budget: world.rate,
+        burst: super::burst_of(world.rate),
         elapsed,
         profiles: expected.len(),
         lost,
@@ -170,6 +187,11 @@ impl fmt::Display for Report {
             f,
             "  requests sent             {:>9}  ({} not accepted, {} of them 503s that were retried)",
             self.requests, self.non_2xx, self.status_503
+        )?;
+        writeln!(
+            f,
+            "  Target request rate       {:>7.1}/s  (mean of whole seconds; busiest {}; budget {:.0}/s + burst {})",
+            self.rate_mean, self.rate_busiest, self.budget, self.burst
         )?;
         writeln!(f, "  skipped (anonymous)       {:>9}", self.anonymous)?;
         writeln!(
