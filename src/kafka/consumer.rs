@@ -350,9 +350,8 @@ impl PollLoop {
         }
     }
 
-    /// This pod's partitions out of all partitions of its topics.
+    /// Partitions of all subscribed topics, from metadata.
     fn share(&self) -> Option<ConsumerEvent> {
-        let assigned = self.consumer.assignment().ok()?.count();
         let mut total = 0;
         for topic in &self.topics {
             let metadata = self
@@ -366,6 +365,6 @@ impl PollLoop {
                 .map(|t| t.partitions().len())
                 .sum::<usize>();
         }
-        (total > 0).then_some(ConsumerEvent::Share { assigned, total })
+        (total > 0).then_some(ConsumerEvent::PartitionCount(total))
     }
 }

@@ -68,13 +68,9 @@ pub enum ConsumerEvent {
         /// The offsets to commit before the partitions go.
         reply: std::sync::mpsc::SyncSender<Vec<(TopicPartition, i64)>>,
     },
-    /// This pod's assigned partitions out of all partitions of its topics.
-    Share {
-        /// Partitions this pod has.
-        assigned: usize,
-        /// Partitions the topics have.
-        total: usize,
-    },
+    /// Partitions of all subscribed topics (the coordinator counts its own
+    /// share of them).
+    PartitionCount(usize),
     /// Last known high watermarks, for lag.
     HighWatermarks(Vec<(TopicPartition, i64)>),
 }

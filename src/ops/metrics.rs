@@ -263,6 +263,15 @@ impl Metrics {
             .clone()
     }
 
+    /// The event-age histogram for a source (`kafka_timestamp`, `occurred_at`).
+    pub fn age_histogram(&self, source: &str) -> Histogram {
+        self.event_age
+            .get_or_create(&AgeLabels {
+                source: source.into(),
+            })
+            .clone()
+    }
+
     /// The counter for dead letters of a class.
     pub fn dead_letter_counter(&self, error_class: &str) -> Counter {
         self.dead_letters

@@ -31,7 +31,7 @@ impl Coordinator {
                 lost,
                 reply,
             } => self.on_revoke(partitions, lost, reply),
-            ConsumerEvent::Share { total, .. } => {
+            ConsumerEvent::PartitionCount(total) => {
                 self.total_partitions = total;
                 self.update_share();
             }
@@ -87,6 +87,7 @@ impl Coordinator {
             &self.settings.group_id,
             record.trace_context.as_ref(),
         );
+        let tp = record.tp.clone();
         let event = EventRef {
             tp: record.tp,
             epoch: state.epoch,
@@ -117,7 +118,6 @@ impl Coordinator {
             }
             Decision::Update(update) => {
                 self.counters.update.inc();
-                let occurred_at_s = update.occurred_at.unix_seconds_f64();
                 let profile = update.identity.clone();
                 self.queues.push(
                     profile,
@@ -127,32 +127,32 @@ impl Coordinator {
                         key: record.key,
                         payload: record.payload,
                         timestamp_ms: record.timestamp_ms,
-                        occurred_at_s,
                         received_at: Instant::now(),
                         span,
                     },
                 );
             }
         }
-        self.apply_backpressure_for_last();
+        self.pause_if_full(&tp);
     }
 
-    /// Pauses partitions whose buffer is full.
-    pub(super) fn apply_backpressure_for_last(&mut self) {
+    /// Pauses the partition that just grew, if its buffer is full (only a
+    /// record can fill one, so only its partition needs a look).
+    pub(super) fn pause_if_full(&mut self, tp: &TopicPartition) {
         let limit = self.settings.max_buffered_per_partition;
-        let mut to_pause = TopicPartitionList::new();
-        for (tp, state) in &mut self.partitions {
-            if !state.paused && state.watermark.buffered() >= limit {
-                state.paused = true;
-                let _ = to_pause.add_partition(&tp.topic, tp.partition);
-                tracing::info!(partition = %tp, buffered = state.watermark.buffered(), "Partition paused: too much work buffered.");
-            }
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        if state.paused || state.watermark.buffered() < limit {
+            return;
         }
-        if to_pause.count() > 0 {
-            if let Err(error) = self.consumer.pause(&to_pause) {
-                tracing::warn!(error = %error, "Could not pause partitions.");
-            }
-            self.publish_paused();
+        state.paused = true;
+        tracing::info!(partition = %tp, buffered = state.watermark.buffered(), "Partition paused: too much work buffered.");
+        let mut list = TopicPartitionList::new();
+        let _ = list.add_partition(&tp.topic, tp.partition);
+        if let Err(error) = self.consumer.pause(&list) {
+            tracing::warn!(error = %error, "Could not pause a partition.");
         }
+        self.publish_paused();
     }
 }

@@ -16,8 +16,9 @@ use crate::kafka::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::kafka::{ConsumerEvent, Record, TopicPartition};
 use crate::mapping::{merge_updates, Decision, ProfileUpdate};
 use crate::ops::health::Health;
-use crate::ops::metrics::{AgeLabels, Metrics, PartitionLabels};
+use crate::ops::metrics::{Metrics, PartitionLabels};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -69,7 +70,6 @@ struct Pending {
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     timestamp_ms: Option<i64>,
-    occurred_at_s: f64,
     /// When the coordinator received it (the coalescing window starts here).
     received_at: Instant,
     span: EventSpan,
@@ -110,6 +110,8 @@ struct Counters {
     update: Counter,
     skip: Counter,
     invalid: HashMap<&'static str, Counter>,
+    age_from_kafka: Histogram,
+    age_from_occurred_at: Histogram,
 }
 
 /// The delivery state and its loop.
@@ -164,6 +166,8 @@ impl Coordinator {
                 .into_iter()
                 .map(|class| (class, metrics.consumed_counter("dead_letter", class)))
                 .collect(),
+            age_from_kafka: metrics.age_histogram("kafka_timestamp"),
+            age_from_occurred_at: metrics.age_histogram("occurred_at"),
         };
         Coordinator {
             settings,

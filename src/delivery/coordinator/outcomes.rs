@@ -54,21 +54,13 @@ impl Coordinator {
                         for item in items {
                             self.metrics.events_accepted.inc();
                             if let Some(ms) = item.timestamp_ms {
-                                self.metrics
-                                    .event_age
-                                    .get_or_create(&AgeLabels {
-                                        source: "kafka_timestamp".into(),
-                                    })
+                                self.counters
+                                    .age_from_kafka
                                     .observe((now - ms as f64 / 1000.0).max(0.0));
                             }
-                            {
-                                self.metrics
-                                    .event_age
-                                    .get_or_create(&AgeLabels {
-                                        source: "occurred_at".into(),
-                                    })
-                                    .observe((now - item.occurred_at_s).max(0.0));
-                            }
+                            self.counters.age_from_occurred_at.observe(
+                                (now - item.update.occurred_at.unix_seconds_f64()).max(0.0),
+                            );
                             self.finish(&item.event);
                             item.span.finish(Outcome::Accepted);
                         }
