@@ -3,6 +3,7 @@
 //! shutdown trigger is an argument, so tests stop the service the way
 //! Kubernetes does.
 
+use crate::delivery::concurrency::AdaptiveConcurrency;
 use crate::delivery::coordinator::{Coordinator, CoordinatorSettings};
 use crate::delivery::gate::{RateShare, SendGate};
 use crate::delivery::retry::RetryPolicy;
@@ -98,7 +99,6 @@ pub async fn run(
     });
     let coordinator = Coordinator::new(
         CoordinatorSettings {
-            max_in_flight: delivery.max_in_flight as usize,
             max_buffered_per_partition: delivery.max_buffered_per_partition as usize,
             commit_interval: Duration::from_millis(delivery.commit_interval_ms),
             drain_timeout: Duration::from_millis(delivery.drain_timeout_ms),
@@ -113,6 +113,10 @@ pub async fn run(
         Sender {
             client,
             gate,
+            concurrency: AdaptiveConcurrency::new(
+                delivery.max_in_flight as usize,
+                metrics.concurrency_limit.clone(),
+            ),
             retry,
             max_attempts: delivery.max_attempts,
             metrics: metrics.clone(),

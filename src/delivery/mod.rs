@@ -1,5 +1,6 @@
 //! Delivery: per-profile ordering, the group rate budget, retries, the commit
 //! watermark, and the coordinator that ties them to Kafka and Target.
+pub mod concurrency;
 pub mod coordinator;
 pub mod gate;
 pub mod queues;

@@ -1,6 +1,7 @@
 //! Sending one update until it has a final outcome: through the send gate
 //! (budget and pauses), the client, the classifier and the retry schedule.
 
+use super::concurrency::{AdaptiveConcurrency, Signal};
 use super::gate::SendGate;
 use super::retry::RetryPolicy;
 use super::spans::RequestTrace;
@@ -36,6 +37,8 @@ pub struct Sender {
     pub client: Arc<TargetClient>,
     /// Budget and pauses.
     pub gate: Arc<SendGate>,
+    /// How many updates may be under way, learnt from Target's answers.
+    pub concurrency: Arc<AdaptiveConcurrency>,
     /// Retry delays.
     pub retry: RetryPolicy,
     /// 0: retry forever.
@@ -58,6 +61,12 @@ impl Sender {
         let mut first = true;
         let mut attempts = 0u32;
         loop {
+            // A slot first, then budget: see `concurrency`.
+            let mut slot = tokio::select! {
+                biased;
+                _ = abandon.cancelled() => return DeliveryOutcome::Abandoned,
+                slot = self.concurrency.reserve() => slot,
+            };
             let permit = tokio::select! {
                 biased;
                 _ = abandon.cancelled() => return DeliveryOutcome::Abandoned,
@@ -70,6 +79,7 @@ impl Sender {
             self.metrics.target_in_flight.inc();
             attempts += 1;
             let span = trace.attempt(attempts);
+            slot.send();
             let attempt = tokio::select! {
                 biased;
                 _ = abandon.cancelled() => {
@@ -79,6 +89,7 @@ impl Sender {
                 attempt = self.client.send(update) => attempt,
             };
             self.metrics.target_in_flight.dec();
+            slot.land(signal_of(&attempt.verdict));
             self.gate.set_reachable(attempt.status.is_some());
             self.metrics
                 .target_request_duration
@@ -131,6 +142,15 @@ impl Sender {
             drop(permit);
             sleep_or_abandon(delay, abandon).await;
         }
+    }
+}
+
+/// What an answer says about Target's load, for the concurrency limit.
+fn signal_of(verdict: &Verdict) -> Signal {
+    match verdict {
+        Verdict::Accepted | Verdict::Rejected { .. } => Signal::Answered,
+        Verdict::Retry { .. } => Signal::Backpressure,
+        Verdict::AuthFailed { .. } => Signal::Neutral,
     }
 }
 

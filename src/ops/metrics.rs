@@ -79,6 +79,8 @@ pub struct Metrics {
     pub target_retries: Counter,
     /// Target requests in flight now.
     pub target_in_flight: Gauge,
+    /// The adaptive limit on updates under way.
+    pub concurrency_limit: Gauge,
     /// This pod's budget share.
     pub rate_share: Gauge<f64, AtomicU64>,
     /// Time spent waiting for budget.
@@ -127,6 +129,7 @@ impl Metrics {
             target_request_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             target_retries: Counter::default(),
             target_in_flight: Gauge::default(),
+            concurrency_limit: Gauge::default(),
             rate_share: Gauge::default(),
             limiter_wait_seconds: Gauge::default(),
             retry_after_pauses: Gauge::default(),
@@ -183,6 +186,11 @@ impl Metrics {
             "pps_target_in_flight",
             "Target requests in flight",
             metrics.target_in_flight.clone(),
+        );
+        r.register(
+            "pps_concurrency_limit",
+            "The adaptive limit on updates under way (1 to delivery.max_in_flight)",
+            metrics.concurrency_limit.clone(),
         );
         r.register(
             "pps_rate_share_per_second",

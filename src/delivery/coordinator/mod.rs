@@ -1,7 +1,9 @@
 //! The coordinator: one task that owns the delivery state and moves events
 //! between Kafka and Target. It tracks every consumed offset in its
 //! partition's [`CommitWatermark`], queues updates per profile
-//! ([`ProfileQueues`]), starts senders up to `delivery.max_in_flight`,
+//! ([`ProfileQueues`]), starts senders up to the adaptive concurrency limit
+//! (at most `delivery.max_in_flight`; the rest waits in the queues, where it
+//! can still coalesce),
 //! dead-letters what must be, commits the watermarks on a short interval,
 //! drains revoked partitions before they go, and on shutdown finishes or
 //! abandons in-flight work within the drain deadline and commits.
@@ -33,8 +35,6 @@ use tokio_util::sync::CancellationToken;
 /// Settings the coordinator needs.
 #[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
-    /// Concurrent update requests.
-    pub max_in_flight: usize,
     /// Records held per partition before it is paused.
     pub max_buffered_per_partition: usize,
     /// How often watermarks are committed.
@@ -225,15 +225,16 @@ impl Coordinator {
         self.drain().await;
     }
 
-    /// Starts senders while there is room and work.
-    /// Starts senders while there is room and work. With a coalescing
+    /// Starts senders while there is room under the concurrency limit and
+    /// work. With a coalescing
     /// window, a profile sends once its oldest waiting event has waited the
     /// window, and everything it has waiting goes as one merged update.
     fn dispatch(&mut self) {
         let window = self.settings.coalesce_window;
         self.next_wake = None;
         let now = Instant::now();
-        while self.updates_in_flight < self.settings.max_in_flight {
+        let limit = self.sender.concurrency.limit();
+        while self.updates_in_flight < limit {
             if !window.is_zero() {
                 match self.queues.peek_next() {
                     None => break,
