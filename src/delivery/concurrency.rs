@@ -187,7 +187,8 @@ impl Aimd {
         let mean = (cycle.rtt_count > 0).then(|| cycle.rtt_sum / f64::from(cycle.rtt_count));
         let rising = match (self.past_rtt, mean) {
             (Some(past), Some(mean)) => {
-                let allowance = (RTT_DEVIATION_SCALE * past.deviation).max(RTT_MIN_RISE * past.mean);
+                let allowance =
+                    (RTT_DEVIATION_SCALE * past.deviation).max(RTT_MIN_RISE * past.mean);
                 mean > past.mean + allowance
             }
             _ => false,
@@ -386,7 +387,11 @@ mod tests {
         let mut now = Instant::now();
         let mut aimd = grown_to(64, 256, &mut now);
         round(&mut aimd, &mut now, RTT, Signal::Backpressure);
-        assert_eq!(aimd.limit(), 57, "64 failures of one round are one decrease");
+        assert_eq!(
+            aimd.limit(),
+            57,
+            "64 failures of one round are one decrease"
+        );
         round(&mut aimd, &mut now, RTT, Signal::Answered);
         assert_eq!(aimd.limit(), 58, "additive after the first decrease");
         round(&mut aimd, &mut now, RTT, Signal::Answered);
@@ -483,18 +488,23 @@ mod tests {
         assert_eq!(aimd.limit(), settled);
     }
 
+    fn counts(shared: &AdaptiveConcurrency) -> (usize, usize) {
+        let shared = shared.lock();
+        (shared.reserved, shared.aimd.in_flight())
+    }
+
     #[tokio::test]
     async fn a_dropped_slot_leaves_nothing_reserved_or_in_flight() {
         let shared = AdaptiveConcurrency::new(8, Gauge::default());
         let mut slot = shared.reserve().await;
         slot.send();
-        assert_eq!((shared.lock().reserved, shared.lock().aimd.in_flight()), (1, 1));
+        assert_eq!(counts(&shared), (1, 1));
         drop(slot);
-        assert_eq!((shared.lock().reserved, shared.lock().aimd.in_flight()), (0, 0));
+        assert_eq!(counts(&shared), (0, 0));
         let mut slot = shared.reserve().await;
         slot.send();
         slot.land(Signal::Answered);
-        assert_eq!((shared.lock().reserved, shared.lock().aimd.in_flight()), (0, 0));
+        assert_eq!(counts(&shared), (0, 0));
     }
 
     #[tokio::test]
