@@ -38,6 +38,7 @@
 //! token.
 
 mod admin;
+pub(crate) mod bulk;
 pub mod cli;
 mod faults;
 mod params;
@@ -48,7 +49,7 @@ mod server;
 mod sharded;
 mod state;
 mod stats;
-mod store;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -60,9 +61,10 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use bulk::{BulkFaults, ADOBE_CALLS_PER_MINUTE};
 pub use cli::BadFaultArg;
 pub use faults::{Failure, Faults, InvalidFaults, Latency, RateLimit, RetryAfter};
-pub use stats::{PerSecond, ProfileCounts, ProfileRequests, SimStats};
+pub use stats::{BulkStats, PerSecond, ProfileCounts, ProfileRequests, SimStats};
 pub use store::{ProfileDump, StoredProfile};
 
 use state::Shared;
@@ -106,6 +108,7 @@ impl Simulator {
         let shared = Arc::new(shared);
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        shared.set_base_url(base_url(addr));
         let listener = listener.tap_io(|stream| {
             // Small answers must not wait for Nagle; failure only costs latency.
             let _ = stream.set_nodelay(true);
@@ -142,12 +145,7 @@ impl SimulatorHandle {
 
     /// `http://IP:PORT`, with a loopback IP when bound to all interfaces.
     pub fn base_url(&self) -> String {
-        let ip = match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        base_url(self.addr)
     }
 
     /// The client code served.
@@ -220,6 +218,16 @@ impl SimulatorHandle {
             }
         }
     }
+}
+
+/// `http://IP:PORT` for a bound address, with a loopback IP for all interfaces.
+fn base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 impl Drop for SimulatorHandle {
