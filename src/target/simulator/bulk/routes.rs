@@ -41,20 +41,22 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/m2/{client_code}/v2/profile/batchStatus", get(status))
 }
 
-/// What every bulk call must pass before its own work.
-fn admit(shared: &Shared, client_code: &str, headers: &HeaderMap) -> Result<(), Response> {
+/// What every bulk call must pass before its own work: the refusal's status and
+/// message otherwise.
+fn admit(
+    shared: &Shared,
+    client_code: &str,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
     if !shared.within_bulk_rate() {
         shared.stats.bulk_throttled();
-        return Err(reply::failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many requests",
-        ));
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "Too many requests"));
     }
     if client_code != shared.client_code {
-        return Err(reply::failure(StatusCode::NOT_FOUND, "Unknown client code"));
+        return Err((StatusCode::NOT_FOUND, "Unknown client code"));
     }
     if !shared.authorized(headers) {
-        return Err(reply::failure(
+        return Err((
             StatusCode::UNAUTHORIZED,
             "Missing or invalid profile authentication token",
         ));
@@ -68,8 +70,8 @@ async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = admit(&shared, &client_code, &headers) {
-        return refused;
+    if let Err((status, message)) = admit(&shared, &client_code, &headers) {
+        return reply::failure(status, message);
     }
     if body.len() > MAX_BATCH_BYTES {
         return reply::failure(StatusCode::PAYLOAD_TOO_LARGE, "Batch file over 50 MB");
@@ -113,8 +115,8 @@ async fn status(
     headers: HeaderMap,
 ) -> Response {
     shared.stats.status_polled();
-    if let Err(refused) = admit(&shared, &client_code, &headers) {
-        return refused;
+    if let Err((status, message)) = admit(&shared, &client_code, &headers) {
+        return reply::failure(status, message);
     }
     let mut batch_id = None;
     let mut details = false;
