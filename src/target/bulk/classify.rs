@@ -2,7 +2,7 @@
 //! parsed value, or a [`BulkError`] whose variant says what to do (retry, pause for
 //! credentials, or give up on the batch).
 //!
-//! HTTP statuses are judged by the single-update rules ([`crate::target::classify`]):
+//! HTTP statuses are judged by the single-update rules ([`crate::target::classify()`]):
 //! 2xx answered, 401/403 auth, 408/429/5xx (Adobe's 503 for more than 50 bulk and
 //! admin calls a minute among them), timeouts, connection errors and unexpected
 //! statuses retried, any other 4xx permanent. On a 2xx the body decides:

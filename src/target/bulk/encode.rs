@@ -30,6 +30,7 @@ use percent_encoding::utf8_percent_encode;
 
 use crate::event::Identity;
 use crate::mapping::ProfileUpdate;
+use crate::ops::config::BulkSettings;
 use crate::target::request::PARAMETER;
 
 /// The form field that carries the CSV.
@@ -106,6 +107,17 @@ pub struct BatchLimits {
     pub max_rows: usize,
     /// Bytes of the whole form body. Adobe allows under 50 MB.
     pub max_bytes: usize,
+}
+
+impl BatchLimits {
+    /// `bulk.max_rows` and `bulk.max_bytes` (the body's bytes, which are at least the
+    /// CSV's, so Adobe's file limit holds too).
+    pub fn from_settings(settings: &BulkSettings) -> BatchLimits {
+        BatchLimits {
+            max_rows: usize::try_from(settings.max_rows).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(settings.max_bytes).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// What [`BatchEncoder::push_within`] did.

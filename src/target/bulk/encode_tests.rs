@@ -183,6 +183,22 @@ fn limits_close_the_batch_before_they_are_passed() {
 }
 
 #[test]
+fn the_limits_come_from_the_bulk_settings() {
+    let settings = crate::ops::config::BulkSettings {
+        max_rows: 10,
+        max_bytes: 2_000,
+        ..Default::default()
+    };
+    assert_eq!(
+        BatchLimits::from_settings(&settings),
+        BatchLimits {
+            max_rows: 10,
+            max_bytes: 2_000
+        }
+    );
+}
+
+#[test]
 fn rows_map_back_to_their_profiles() {
     let mut encoder = BatchEncoder::new(BatchKind::ThirdParty);
     for id in ["a", "b", "a"] {

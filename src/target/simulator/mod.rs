@@ -42,7 +42,7 @@
 //!
 //! **Bulk.** The submit's form field `batch` is a CSV: lines split at `\n`, cells at
 //! `,`, every cell percent-decoded as UTF-8; the first header cell is `thirdPartyId` or
-//! `pcId`, the others are bare attribute names (see [`bulk`]'s `decode` for the exact
+//! `pcId`, the others are bare attribute names (see `bulk/decode.rs` for the exact
 //! rules, Adobe's pitfalls included). Answers: 200 with
 //! `<response><success>true</success><batchStatus>http://{this simulator}/m2/{client_code}/v2/profile/batchStatus?batchId=..</batchStatus><message>Batch submitted for processing</message></response>`;
 //! 200 with `success` false and no batch id for an undecodable cell (Adobe's
