@@ -33,6 +33,23 @@ pub enum ClientError {
     Build(#[from] reqwest::Error),
 }
 
+/// The HTTP client every Target call uses: rustls, `target.timeout_ms` per request,
+/// `pool` idle keep-alive connections, no redirects.
+pub(crate) fn http_client(
+    settings: &TargetSettings,
+    pool: usize,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(settings.timeout())
+        .connect_timeout(settings.timeout().min(Duration::from_secs(5)))
+        .pool_max_idle_per_host(pool)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pos-profile-sync/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Sends profile updates to Target. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct TargetClient {
@@ -46,15 +63,7 @@ impl TargetClient {
     pub fn new(settings: &TargetSettings, pool: usize) -> Result<TargetClient, ClientError> {
         let endpoint = UpdateEndpoint::new(&settings.effective_base_url(), &settings.client_code)
             .map_err(ClientError::Url)?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout())
-            .connect_timeout(settings.timeout().min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(pool)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pos-profile-sync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client(settings, pool)?;
         Ok(TargetClient {
             http,
             endpoint,

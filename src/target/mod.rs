@@ -1,7 +1,9 @@
 //! The Target side: requests built as the contract says, the one function that
-//! classifies responses, the client that sends them, and the simulator that
-//! stands in for Target in tests, benchmarks and the demo.
+//! classifies responses, the client that sends them, the bulk profile update
+//! API ([`bulk`]), and the simulator that stands in for Target in tests,
+//! benchmarks and the demo.
 
+pub mod bulk;
 pub mod classify;
 pub mod client;
 pub mod request;

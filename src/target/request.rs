@@ -8,7 +8,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt::Write;
 
 /// Everything but RFC 3986's unreserved characters is encoded; a space is `%20`.
-const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use clap::Args;
 
-use super::faults::{Failure, Faults, Latency, RateLimit, RetryAfter};
+use super::faults::{BulkFaults, Failure, Faults, Latency, RateLimit, RetryAfter};
 use super::{Simulator, SimulatorConfig};
 
-/// Serve the Target simulator (single profile updates and profile read-back).
+/// Serve the Target simulator (single profile updates, bulk batches and profile read-back).
 #[derive(Debug, Clone, Args)]
 pub struct SimulateTargetArgs {
     /// Address to listen on; port 0 picks a free one.
@@ -46,6 +46,27 @@ pub struct SimulateTargetArgs {
     /// BURST defaults to one second's worth.
     #[arg(long, value_name = "PER_SECOND[:BURST]")]
     pub rate_limit: Option<RateLimit>,
+
+    /// Bulk batches stay `incomplete` this long after they are submitted.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub bulk_completion_delay_ms: u64,
+
+    /// Probability that a submitted bulk batch is `stuck` for good.
+    #[arg(long, value_name = "PROB", default_value_t = 0.0)]
+    pub bulk_stuck_prob: f64,
+
+    /// Bulk rows of this profile id are reported `failed` and not applied. Repeatable.
+    #[arg(long = "bulk-fail-id", value_name = "ID")]
+    pub bulk_fail_ids: Vec<String>,
+
+    /// Probability that any other bulk row is reported `failed` and not applied.
+    #[arg(long, value_name = "PROB", default_value_t = 0.0)]
+    pub bulk_row_fail_prob: f64,
+
+    /// Bulk calls (submits and status polls) allowed in any 60 s before 503; 0 for no
+    /// limit. Adobe allows 50.
+    #[arg(long, value_name = "N", default_value_t = super::ADOBE_CALLS_PER_MINUTE)]
+    pub bulk_calls_per_minute: u32,
 }
 
 impl SimulateTargetArgs {
@@ -62,6 +83,13 @@ impl SimulateTargetArgs {
                 },
                 hang_probability: self.hang_prob,
                 rate_limit: self.rate_limit,
+                bulk: BulkFaults {
+                    completion_delay_ms: self.bulk_completion_delay_ms,
+                    stuck_probability: self.bulk_stuck_prob,
+                    row_failure_ids: self.bulk_fail_ids.clone(),
+                    row_failure_probability: self.bulk_row_fail_prob,
+                    calls_per_minute: self.bulk_calls_per_minute,
+                },
             },
         }
     }
@@ -168,6 +196,18 @@ mod tests {
             "0.01",
             "--rate-limit",
             "100:20",
+            "--bulk-completion-delay-ms",
+            "250",
+            "--bulk-stuck-prob",
+            "0.1",
+            "--bulk-fail-id",
+            "CRM-9",
+            "--bulk-fail-id",
+            "CRM-10",
+            "--bulk-row-fail-prob",
+            "0.01",
+            "--bulk-calls-per-minute",
+            "0",
         ])
         .expect("valid flags");
         let config = cli.args.config();
@@ -187,6 +227,16 @@ mod tests {
                 per_second: 100.0,
                 burst: 20
             })
+        );
+        assert_eq!(
+            config.faults.bulk,
+            BulkFaults {
+                completion_delay_ms: 250,
+                stuck_probability: 0.1,
+                row_failure_ids: vec!["CRM-9".into(), "CRM-10".into()],
+                row_failure_probability: 0.01,
+                calls_per_minute: 0,
+            }
         );
         assert_eq!(config.faults.validate(), Ok(()));
     }

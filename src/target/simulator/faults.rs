@@ -5,18 +5,22 @@
 //! [`Failure`] takes its own slice in order, and the rest passes. Their probabilities
 //! therefore add up to at most 1. The rate limit is stateful and lives in
 //! [`super::rate`]; latency applies to every request that is not rate limited.
+//! The bulk path has faults of its own, [`BulkFaults`], carried in [`Faults::bulk`].
 
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+pub use super::bulk::BulkFaults;
+
 /// Every fault the simulator injects on the update path. The default injects none.
 ///
 /// As JSON (`PUT /_sim/faults`), every field is optional:
 /// `{"failures":[{"status":503,"probability":0.3,"retry_after":{"seconds":2}}],
 ///   "latency":{"fixed_ms":20,"jitter_ms":5},"hang_probability":0.01,
-///   "rate_limit":{"per_second":10.0,"burst":10}}`
+///   "rate_limit":{"per_second":10.0,"burst":10},
+///   "bulk":{"completion_delay_ms":200,"stuck_probability":0.1}}`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -28,6 +32,8 @@ pub struct Faults {
     pub hang_probability: f64,
     /// Throughput that Target enforces; above it requests get 503 with `Retry-After: 1`.
     pub rate_limit: Option<RateLimit>,
+    /// The bulk path's faults; by default only Adobe's 50 calls a minute.
+    pub bulk: BulkFaults,
 }
 
 /// One injected failure: answer `status` with probability `probability`.
@@ -112,7 +118,8 @@ pub enum Fate {
 }
 
 impl Faults {
-    /// No fault at all.
+    /// No fault at all (the bulk path still enforces Adobe's 50 calls a minute, which
+    /// is how Target behaves rather than a fault).
     pub fn none() -> Self {
         Self::default()
     }
@@ -134,7 +141,7 @@ impl Faults {
                 return Err(InvalidFaults::RateLimit);
             }
         }
-        Ok(())
+        self.bulk.validate()
     }
 
     /// Draws the fate of one request. Pure apart from `rng`.

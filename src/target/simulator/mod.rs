@@ -1,16 +1,19 @@
 //! The Target simulator: the far end of every test, demo and benchmark, standing in for
-//! Adobe Target's single profile update API and its profile fetch API.
+//! Adobe Target's single profile update API, its bulk profile update API v2 and its
+//! profile fetch API.
 //!
 //! It serves, for one client code:
 //!
 //! | route | what |
 //! |---|---|
 //! | `GET`/`POST /m2/{client_code}/profile/update` | a single profile update; parameters in the query string and/or an `application/x-www-form-urlencoded` body (see below) |
+//! | `POST /m2/{client_code}/v2/profile/batchUpdate` | a bulk batch: form body `batch=<CSV>` (see **Bulk** below) |
+//! | `GET /m2/{client_code}/v2/profile/batchStatus?batchId=[&showDetails=true]` | a batch's status |
 //! | `GET /rest/v1/profiles/thirdPartyId/{id}?client=` | a `mbox3rdPartyId` profile as Target's JSON document, or 404 |
 //! | `GET /rest/v1/profiles/{pcId}?client=` | a `mboxPC` profile likewise |
 //! | `GET /_sim/stats` | [`SimStats`] as JSON |
 //! | `GET /_sim/profiles` | [`ProfileDump`] as JSON |
-//! | `POST /_sim/reset` | forgets profiles and statistics (faults, token and hold stay); 204 |
+//! | `POST /_sim/reset` | forgets profiles, batches and statistics (faults, token, hold and the bulk calls counted this minute stay); 204 |
 //! | `GET`, `PUT`/`POST /_sim/faults` | the [`Faults`] in force; setting answers them back, or 400 `{"error":..}` |
 //! | `PUT`/`POST /_sim/token` | `{"token":"abc"}` sets or changes the token, `{"token":null}` clears it; 204 |
 //! | `POST /_sim/hold`, `POST /_sim/release` | holds or releases update requests; 204 |
@@ -36,8 +39,39 @@
 //! parameters) come after latency and before the injected status. Only a 2xx changes
 //! profile state. Read-back checks the token but never suffers faults; `/_sim/` needs no
 //! token.
+//!
+//! **Bulk.** The submit's form field `batch` is a CSV: lines split at `\n`, cells at
+//! `,`, every cell percent-decoded as UTF-8; the first header cell is `thirdPartyId` or
+//! `pcId`, the others are bare attribute names (see `bulk/decode.rs` for the exact
+//! rules, Adobe's pitfalls included). Answers: 200 with
+//! `<response><success>true</success><batchStatus>http://{this simulator}/m2/{client_code}/v2/profile/batchStatus?batchId=..</batchStatus><message>Batch submitted for processing</message></response>`;
+//! 200 with `success` false and no batch id for an undecodable cell (Adobe's
+//! "Unexpected error"), a wrong id column, no rows or more than 500,000 rows; 401 and 404
+//! as for updates; 413 for a body over 50 MB (50,000,000 bytes; bodies up to 64 MiB are
+//! read on this route only). The status is `incomplete` until the completion delay has
+//! passed since submission; the first poll after that applies the batch to the profiles,
+//! exactly once, and every later one says `complete`. Like Adobe's v2, a row creates a
+//! missing profile, and an empty value never clears an attribute (a row of only empty
+//! values changes nothing). With `showDetails=true` the answer adds `consumedCount`,
+//! `successfulUpdates`, `profilesNotFound` (always 0), `failedUpdates` and one
+//! `<profile><id>..</id><status>failed</status></profile>` per failed row. An unknown
+//! batch id is 404 with `success` false. [`SimStats::bulk`] counts the bulk path apart.
+//!
+//! **Bulk faults** ([`BulkFaults`], `"bulk"` in the faults JSON, `--bulk-*` flags),
+//! drawn when a batch is submitted:
+//!
+//! | field | effect |
+//! |---|---|
+//! | `completion_delay_ms` (0) | a batch stays `incomplete` this long |
+//! | `stuck_probability` (0) | the batch is `stuck` for good and never applied |
+//! | `row_failure_ids` (none) | rows of these ids are reported `failed` and not applied |
+//! | `row_failure_probability` (0) | any other row fails likewise with this probability |
+//! | `calls_per_minute` (50) | submits and status polls together above this many in any 60 s answer 503 (no `Retry-After`); 0 for no limit. Kept apart from the update path's `rate_limit` |
+//!
+//! Bulk calls never suffer the update path's hold, latency, hang or injected failures.
 
 mod admin;
+pub(crate) mod bulk;
 pub mod cli;
 mod faults;
 mod params;
@@ -48,7 +82,7 @@ mod server;
 mod sharded;
 mod state;
 mod stats;
-mod store;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -60,9 +94,10 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use bulk::{BulkFaults, ADOBE_CALLS_PER_MINUTE};
 pub use cli::BadFaultArg;
 pub use faults::{Failure, Faults, InvalidFaults, Latency, RateLimit, RetryAfter};
-pub use stats::{PerSecond, ProfileCounts, ProfileRequests, SimStats};
+pub use stats::{BulkStats, PerSecond, ProfileCounts, ProfileRequests, SimStats};
 pub use store::{ProfileDump, StoredProfile};
 
 use state::Shared;
@@ -106,6 +141,7 @@ impl Simulator {
         let shared = Arc::new(shared);
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        shared.set_base_url(base_url(addr));
         let listener = listener.tap_io(|stream| {
             // Small answers must not wait for Nagle; failure only costs latency.
             let _ = stream.set_nodelay(true);
@@ -142,12 +178,7 @@ impl SimulatorHandle {
 
     /// `http://IP:PORT`, with a loopback IP when bound to all interfaces.
     pub fn base_url(&self) -> String {
-        let ip = match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        base_url(self.addr)
     }
 
     /// The client code served.
@@ -220,6 +251,16 @@ impl SimulatorHandle {
             }
         }
     }
+}
+
+/// `http://IP:PORT` for a bound address, with a loopback IP for all interfaces.
+fn base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 impl Drop for SimulatorHandle {

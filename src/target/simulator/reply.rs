@@ -1,4 +1,4 @@
-//! Building responses: Target's XML answers on the update path, JSON elsewhere.
+//! Building responses: Target's XML answers on the update and bulk paths, JSON elsewhere.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,11 @@ pub(crate) fn failure(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, XML)], body).into_response()
 }
 
+/// An XML document as a response.
+pub(crate) fn xml(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, XML)], body).into_response()
+}
+
 /// `value` as a JSON response.
 pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec(value) {
@@ -38,7 +43,8 @@ pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     }
 }
 
-fn escape_xml(text: &str) -> String {
+/// `text` safe inside an XML element.
+pub(crate) fn escape_xml(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

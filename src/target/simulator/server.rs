@@ -1,5 +1,5 @@
 //! The HTTP face of the simulator: the router, and the single profile update endpoint
-//! with its fault pipeline. Read-back and admin routes live in their own files.
+//! with its fault pipeline. Read-back, bulk and admin routes live in their own files.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::faults::{Failure, Fate};
 use super::params::{parse_update, BadUpdate, ProfileUpdate};
 use super::state::Shared;
-use super::{admin, readback, reply};
+use super::{admin, bulk, readback, reply};
 
 /// Adobe's limit for a request target (path and query).
 const MAX_REQUEST_TARGET: usize = 8 * 1024;
@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/m2/{client_code}/profile/update", get(update).post(update))
         .merge(readback::routes())
+        .merge(bulk::routes())
         .nest("/_sim", admin::routes())
         .layer(DefaultBodyLimit::max(READ_LIMIT))
         .with_state(shared)

@@ -1,13 +1,15 @@
 //! The state one running simulator shares between its HTTP handlers and its handle:
-//! settings that change at runtime (faults, token, hold), profiles and statistics.
+//! settings that change at runtime (faults, token, hold), profiles, bulk batches and
+//! statistics.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::http::{header, HeaderMap};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::bulk::{BatchRegistry, CallWindow};
 use super::faults::{Faults, InvalidFaults};
 use super::rate::TokenBucket;
 use super::sharded::lock;
@@ -26,6 +28,12 @@ pub(crate) struct Shared {
     /// `true` while update requests are held.
     hold: watch::Sender<bool>,
     pub(crate) store: ProfileStore,
+    /// Bulk batches by id.
+    pub(crate) batches: BatchRegistry,
+    /// Bulk calls admitted in the last minute (apart from the update path's bucket).
+    bulk_window: Mutex<CallWindow>,
+    /// `http://IP:PORT` as served, set once bound; bulk answers point back at it.
+    base_url: OnceLock<String>,
     pub(crate) stats: Recorder,
     /// Cancelled when the simulator stops: waiting requests give up.
     pub(crate) shutdown: CancellationToken,
@@ -54,6 +62,9 @@ impl Shared {
             bucket: Mutex::new(None),
             hold: watch::Sender::new(false),
             store: ProfileStore::new(),
+            batches: BatchRegistry::default(),
+            bulk_window: Mutex::new(CallWindow::default()),
+            base_url: OnceLock::new(),
             stats: Recorder::new(),
             shutdown: CancellationToken::new(),
         };
@@ -95,6 +106,22 @@ impl Shared {
             Some(bucket) => bucket.try_take(self.stats.elapsed()),
             None => true,
         }
+    }
+
+    /// Whether Adobe's calls-a-minute limit lets one more bulk call through now.
+    pub(crate) fn within_bulk_rate(&self) -> bool {
+        let limit = self.faults().bulk.calls_per_minute;
+        lock(&self.bulk_window).try_call(self.stats.elapsed(), limit)
+    }
+
+    /// Records the address served (once, when bound).
+    pub(crate) fn set_base_url(&self, base_url: String) {
+        let _ = self.base_url.set(base_url);
+    }
+
+    /// `http://IP:PORT` as served (empty before the simulator is bound).
+    pub(crate) fn base_url(&self) -> &str {
+        self.base_url.get().map_or("", String::as_str)
     }
 
     /// Sets, changes or (with `None`) clears the required bearer token.
@@ -144,9 +171,11 @@ impl Shared {
         }
     }
 
-    /// Forgets profiles and counts; faults, token and hold stay as they are.
+    /// Forgets profiles, batches and counts; faults, token, hold and the calls counted
+    /// against the bulk limit stay as they are.
     pub(crate) fn reset(&self) {
         self.store.clear();
+        self.batches.clear();
         self.stats.reset();
     }
 }

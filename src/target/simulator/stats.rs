@@ -1,5 +1,6 @@
 //! What the simulator saw on the update path, for tests and benchmarks to assert on:
-//! counts by outcome, per-second histograms, per-profile counts and concurrency.
+//! counts by outcome, per-second histograms, per-profile counts and concurrency; and,
+//! apart from those, what it saw on the bulk path ([`BulkStats`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,27 @@ pub struct SimStats {
     pub holding: bool,
     /// Update requests per profile, for requests that named exactly one profile.
     pub profiles: ProfileRequests,
+    /// The bulk path, counted apart from updates (absent in older snapshots: zeros).
+    #[serde(default)]
+    pub bulk: BulkStats,
+}
+
+/// What the bulk path saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BulkStats {
+    /// Batches accepted (`success=true`).
+    pub batches_submitted: u64,
+    /// Batches refused with `success=false` (undecodable, bad header, too many rows).
+    pub batches_refused: u64,
+    /// Rows of the accepted batches.
+    pub rows_received: u64,
+    /// Rows applied to profiles (failed rows and stuck batches never are).
+    pub rows_applied: u64,
+    /// Status requests received.
+    pub status_polls: u64,
+    /// Bulk calls (submits and polls) answered 503 for passing `calls_per_minute`.
+    pub throttled: u64,
 }
 
 /// Counts keyed by whole second since the simulator started (`{"0":12,"1":40}`);
@@ -112,6 +134,31 @@ pub(crate) struct Recorder {
     requests_per_second: Mutex<Vec<u64>>,
     accepted_per_second: Mutex<Vec<u64>>,
     per_profile: Sharded<ProfileCounts>,
+    bulk: BulkCounters,
+}
+
+/// The live counters behind [`BulkStats`].
+#[derive(Debug, Default)]
+struct BulkCounters {
+    batches_submitted: AtomicU64,
+    batches_refused: AtomicU64,
+    rows_received: AtomicU64,
+    rows_applied: AtomicU64,
+    status_polls: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl BulkCounters {
+    fn all(&self) -> [&AtomicU64; 6] {
+        [
+            &self.batches_submitted,
+            &self.batches_refused,
+            &self.rows_received,
+            &self.rows_applied,
+            &self.status_polls,
+            &self.throttled,
+        ]
+    }
 }
 
 /// Counts a request in flight until dropped.
@@ -140,6 +187,7 @@ impl Recorder {
             requests_per_second: Mutex::new(Vec::new()),
             accepted_per_second: Mutex::new(Vec::new()),
             per_profile: Sharded::new(),
+            bulk: BulkCounters::default(),
         }
     }
 
@@ -197,6 +245,32 @@ impl Recorder {
         self.hung.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a batch accepted with `rows` rows.
+    pub(crate) fn batch_submitted(&self, rows: u64) {
+        self.bulk.batches_submitted.fetch_add(1, Ordering::Relaxed);
+        self.bulk.rows_received.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Counts a batch refused with `success=false`.
+    pub(crate) fn batch_refused(&self) {
+        self.bulk.batches_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts rows applied to profiles.
+    pub(crate) fn rows_applied(&self, rows: u64) {
+        self.bulk.rows_applied.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Counts a status request.
+    pub(crate) fn status_polled(&self) {
+        self.bulk.status_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a bulk call answered 503 for passing the calls-a-minute limit.
+    pub(crate) fn bulk_throttled(&self) {
+        self.bulk.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Tracks the hold switch and the requests waiting on it.
     pub(crate) fn set_holding(&self, holding: bool) {
         self.holding.store(holding, Ordering::Relaxed);
@@ -209,7 +283,10 @@ impl Recorder {
 
     /// Zeroes every count; the clock and the gauges (in flight, held) keep running.
     pub(crate) fn reset(&self) {
-        for counter in [&self.total, &self.accepted, &self.rejected, &self.hung] {
+        for counter in [&self.total, &self.accepted, &self.rejected, &self.hung]
+            .into_iter()
+            .chain(self.bulk.all())
+        {
             counter.store(0, Ordering::Relaxed);
         }
         for slot in self.by_status.iter() {
@@ -255,6 +332,14 @@ impl Recorder {
             held: self.held.load(Ordering::Relaxed),
             holding: self.holding.load(Ordering::Relaxed),
             profiles,
+            bulk: BulkStats {
+                batches_submitted: self.bulk.batches_submitted.load(Ordering::Relaxed),
+                batches_refused: self.bulk.batches_refused.load(Ordering::Relaxed),
+                rows_received: self.bulk.rows_received.load(Ordering::Relaxed),
+                rows_applied: self.bulk.rows_applied.load(Ordering::Relaxed),
+                status_polls: self.bulk.status_polls.load(Ordering::Relaxed),
+                throttled: self.bulk.throttled.load(Ordering::Relaxed),
+            },
         }
     }
 }
@@ -326,6 +411,40 @@ mod tests {
         recorder.reset();
         assert_eq!(recorder.snapshot().total, 0);
         assert!(recorder.snapshot().profiles.pc.is_empty());
+    }
+
+    #[test]
+    fn bulk_counts_are_kept_apart_and_reset_with_the_rest() {
+        let recorder = Recorder::new();
+        recorder.batch_submitted(3);
+        recorder.batch_submitted(2);
+        recorder.batch_refused();
+        recorder.rows_applied(4);
+        recorder.status_polled();
+        recorder.bulk_throttled();
+        let stats = recorder.snapshot();
+        assert_eq!(
+            stats.bulk,
+            BulkStats {
+                batches_submitted: 2,
+                batches_refused: 1,
+                rows_received: 5,
+                rows_applied: 4,
+                status_polls: 1,
+                throttled: 1,
+            }
+        );
+        assert_eq!((stats.total, stats.accepted, stats.rejected), (0, 0, 0));
+        recorder.reset();
+        assert_eq!(recorder.snapshot().bulk, BulkStats::default());
+    }
+
+    #[test]
+    fn a_snapshot_without_bulk_counts_still_parses() {
+        let mut json = serde_json::to_value(Recorder::new().snapshot()).expect("serializes");
+        json.as_object_mut().expect("an object").remove("bulk");
+        let stats: SimStats = serde_json::from_value(json).expect("parses");
+        assert_eq!(stats.bulk, BulkStats::default());
     }
 
     #[test]
