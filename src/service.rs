@@ -3,17 +3,19 @@
 //! shutdown trigger is an argument, so tests stop the service the way
 //! Kubernetes does.
 
+use crate::delivery::batch_sender::{BatchSender, CallBudget};
 use crate::delivery::concurrency::AdaptiveConcurrency;
-use crate::delivery::coordinator::{Coordinator, CoordinatorSettings};
+use crate::delivery::coordinator::{BulkDelivery, Coordinator, CoordinatorSettings};
 use crate::delivery::gate::{RateShare, SendGate};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::sender::Sender;
 use crate::kafka::consumer::ConsumerThread;
 use crate::kafka::dead_letter::DeadLetterWriter;
 use crate::mapping::Mapping;
-use crate::ops::config::Settings;
+use crate::ops::config::{BulkMode, Settings};
 use crate::ops::health::{self, Health};
 use crate::ops::metrics::Metrics;
+use crate::target::bulk::{BatchLimits, BulkClient};
 use crate::target::TargetClient;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -97,6 +99,7 @@ pub async fn run(
         health: health.clone(),
         http_addr,
     });
+    let bulk = bulk_delivery(&settings, retry, &metrics)?;
     let coordinator = Coordinator::new(
         CoordinatorSettings {
             max_buffered_per_partition: delivery.max_buffered_per_partition as usize,
@@ -107,6 +110,9 @@ pub async fn run(
             daily_quota: settings.rate_limit.daily_quota,
             coalesce_window: Duration::from_millis(delivery.coalesce_window_ms),
             group_id: Arc::from(settings.kafka.group_id.as_str()),
+            bulk_mode: settings.bulk.mode,
+            overflow_after_seconds: settings.bulk.overflow_after_seconds,
+            bulk,
         },
         consumer.consumer.clone(),
         events_rx,
@@ -134,4 +140,33 @@ pub async fn run(
     let _ = server.await;
     tracing::info!("pos-profile-sync stopped cleanly.");
     Ok(())
+}
+
+/// The bulk side of delivery, unless `bulk.mode = "off"`.
+fn bulk_delivery(
+    settings: &Settings,
+    retry: RetryPolicy,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<BulkDelivery>> {
+    let bulk = &settings.bulk;
+    if bulk.mode == BulkMode::Off {
+        return Ok(None);
+    }
+    let client =
+        BulkClient::new(&settings.target).context("cannot set up the Target bulk client")?;
+    Ok(Some(BulkDelivery {
+        sender: BatchSender {
+            client: Arc::new(client),
+            calls: Arc::new(CallBudget::new(bulk.calls_per_minute)),
+            retry,
+            poll: RetryPolicy {
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            metrics: metrics.clone(),
+        },
+        limits: BatchLimits::from_settings(bulk),
+        max_age: Duration::from_millis(bulk.max_age_ms),
+        commit_on: bulk.commit_on,
+    }))
 }

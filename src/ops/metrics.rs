@@ -59,6 +59,36 @@ pub struct AgeLabels {
     pub source: String,
 }
 
+/// `{call, outcome}` of a bulk API call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BulkCallLabels {
+    /// `submit` or `status`.
+    pub call: String,
+    /// `ok`, `retryable`, `auth_failed`, `rejected`.
+    pub outcome: String,
+}
+
+/// `{status}` of a bulk batch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BatchLabels {
+    /// `submitted`, `complete`, `stuck` (sent again), `rejected`.
+    pub status: String,
+}
+
+/// `{outcome}` of bulk rows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RowLabels {
+    /// `applied` or `failed`.
+    pub outcome: String,
+}
+
+/// `{route}` of updates.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `single` or `batch`.
+    pub route: String,
+}
+
 /// Every metric of the service.
 #[derive(Debug)]
 pub struct Metrics {
@@ -107,6 +137,16 @@ pub struct Metrics {
     pub daily_updates: Gauge,
     /// This pod's share of `rate_limit.daily_quota`.
     pub daily_quota_share: Gauge<f64, AtomicU64>,
+    /// Bulk API calls by outcome.
+    pub bulk_calls: Family<BulkCallLabels, Counter>,
+    /// Bulk batches by status.
+    pub bulk_batches: Family<BatchLabels, Counter>,
+    /// Rows of completed batches: `applied` or `failed`.
+    pub bulk_rows: Family<RowLabels, Counter>,
+    /// 1 for the route updates take now, 0 for the other.
+    pub route: Family<RouteLabels, Gauge>,
+    /// The backlog the overflow routing last looked at.
+    pub route_backlog: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +185,11 @@ impl Metrics {
             }),
             daily_updates: Gauge::default(),
             daily_quota_share: Gauge::default(),
+            bulk_calls: Family::default(),
+            bulk_batches: Family::default(),
+            bulk_rows: Family::default(),
+            route: Family::default(),
+            route_backlog: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -253,6 +298,31 @@ impl Metrics {
             metrics.daily_quota_share.clone(),
         );
         r.register(
+            "pps_bulk_calls",
+            "Bulk API calls (submit, status) by outcome",
+            metrics.bulk_calls.clone(),
+        );
+        r.register(
+            "pps_bulk_batches",
+            "Bulk batches by status: submitted, complete, stuck (sent again), rejected",
+            metrics.bulk_batches.clone(),
+        );
+        r.register(
+            "pps_bulk_rows",
+            "Rows of completed bulk batches, applied or failed",
+            metrics.bulk_rows.clone(),
+        );
+        r.register(
+            "pps_route",
+            "1 for the route updates take now (single or batch)",
+            metrics.route.clone(),
+        );
+        r.register(
+            "pps_route_backlog",
+            "Events owned and not finished, as the overflow routing last saw them",
+            metrics.route_backlog.clone(),
+        );
+        r.register(
             "pps_event_age_seconds",
             "Event age when Target accepted it",
             metrics.event_age.clone(),
@@ -302,6 +372,45 @@ impl Metrics {
                 status_class,
             })
             .inc();
+    }
+
+    /// Counts one bulk API call.
+    pub fn count_bulk_call(&self, call: &'static str, outcome: &'static str) {
+        self.bulk_calls
+            .get_or_create(&BulkCallLabels {
+                call: call.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a batch reaching `status`.
+    pub fn count_batch(&self, status: &'static str) {
+        self.bulk_batches
+            .get_or_create(&BatchLabels {
+                status: status.into(),
+            })
+            .inc();
+    }
+
+    /// Counts `n` rows of completed batches as `applied` or `failed`.
+    pub fn count_bulk_rows(&self, outcome: &'static str, n: u64) {
+        self.bulk_rows
+            .get_or_create(&RowLabels {
+                outcome: outcome.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// Publishes the route in force.
+    pub fn set_route(&self, route: &'static str) {
+        for other in ["single", "batch"] {
+            self.route
+                .get_or_create(&RouteLabels {
+                    route: other.into(),
+                })
+                .set(i64::from(other == route));
+        }
     }
 
     /// The Prometheus text exposition.

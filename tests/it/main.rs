@@ -7,6 +7,7 @@
 //! OpenTelemetry trace export to a collector stub (`traces`).
 //! Shared set-up lives in `helpers`.
 
+mod batches;
 mod bulk;
 mod client;
 mod delivery;

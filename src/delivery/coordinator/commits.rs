@@ -57,6 +57,7 @@ impl Coordinator {
     pub(super) async fn drain(mut self) {
         self.draining = true;
         let waiting = self.queues.remove_where(|_| true).len();
+        self.drop_open_batches();
         let deadline = Instant::now() + self.settings.drain_timeout;
         tracing::info!(
             in_flight = self.tasks.len(),

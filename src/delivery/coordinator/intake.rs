@@ -58,6 +58,14 @@ impl Coordinator {
             owned,
             self.total_partitions,
         );
+        if let Some(batches) = &self.batches {
+            let fraction = if self.total_partitions == 0 {
+                0.0
+            } else {
+                owned as f64 / self.total_partitions as f64
+            };
+            batches.sender().calls.set_fraction(fraction);
+        }
         if share != self.sender.gate.share() {
             self.sender.gate.set_share(share);
             self.metrics.rate_share.set(share.per_second);
@@ -114,7 +122,7 @@ impl Coordinator {
                     offset: event.offset,
                     target_status: None,
                 };
-                self.spawn_dead_letter(event, letter, span);
+                self.spawn_dead_letter(event, letter, span, false);
             }
             Decision::Update(update) => {
                 self.counters.update.inc();

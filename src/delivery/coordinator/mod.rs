@@ -51,6 +51,12 @@ pub struct CoordinatorSettings {
     pub coalesce_window: Duration,
     /// `kafka.group_id`, for the event spans.
     pub group_id: Arc<str>,
+    /// `bulk.mode`.
+    pub bulk_mode: crate::ops::config::BulkMode,
+    /// `bulk.overflow_after_seconds`.
+    pub overflow_after_seconds: u64,
+    /// How to send batches; `None` with `bulk.mode = "off"`.
+    pub bulk: Option<BulkDelivery>,
 }
 
 /// An event's place: partition, assignment epoch, offset. Completions from an
@@ -85,6 +91,16 @@ enum TaskDone {
         event: EventRef,
         written: bool,
         span: EventSpan,
+        /// The event was finished before (a batch committed on submission).
+        settled: bool,
+    },
+    BatchSubmitted {
+        id: u64,
+        submission: crate::delivery::batch_sender::Submission,
+    },
+    BatchCompleted {
+        id: u64,
+        completion: crate::delivery::batch_sender::Completion,
     },
 }
 
@@ -141,8 +157,12 @@ pub struct Coordinator {
     total_partitions: usize,
     /// Updates accepted in the last 24 hours.
     daily: crate::delivery::quota::RollingDay,
-    /// When the oldest coalescing profile may send.
+    /// When the oldest coalescing profile may send, or the oldest open batch closes.
     next_wake: Option<Instant>,
+    /// Bulk batches, unless `bulk.mode = "off"`.
+    batches: Option<batches::Batches>,
+    /// Single updates or batches.
+    router: crate::delivery::routing::Router,
 }
 
 /// What a commit attempted and whether the broker took it.
@@ -169,6 +189,12 @@ impl Coordinator {
             age_from_kafka: metrics.age_histogram("kafka_timestamp"),
             age_from_occurred_at: metrics.age_histogram("occurred_at"),
         };
+        let batches = settings.bulk.clone().map(batches::Batches::new);
+        let router = crate::delivery::routing::Router::new(
+            settings.bulk_mode,
+            settings.overflow_after_seconds,
+        );
+        metrics.set_route(router.route().as_str());
         Coordinator {
             settings,
             consumer,
@@ -191,6 +217,8 @@ impl Coordinator {
             total_partitions: 0,
             daily: crate::delivery::quota::RollingDay::default(),
             next_wake: None,
+            batches,
+            router,
         }
     }
 
@@ -212,7 +240,10 @@ impl Coordinator {
                         break;
                     }
                 },
-                _ = commit_tick.tick() => self.start_commit(),
+                _ = commit_tick.tick() => {
+                    self.start_commit();
+                    self.update_route();
+                }
                 result = wait_commit(&mut self.commit), if self.commit.is_some() => {
                     self.commit = None;
                     self.on_commit(result);
@@ -233,6 +264,16 @@ impl Coordinator {
         let window = self.settings.coalesce_window;
         self.next_wake = None;
         let now = Instant::now();
+        if self.router.route() == crate::delivery::routing::Route::Batch {
+            self.fill_batches(now);
+        } else {
+            self.dispatch_single(window, now);
+        }
+        self.seal_due_batches(now, false);
+    }
+
+    /// Starts single-update senders.
+    fn dispatch_single(&mut self, window: Duration, now: Instant) {
         let limit = self.sender.concurrency.limit();
         while self.updates_in_flight < limit {
             if !window.is_zero() {
@@ -293,10 +334,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+mod batches;
 mod commits;
 mod intake;
 mod outcomes;
 mod publish;
 mod rebalance;
 
+pub use batches::BulkDelivery;
 use commits::wait_commit;

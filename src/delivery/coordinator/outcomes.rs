@@ -10,6 +10,7 @@ impl Coordinator {
         event: EventRef,
         letter: DeadLetter,
         span: EventSpan,
+        settled: bool,
     ) {
         let writer = self.dead_letters.clone();
         let abandon = self.abandon.clone();
@@ -21,6 +22,7 @@ impl Coordinator {
                 event,
                 written,
                 span,
+                settled,
             }
         });
     }
@@ -73,7 +75,7 @@ impl Coordinator {
                                 format!("Target rejected the update with HTTP {status}"),
                                 Some(status),
                             );
-                            self.spawn_dead_letter(item.event, letter, item.span);
+                            self.spawn_dead_letter(item.event, letter, item.span, false);
                         }
                     }
                     DeliveryOutcome::Exhausted { last_status } => {
@@ -84,7 +86,7 @@ impl Coordinator {
                             };
                             let letter =
                                 dead_letter_of(&item, "retries_exhausted", reason, last_status);
-                            self.spawn_dead_letter(item.event, letter, item.span);
+                            self.spawn_dead_letter(item.event, letter, item.span, false);
                         }
                     }
                     DeliveryOutcome::Abandoned => {
@@ -97,13 +99,19 @@ impl Coordinator {
                     }
                 }
             }
+            TaskDone::BatchSubmitted { id, submission } => self.on_batch_submitted(id, submission),
+            TaskDone::BatchCompleted { id, completion } => self.on_batch_completed(id, completion),
             TaskDone::DeadLetter {
                 event,
                 written,
                 span,
+                settled,
             } => {
                 tracing::debug!(partition = %event.tp, offset = event.offset, written, "Dead letter done.");
-                if written {
+                if settled {
+                    // Committed before (on submission); the letter is a record only.
+                    span.finish(Outcome::DeadLettered);
+                } else if written {
                     self.finish(&event);
                     span.finish(Outcome::DeadLettered);
                 } else {

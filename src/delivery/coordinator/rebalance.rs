@@ -17,6 +17,8 @@ impl Coordinator {
             }
         }
         self.update_share();
+        // Open batches go now, so the drain does not wait for their age.
+        self.seal_due_batches(Instant::now(), true);
         // Waiting work of these partitions is dropped: unfinished, it is not
         // committed, and the new owner reads it again.
         self.queues

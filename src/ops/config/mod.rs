@@ -214,6 +214,10 @@ pub struct BulkSettings {
     pub commit_on: CommitOn,
     /// Adobe's shared limit for bulk and admin calls.
     pub calls_per_minute: u32,
+    /// `overflow`: batches take over when single updates would need longer
+    /// than this to clear the backlog, or the daily quota would run out
+    /// within it (an addition to the contract's keys).
+    pub overflow_after_seconds: u64,
 }
 
 impl Default for BulkSettings {
@@ -225,6 +229,7 @@ impl Default for BulkSettings {
             max_age_ms: 60_000,
             commit_on: CommitOn::Complete,
             calls_per_minute: 50,
+            overflow_after_seconds: 600,
         }
     }
 }
@@ -446,6 +451,10 @@ impl Settings {
         need(
             b.calls_per_minute >= 1,
             "bulk.calls_per_minute: must be at least 1",
+        );
+        need(
+            b.overflow_after_seconds >= 1,
+            "bulk.overflow_after_seconds: must be at least 1",
         );
         need(
             self.server.listen.parse::<std::net::SocketAddr>().is_ok(),

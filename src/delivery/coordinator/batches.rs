@@ -1,0 +1,428 @@
+//! Bulk batches (contract section 12): rows gather in an open batch per
+//! identity kind, one row per profile with everything it has waiting merged;
+//! a batch closes at `bulk.max_rows`, `bulk.max_bytes` or `bulk.max_age_ms`
+//! and is submitted, then polled until Target reports it complete.
+//!
+//! A profile in a batch stays "in flight" in the per-profile queues until the
+//! batch completes, so its later events wait for the next batch (or a single
+//! update) and can never overtake it. Its events become committable when the
+//! batch is complete (`commit_on = "complete"`) or accepted for processing
+//! (`"submitted"`). Rows Target reports failed become `target_rejected` dead
+//! letters of every event they carry; a `stuck` batch is sent again.
+
+use super::outcomes::dead_letter_of;
+use super::*;
+use crate::delivery::batch_sender::{BatchSender, Completion, Submission};
+use crate::delivery::routing::{Route, RouteInputs};
+use crate::ops::config::CommitOn;
+use crate::target::bulk::{Admission, BatchEncoder, BatchKind, BatchLimits, EncodedBatch};
+use std::collections::HashSet;
+
+/// What the coordinator needs to send batches.
+#[derive(Debug, Clone)]
+pub struct BulkDelivery {
+    /// Submits and polls.
+    pub sender: BatchSender,
+    /// `bulk.max_rows`, `bulk.max_bytes`.
+    pub limits: BatchLimits,
+    /// `bulk.max_age_ms`.
+    pub max_age: Duration,
+    /// `bulk.commit_on`.
+    pub commit_on: CommitOn,
+}
+
+/// A batch taking rows.
+struct OpenBatch {
+    encoder: BatchEncoder,
+    /// Row `i` of the encoder: the profile and the events it carries.
+    rows: Vec<(Identity, Vec<Pending>)>,
+    opened_at: Instant,
+}
+
+/// A batch on its way: submitted or being polled.
+struct SealedBatch {
+    batch: Arc<EncodedBatch>,
+    rows: Vec<(Identity, Vec<Pending>)>,
+    /// Its events were already finished (`commit_on = "submitted"`).
+    settled: bool,
+}
+
+/// The batches of a coordinator.
+pub(super) struct Batches {
+    delivery: BulkDelivery,
+    open: Vec<OpenBatch>,
+    sealed: HashMap<u64, SealedBatch>,
+    next_id: u64,
+}
+
+impl Batches {
+    pub(super) fn new(delivery: BulkDelivery) -> Batches {
+        Batches {
+            delivery,
+            open: Vec::new(),
+            sealed: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The batch sender, for the share of calls.
+    pub(super) fn sender(&self) -> &BatchSender {
+        &self.delivery.sender
+    }
+}
+
+impl Coordinator {
+    /// Moves every profile that may send into the open batches.
+    pub(super) fn fill_batches(&mut self, now: Instant) {
+        if self.batches.is_none() {
+            return;
+        }
+        while let Some((profile, items)) = self.queues.next_ready(usize::MAX) {
+            let update = if items.len() == 1 {
+                items[0].update.clone()
+            } else {
+                match merge_updates(items.iter().map(|i| (&i.update, i.event.offset))) {
+                    Some(update) => update,
+                    None => continue,
+                }
+            };
+            for item in &items {
+                if let Some(p) = self.partition(&item.event) {
+                    p.in_flight += 1;
+                }
+            }
+            self.add_row(profile, &update, items, now);
+        }
+    }
+
+    /// Adds one profile's row, sealing the open batch of its kind when full.
+    fn add_row(
+        &mut self,
+        profile: Identity,
+        update: &ProfileUpdate,
+        items: Vec<Pending>,
+        now: Instant,
+    ) {
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        let kind = BatchKind::of(&profile);
+        let limits = batches.delivery.limits;
+        let index = match batches.open.iter().position(|b| b.encoder.kind() == kind) {
+            Some(index) => index,
+            None => {
+                batches.open.push(OpenBatch {
+                    encoder: BatchEncoder::new(kind),
+                    rows: Vec::new(),
+                    opened_at: now,
+                });
+                batches.open.len() - 1
+            }
+        };
+        let open = &mut batches.open[index];
+        let refusal = match open.encoder.push_within(update, limits) {
+            Ok(Admission::Added { .. }) => {
+                open.rows.push((profile, items));
+                if open.rows.len() >= limits.max_rows {
+                    self.seal(index);
+                }
+                return;
+            }
+            Ok(Admission::Full) if !open.rows.is_empty() => {
+                self.seal(index);
+                return self.add_row(profile, update, items, now);
+            }
+            Ok(Admission::Full) => "the update alone is larger than bulk.max_bytes".to_owned(),
+            Err(error) => format!("the update cannot be a batch row: {error}"),
+        };
+        self.queues.finish(&profile);
+        for item in items {
+            let letter = dead_letter_of(&item, "target_rejected", refusal.clone(), None);
+            self.spawn_dead_letter(item.event, letter, item.span, false);
+        }
+    }
+
+    /// Seals open batches older than `bulk.max_age_ms` (all of them when
+    /// `force`), and sets the wake-up for the next one due.
+    pub(super) fn seal_due_batches(&mut self, now: Instant, force: bool) {
+        let Some(batches) = self.batches.as_ref() else {
+            return;
+        };
+        let max_age = batches.delivery.max_age;
+        let due: Vec<usize> = (0..batches.open.len())
+            .rev()
+            .filter(|&i| force || batches.open[i].opened_at + max_age <= now)
+            .collect();
+        for index in due {
+            self.seal(index);
+        }
+        let next = self
+            .batches
+            .as_ref()
+            .and_then(|b| b.open.iter().map(|o| o.opened_at + max_age).min());
+        if let Some(next) = next {
+            self.next_wake = Some(self.next_wake.map_or(next, |wake| wake.min(next)));
+        }
+    }
+
+    /// Closes the open batch at `index` and submits it.
+    fn seal(&mut self, index: usize) {
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        let open = batches.open.swap_remove(index);
+        let batch = Arc::new(open.encoder.finish());
+        let id = batches.next_id;
+        batches.next_id += 1;
+        tracing::info!(
+            batch = id,
+            rows = batch.rows(),
+            events = open
+                .rows
+                .iter()
+                .map(|(_, items)| items.len())
+                .sum::<usize>(),
+            bytes = batch.body().len(),
+            "Bulk batch closed; submitting."
+        );
+        batches.sealed.insert(
+            id,
+            SealedBatch {
+                batch: batch.clone(),
+                rows: open.rows,
+                settled: false,
+            },
+        );
+        self.spawn_submit(id, batch);
+    }
+
+    fn spawn_submit(&mut self, id: u64, batch: Arc<EncodedBatch>) {
+        let Some(batches) = self.batches.as_ref() else {
+            return;
+        };
+        let sender = batches.delivery.sender.clone();
+        let abandon = self.abandon.clone();
+        self.tasks.spawn(async move {
+            let submission = sender.submit(batch.body(), &abandon).await;
+            TaskDone::BatchSubmitted { id, submission }
+        });
+    }
+
+    /// A submission ended: poll it, or give its events up.
+    pub(super) fn on_batch_submitted(&mut self, id: u64, submission: Submission) {
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        let commit_on = batches.delivery.commit_on;
+        match submission {
+            Submission::Submitted { status_url } => {
+                self.metrics.count_batch("submitted");
+                tracing::info!(batch = id, "Bulk batch submitted; polling its status.");
+                let sender = batches.delivery.sender.clone();
+                let settle = commit_on == CommitOn::Submitted
+                    && batches.sealed.get(&id).is_some_and(|b| !b.settled);
+                if settle {
+                    let events: Vec<EventRef> =
+                        batches.sealed.get_mut(&id).map_or_else(Vec::new, |b| {
+                            b.settled = true;
+                            b.rows
+                                .iter()
+                                .flat_map(|(_, items)| items.iter().map(|i| i.event.clone()))
+                                .collect()
+                        });
+                    for event in &events {
+                        self.finish(event);
+                    }
+                }
+                let abandon = self.abandon.clone();
+                self.tasks.spawn(async move {
+                    let completion = sender.await_completion(&status_url, &abandon).await;
+                    TaskDone::BatchCompleted { id, completion }
+                });
+            }
+            Submission::Rejected { status, message } => {
+                self.metrics.count_batch("rejected");
+                tracing::warn!(batch = id, status, message = %message, "Target rejected a bulk batch; dead-lettering its events.");
+                let reason =
+                    format!("Target rejected the bulk batch with HTTP {status}: {message}");
+                self.close_batch(id, |_| Some(reason.clone()), Some(status));
+            }
+            Submission::Abandoned => self.abandon_batch(id),
+        }
+    }
+
+    /// Polling ended: the batch is complete, must be sent again, or is abandoned.
+    pub(super) fn on_batch_completed(&mut self, id: u64, completion: Completion) {
+        match completion {
+            Completion::Complete { failed_ids } => {
+                self.metrics.count_batch("complete");
+                let failed: HashSet<usize> = self
+                    .batches
+                    .as_ref()
+                    .and_then(|b| b.sealed.get(&id))
+                    .map(|sealed| {
+                        failed_ids
+                            .iter()
+                            .flat_map(|fid| sealed.batch.rows_with_id(fid).collect::<Vec<_>>())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let rows = self
+                    .batches
+                    .as_ref()
+                    .and_then(|b| b.sealed.get(&id))
+                    .map_or(0, |s| s.rows.len());
+                self.metrics
+                    .count_bulk_rows("applied", (rows - failed.len().min(rows)) as u64);
+                self.metrics.count_bulk_rows("failed", failed.len() as u64);
+                tracing::info!(
+                    batch = id,
+                    rows,
+                    failed = failed.len(),
+                    "Bulk batch complete."
+                );
+                let reason = "Target reported the bulk batch row failed".to_owned();
+                self.close_batch(
+                    id,
+                    |row| failed.contains(&row).then(|| reason.clone()),
+                    None,
+                );
+            }
+            Completion::Resubmit { why } => {
+                self.metrics.count_batch("stuck");
+                tracing::warn!(batch = id, why = %why, "Sending a bulk batch again.");
+                let batch = self
+                    .batches
+                    .as_ref()
+                    .and_then(|b| b.sealed.get(&id))
+                    .map(|s| s.batch.clone());
+                if let Some(batch) = batch {
+                    self.spawn_submit(id, batch);
+                }
+            }
+            Completion::Abandoned => self.abandon_batch(id),
+        }
+    }
+
+    /// Ends a batch: rows for which `rejected(row)` gives a reason are
+    /// dead-lettered, the others' events are done; its profiles may send again.
+    fn close_batch(
+        &mut self,
+        id: u64,
+        rejected: impl Fn(usize) -> Option<String>,
+        status: Option<u16>,
+    ) {
+        let Some(sealed) = self.batches.as_mut().and_then(|b| b.sealed.remove(&id)) else {
+            return;
+        };
+        for (row, (profile, items)) in sealed.rows.into_iter().enumerate() {
+            self.queues.finish(&profile);
+            match rejected(row) {
+                Some(reason) => {
+                    for item in items {
+                        let letter =
+                            dead_letter_of(&item, "target_rejected", reason.clone(), status);
+                        self.spawn_dead_letter(item.event, letter, item.span, sealed.settled);
+                    }
+                }
+                None => {
+                    for item in items {
+                        self.metrics.events_accepted.inc();
+                        if !sealed.settled {
+                            self.finish(&item.event);
+                        }
+                        item.span.finish(Outcome::Accepted);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The drain gave up on a batch: its unsettled events stay uncommitted.
+    fn abandon_batch(&mut self, id: u64) {
+        let Some(sealed) = self.batches.as_mut().and_then(|b| b.sealed.remove(&id)) else {
+            return;
+        };
+        for (profile, items) in sealed.rows {
+            self.queues.finish(&profile);
+            for item in items {
+                if !sealed.settled {
+                    if let Some(p) = self.partition(&item.event) {
+                        p.in_flight -= 1;
+                    }
+                }
+                item.span.finish(Outcome::Abandoned);
+            }
+        }
+    }
+
+    /// Shutdown: open batches are not sent; their events stay uncommitted.
+    pub(super) fn drop_open_batches(&mut self) {
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        for open in std::mem::take(&mut batches.open) {
+            for (_, items) in open.rows {
+                for item in items {
+                    item.span.finish(Outcome::Abandoned);
+                }
+            }
+        }
+    }
+
+    /// Overflow routing: re-decides from the backlog and the daily quota.
+    pub(super) fn update_route(&mut self) {
+        if !self.router.adapts() {
+            return;
+        }
+        let minute = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 60;
+        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        let fraction = if self.total_partitions == 0 {
+            0.0
+        } else {
+            owned as f64 / self.total_partitions as f64
+        };
+        let inputs = RouteInputs {
+            backlog: self.backlog(),
+            per_second: self.sender.gate.share().per_second,
+            quota_left: self.settings.daily_quota as f64 * fraction
+                - self.daily.total(minute) as f64,
+        };
+        self.metrics.route_backlog.set(inputs.backlog as i64);
+        if let Some(route) = self.router.update(inputs) {
+            self.metrics.set_route(route.as_str());
+            tracing::info!(
+                route = route.as_str(),
+                backlog = inputs.backlog,
+                per_second = inputs.per_second,
+                quota_left = inputs.quota_left as i64,
+                "Updates now go as {}.",
+                match route {
+                    Route::Single => "single updates",
+                    Route::Batch => "bulk batches",
+                }
+            );
+        }
+    }
+
+    /// Events of owned partitions not finished yet: read and waiting, or not read.
+    fn backlog(&self) -> u64 {
+        self.partitions
+            .iter()
+            .filter(|(_, state)| !state.revoking)
+            .map(|(tp, state)| {
+                let done = state
+                    .watermark
+                    .committable()
+                    .or(state.last_committed)
+                    .unwrap_or(0);
+                let high = self.high_watermarks.get(tp).copied().unwrap_or(done);
+                (high - done).max(0) as u64
+            })
+            .sum()
+    }
+}
