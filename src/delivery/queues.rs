@@ -149,6 +149,21 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
     pub fn waiting(&self) -> usize {
         self.waiting
     }
+
+    /// Marks the profile in flight without taking anything (its work left
+    /// the queue earlier, e.g. into a bulk batch now sent): its later items
+    /// wait until [`finish`].
+    ///
+    /// [`finish`]: ProfileQueues::finish
+    pub fn hold(&mut self, key: K) {
+        self.profiles
+            .entry(key)
+            .or_insert_with(|| ProfileState {
+                pending: VecDeque::new(),
+                in_flight: false,
+            })
+            .in_flight = true;
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +185,24 @@ mod tests {
         q.finish(&"a");
         q.finish(&"b");
         assert_eq!(q.waiting(), 0);
+        assert!(q.profiles.is_empty());
+    }
+
+    #[test]
+    fn a_held_profile_waits_until_finished() {
+        let mut q = ProfileQueues::default();
+        q.push("a", 1);
+        assert_eq!(q.next_ready(usize::MAX), Some(("a", vec![1])));
+        q.finish(&"a");
+        q.hold("a");
+        q.push("a", 2);
+        q.push("b", 3);
+        assert_eq!(q.next_ready(1), Some(("b", vec![3])));
+        assert_eq!(q.next_ready(1), None, "a is held");
+        q.finish(&"a");
+        assert_eq!(q.next_ready(1), Some(("a", vec![2])));
+        q.finish(&"a");
+        q.finish(&"b");
         assert!(q.profiles.is_empty());
     }
 

@@ -43,7 +43,8 @@ async fn a_backfill_in_always_mode_arrives_in_a_handful_of_batches_committed_onl
     config.per_second = 10.0;
     config.burst = 10;
     config.drain_timeout_ms = 5000;
-    config.extra = bulk_section("always", 3_000, "");
+    // A batch stays open 30 s: a profile's later events join its row meanwhile.
+    config.extra = bulk_section("always", 30_000, "");
     let config = config.with_delivery("max_buffered_per_partition = 20000");
     let mut app = spawn_app(&config);
 
@@ -77,7 +78,11 @@ async fn a_backfill_in_always_mode_arrives_in_a_handful_of_batches_committed_onl
         "{} batches",
         stats.bulk.batches_submitted
     );
-    assert!(stats.bulk.rows_applied >= 20_000);
+    let profiles = work.expected_profiles().len() as u64;
+    assert!(
+        stats.bulk.rows_applied >= profiles,
+        "every one of {profiles} profiles had a row"
+    );
     let metrics = app.get("/metrics").await.expect("metrics").1;
     assert!(metrics.contains("pps_bulk_batches_total{status=\"complete\"}"));
     assert!(metrics.contains("pps_route{route=\"batch\"} 1"));

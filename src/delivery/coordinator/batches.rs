@@ -31,11 +31,15 @@ pub struct BulkDelivery {
     pub commit_on: CommitOn,
 }
 
-/// A batch taking rows.
+/// A batch taking rows: one per profile, each with every event it carries.
+/// Rows are merged and encoded when the batch closes, so a profile's events
+/// keep joining its row while the batch is open.
 struct OpenBatch {
-    encoder: BatchEncoder,
-    /// Row `i` of the encoder: the profile and the events it carries.
+    kind: BatchKind,
     rows: Vec<(Identity, Vec<Pending>)>,
+    index: HashMap<Identity, usize>,
+    /// An upper estimate of the encoded size (the exact split happens on closing).
+    bytes: usize,
     opened_at: Instant,
 }
 
@@ -72,73 +76,54 @@ impl Batches {
 }
 
 impl Coordinator {
-    /// Moves every profile that may send into the open batches.
+    /// Moves every profile that may send into the open batches: a new row,
+    /// or more events for the profile's row.
     pub(super) fn fill_batches(&mut self, now: Instant) {
         if self.batches.is_none() {
             return;
         }
         while let Some((profile, items)) = self.queues.next_ready(usize::MAX) {
-            let update = if items.len() == 1 {
-                items[0].update.clone()
-            } else {
-                match merge_updates(items.iter().map(|i| (&i.update, i.event.offset))) {
-                    Some(update) => update,
-                    None => continue,
-                }
-            };
+            // Not in flight while its batch is open: later events join the row.
+            self.queues.finish(&profile);
             for item in &items {
                 if let Some(p) = self.partition(&item.event) {
                     p.in_flight += 1;
                 }
             }
-            self.add_row(profile, &update, items, now);
+            self.add_to_batch(profile, items, now);
         }
     }
 
-    /// Adds one profile's row, sealing the open batch of its kind when full.
-    fn add_row(
-        &mut self,
-        profile: Identity,
-        update: &ProfileUpdate,
-        items: Vec<Pending>,
-        now: Instant,
-    ) {
+    fn add_to_batch(&mut self, profile: Identity, items: Vec<Pending>, now: Instant) {
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
         let kind = BatchKind::of(&profile);
         let limits = batches.delivery.limits;
-        let index = match batches.open.iter().position(|b| b.encoder.kind() == kind) {
-            Some(index) => index,
+        let open = match batches.open.iter().position(|b| b.kind == kind) {
+            Some(index) => &mut batches.open[index],
             None => {
                 batches.open.push(OpenBatch {
-                    encoder: BatchEncoder::new(kind),
+                    kind,
                     rows: Vec::new(),
+                    index: HashMap::new(),
+                    bytes: 0,
                     opened_at: now,
                 });
-                batches.open.len() - 1
+                let last = batches.open.len() - 1;
+                &mut batches.open[last]
             }
         };
-        let open = &mut batches.open[index];
-        let refusal = match open.encoder.push_within(update, limits) {
-            Ok(Admission::Added { .. }) => {
-                open.rows.push((profile, items));
-                if open.rows.len() >= limits.max_rows {
-                    self.seal(index);
-                }
-                return;
-            }
-            Ok(Admission::Full) if !open.rows.is_empty() => {
-                self.seal(index);
-                return self.add_row(profile, update, items, now);
-            }
-            Ok(Admission::Full) => "the update alone is larger than bulk.max_bytes".to_owned(),
-            Err(error) => format!("the update cannot be a batch row: {error}"),
-        };
-        self.queues.finish(&profile);
-        for item in items {
-            let letter = dead_letter_of(&item, "target_rejected", refusal.clone(), None);
-            self.spawn_dead_letter(item.event, letter, item.span, false);
+        if let Some(&row) = open.index.get(&profile) {
+            open.rows[row].1.extend(items);
+            return;
+        }
+        let scratch = BatchEncoder::new(kind);
+        open.bytes += scratch.size_with(&items[0].update).unwrap_or(0);
+        open.index.insert(profile.clone(), open.rows.len());
+        open.rows.push((profile, items));
+        if open.rows.len() >= limits.max_rows || open.bytes >= limits.max_bytes {
+            self.seal_kind(kind);
         }
     }
 
@@ -149,12 +134,14 @@ impl Coordinator {
             return;
         };
         let max_age = batches.delivery.max_age;
-        let due: Vec<usize> = (0..batches.open.len())
-            .rev()
-            .filter(|&i| force || batches.open[i].opened_at + max_age <= now)
+        let due: Vec<BatchKind> = batches
+            .open
+            .iter()
+            .filter(|open| force || open.opened_at + max_age <= now)
+            .map(|open| open.kind)
             .collect();
-        for index in due {
-            self.seal(index);
+        for kind in due {
+            self.seal_kind(kind);
         }
         let next = self
             .batches
@@ -165,23 +152,75 @@ impl Coordinator {
         }
     }
 
-    /// Closes the open batch at `index` and submits it.
-    fn seal(&mut self, index: usize) {
+    /// Closes the open batch of `kind`: merges each row, encodes as many
+    /// batches as the limits need, holds their profiles and submits them.
+    fn seal_kind(&mut self, kind: BatchKind) {
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
-        let open = batches.open.swap_remove(index);
-        let batch = Arc::new(open.encoder.finish());
+        let Some(position) = batches.open.iter().position(|b| b.kind == kind) else {
+            return;
+        };
+        let open = batches.open.swap_remove(position);
+        let limits = batches.delivery.limits;
+        let mut encoder = BatchEncoder::new(kind);
+        let mut rows = Vec::new();
+        let mut refused = Vec::new();
+        for (profile, items) in open.rows {
+            let update = if items.len() == 1 {
+                items[0].update.clone()
+            } else {
+                match merge_updates(items.iter().map(|i| (&i.update, i.event.offset))) {
+                    Some(update) => update,
+                    None => continue,
+                }
+            };
+            let mut admission = encoder.push_within(&update, limits);
+            if admission == Ok(Admission::Full) && !rows.is_empty() {
+                let full = std::mem::replace(&mut encoder, BatchEncoder::new(kind));
+                self.submit_new(full, std::mem::take(&mut rows));
+                admission = encoder.push_within(&update, limits);
+            }
+            match admission {
+                Ok(Admission::Added { .. }) => rows.push((profile, items)),
+                Ok(Admission::Full) => refused.push((
+                    profile,
+                    items,
+                    "the update alone is larger than bulk.max_bytes".to_owned(),
+                )),
+                Err(error) => refused.push((
+                    profile,
+                    items,
+                    format!("the update cannot be a batch row: {error}"),
+                )),
+            }
+        }
+        if !rows.is_empty() {
+            self.submit_new(encoder, rows);
+        }
+        for (_, items, reason) in refused {
+            for item in items {
+                let letter = dead_letter_of(&item, "target_rejected", reason.clone(), None);
+                self.spawn_dead_letter(item.event, letter, item.span, false);
+            }
+        }
+    }
+
+    /// Registers an encoded batch, holds its profiles, and submits it.
+    fn submit_new(&mut self, encoder: BatchEncoder, rows: Vec<(Identity, Vec<Pending>)>) {
+        for (profile, _) in &rows {
+            self.queues.hold(profile.clone());
+        }
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        let batch = Arc::new(encoder.finish());
         let id = batches.next_id;
         batches.next_id += 1;
         tracing::info!(
             batch = id,
             rows = batch.rows(),
-            events = open
-                .rows
-                .iter()
-                .map(|(_, items)| items.len())
-                .sum::<usize>(),
+            events = rows.iter().map(|(_, items)| items.len()).sum::<usize>(),
             bytes = batch.body().len(),
             "Bulk batch closed; submitting."
         );
@@ -189,7 +228,7 @@ impl Coordinator {
             id,
             SealedBatch {
                 batch: batch.clone(),
-                rows: open.rows,
+                rows,
                 settled: false,
             },
         );
@@ -394,6 +433,11 @@ impl Coordinator {
         };
         self.metrics.route_backlog.set(inputs.backlog as i64);
         if let Some(route) = self.router.update(inputs) {
+            if route == Route::Single {
+                // Rows still open go now and hold their profiles, so no single
+                // update overtakes an older event waiting in a batch.
+                self.seal_due_batches(Instant::now(), true);
+            }
             self.metrics.set_route(route.as_str());
             tracing::info!(
                 route = route.as_str(),
