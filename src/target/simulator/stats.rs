@@ -24,6 +24,9 @@ pub struct SimStats {
     pub rejected: u64,
     /// Update requests that drew a hang.
     pub hung: u64,
+    /// Update requests whose connection was reset instead of answered.
+    #[serde(default)]
+    pub resets: u64,
     /// Update answers by HTTP status.
     pub by_status: BTreeMap<u16, u64>,
     /// Accepted updates by the whole second since start at which they were accepted.
@@ -103,6 +106,7 @@ pub(crate) struct Recorder {
     accepted: AtomicU64,
     rejected: AtomicU64,
     hung: AtomicU64,
+    resets: AtomicU64,
     by_status: Box<[AtomicU64]>,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -132,6 +136,7 @@ impl Recorder {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             hung: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -197,6 +202,11 @@ impl Recorder {
         self.hung.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request whose connection was reset instead of answered.
+    pub(crate) fn connection_reset(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Tracks the hold switch and the requests waiting on it.
     pub(crate) fn set_holding(&self, holding: bool) {
         self.holding.store(holding, Ordering::Relaxed);
@@ -209,7 +219,13 @@ impl Recorder {
 
     /// Zeroes every count; the clock and the gauges (in flight, held) keep running.
     pub(crate) fn reset(&self) {
-        for counter in [&self.total, &self.accepted, &self.rejected, &self.hung] {
+        for counter in [
+            &self.total,
+            &self.accepted,
+            &self.rejected,
+            &self.hung,
+            &self.resets,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
         for slot in self.by_status.iter() {
@@ -247,6 +263,7 @@ impl Recorder {
             accepted: self.accepted.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
             by_status,
             accepted_per_second: histogram(&self.accepted_per_second),
             requests_per_second: histogram(&self.requests_per_second),
