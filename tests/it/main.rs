@@ -2,8 +2,9 @@
 //! (`schema_agreement`, `event_props`), the Target simulator over real HTTP
 //! (`simulator`), the service end to end against librdkafka's mock cluster
 //! and the simulator (`delivery`), the operator tools `produce` and
-//! `dlq replay` (`tools`), `demo` as a newcomer runs it (`demo`), and the
-//! OpenTelemetry trace export to a collector stub (`traces`).
+//! `dlq replay` (`tools`), `demo` as a newcomer runs it (`demo`), the
+//! OpenTelemetry trace export to a collector stub (`traces`), and fault storms
+//! on Kafka and Target mid-stream (`storms`).
 //! Shared set-up lives in `helpers`.
 
 mod client;
@@ -14,5 +15,6 @@ mod helpers;
 mod privacy;
 mod schema_agreement;
 mod simulator;
+mod storms;
 mod tools;
 mod traces;
