@@ -3,8 +3,9 @@
 //!
 //! Hang, reset and the injected statuses share one draw: `[0, hang)` hangs, the next
 //! `reset` resets the connection, then each [`Failure`] takes its own slice in order,
-//! and the rest passes. Their probabilities therefore add up to at most 1. The rate limit is stateful and lives in
-//! [`super::rate`]; latency applies to every request that is not rate limited.
+//! and the rest passes. Their probabilities therefore add up to at most 1. The rate
+//! limit is stateful and lives in [`super::rate`]; latency applies to every request
+//! that is not rate limited.
 
 use std::time::{Duration, SystemTime};
 

@@ -219,15 +219,10 @@ impl Recorder {
 
     /// Zeroes every count; the clock and the gauges (in flight, held) keep running.
     pub(crate) fn reset(&self) {
-        for counter in [
-            &self.total,
-            &self.accepted,
-            &self.rejected,
-            &self.hung,
-            &self.resets,
-        ] {
+        for counter in [&self.total, &self.accepted, &self.rejected, &self.hung] {
             counter.store(0, Ordering::Relaxed);
         }
+        self.resets.store(0, Ordering::Relaxed);
         for slot in self.by_status.iter() {
             slot.store(0, Ordering::Relaxed);
         }
