@@ -500,3 +500,64 @@ async fn five_second_latency_spikes_slow_delivery_but_lose_nothing() {
     );
     scene.aftermath("latency spikes").await;
 }
+
+/// A gauge of a pod, -1 when it does not answer.
+async fn gauge(app: &App, name: &str) -> f64 {
+    app.metric(name).await.unwrap_or(-1.0)
+}
+
+/// Found by the broker-down storm: a partition paused for a full buffer when it
+/// was taken away (a lost session, a scale-up) stayed paused in the Kafka client
+/// when it came back, while the pod's fresh state for it said "not paused", so it
+/// was never read again. Here a second pod joins while every partition of the
+/// first is paused, takes some of them, and leaves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_paused_when_taken_away_is_read_again_when_it_comes_back() {
+    let kafka = Kafka::start(4);
+    let work = Workload::new(GeneratorConfig {
+        events: 800,
+        customers: 400,
+        bad_ratio: 0.0,
+        anonymous_ratio: 0.0,
+        ..GeneratorConfig::default()
+    });
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.hold();
+    let config = AppConfig::new(&kafka, &sim).with_delivery("max_buffered_per_partition = 20");
+    let mut first = spawn_app(&config);
+    let started = Instant::now();
+    while gauge(&first, "pps_paused_partitions").await != 4.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "every partition of the first pod pauses while Target holds"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut second = spawn_app(&config);
+    let started = Instant::now();
+    while gauge(&second, "pps_assigned_partitions").await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second pod gets partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = second.terminate(Duration::from_secs(15));
+    assert!(status.success(), "second pod: {status:?}");
+    let started = Instant::now();
+    while gauge(&first, "pps_assigned_partitions").await != 4.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first pod gets every partition back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    sim.release();
+    wait_all_committed(&kafka, GROUP, Duration::from_secs(60)).await;
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let (status, _) = first.terminate(Duration::from_secs(15));
+    assert!(status.success(), "first pod: {status:?}");
+}
