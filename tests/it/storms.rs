@@ -8,7 +8,9 @@
 //! attributes are at Target, the committed offsets reach the end of every partition,
 //! the dead-letter topic holds exactly the malformed events (by class, nothing else),
 //! Target never saw more than budget + burst requests in one second, and the pod is
-//! ready again on its own, still the same process.
+//! ready again on its own, still the same process. The last test pins down a bug
+//! the broker-down storm found (a paused partition never read again after it came
+//! back from a rebalance).
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{EventKind, GeneratorConfig};
