@@ -136,11 +136,17 @@ impl ConsumerContext for PipelineContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 let partitions = partitions_of(list);
                 self.count_rebalance("assign");
+                // librdkafka keeps a pause across revoke and re-assign; the
+                // coordinator starts every assigned partition unpaused, so
+                // the client must too (before the coordinator hears of it).
+                if let Err(error) = consumer.resume(list) {
+                    tracing::warn!(error = %error, "Could not resume newly assigned partitions.");
+                }
                 tracing::info!(partitions = %describe(&partitions), "Partitions assigned.");
                 self.send(ConsumerEvent::Assigned(partitions));
             }

@@ -85,7 +85,32 @@ async fn every_kind_of_answer_is_classified_over_real_http() {
     );
     assert!(hung.elapsed < Duration::from_secs(2));
 
+    sim.set_faults(Faults {
+        reset_probability: 1.0,
+        ..Faults::none()
+    })
+    .unwrap();
+    let reset = client.send(&profile).await;
+    assert_eq!(
+        (reset.verdict, reset.status, reset.timed_out),
+        (
+            Verdict::Retry {
+                status: None,
+                retry_after: None
+            },
+            None,
+            false
+        ),
+        "a reset connection is retried"
+    );
+    assert_eq!(sim.stats().resets, 1);
+
     sim.set_faults(Faults::none()).unwrap();
+    assert_eq!(
+        client.send(&profile).await.verdict,
+        Verdict::Accepted,
+        "the pool recovers after a reset"
+    );
     let closed = TargetClient::new(
         &settings(
             format!("http://127.0.0.1:{}", free_port()),

@@ -225,6 +225,8 @@ pub struct AppConfig {
     pub max_in_flight: u32,
     pub max_attempts: u32,
     pub drain_timeout_ms: u64,
+    /// `target.timeout_ms`.
+    pub timeout_ms: u64,
     pub token_file: Option<PathBuf>,
     pub extra: String,
     /// `RUST_LOG` of the service (`PPS_TEST_LOG` overrides it).
@@ -248,6 +250,7 @@ impl AppConfig {
             max_in_flight: 64,
             max_attempts: 0,
             drain_timeout_ms: 3000,
+            timeout_ms: 2000,
             token_file: None,
             extra: String::new(),
             log_level: "info".into(),
@@ -286,7 +289,7 @@ dlq_topic = "{DLQ}"
 [target]
 client_code = "{CLIENT}"
 base_url = "{base_url}"
-timeout_ms = 2000
+timeout_ms = {timeout_ms}
 {token}
 [rate_limit]
 per_second = {per_second:?}
@@ -313,6 +316,7 @@ listen = "{listen}"
             max_in_flight = self.max_in_flight,
             max_attempts = self.max_attempts,
             drain = self.drain_timeout_ms,
+            timeout_ms = self.timeout_ms,
             extra = self.extra,
             delivery_extra = self.delivery_extra,
         )
@@ -397,6 +401,25 @@ impl App {
         }
     }
 
+    /// Whether the process is still running (it never exited nor was restarted).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Waits until `/readyz` answers 200; false if `limit` passes first.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some((200, _)) = self.get("/readyz").await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// The service's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -443,6 +466,14 @@ impl Drop for App {
             let _ = child.wait();
         }
     }
+}
+
+/// The most update requests the simulator received in one whole second.
+pub fn busiest_second(sim: &SimulatorHandle) -> u64 {
+    sim.stats()
+        .requests_per_second
+        .busiest()
+        .map_or(0, |(_, n)| n)
 }
 
 /// Polls `done` every 100 ms until it holds or `limit` passes.

@@ -3,8 +3,9 @@
 //! (`simulator`), the bulk profile update API through the project's encoder and
 //! client (`bulk`), the service end to end against librdkafka's mock cluster
 //! and the simulator (`delivery`), the operator tools `produce` and
-//! `dlq replay` (`tools`), `demo` as a newcomer runs it (`demo`), and the
-//! OpenTelemetry trace export to a collector stub (`traces`).
+//! `dlq replay` (`tools`), `demo` as a newcomer runs it (`demo`), the
+//! OpenTelemetry trace export to a collector stub (`traces`), and fault storms
+//! on Kafka and Target mid-stream (`storms`).
 //! Shared set-up lives in `helpers`.
 
 mod batches;
@@ -17,5 +18,6 @@ mod helpers;
 mod privacy;
 mod schema_agreement;
 mod simulator;
+mod storms;
 mod tools;
 mod traces;

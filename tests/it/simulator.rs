@@ -504,6 +504,50 @@ async fn a_hanging_request_times_the_client_out_without_blocking_others() {
 }
 
 #[tokio::test]
+async fn a_reset_fault_closes_the_connection_without_a_byte_of_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start(SimulatorConfig {
+        faults: Faults {
+            reset_probability: 1.0,
+            ..Faults::none()
+        },
+        ..SimulatorConfig::new(CLIENT)
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(sim.addr())
+        .await
+        .expect("connects");
+    let request = format!(
+        "POST /m2/{CLIENT}/profile/update?mbox3rdPartyId=R&profile.a=1 HTTP/1.1\r\n\
+         Host: {}\r\nContent-Length: 0\r\n\r\n",
+        sim.addr()
+    );
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection ends at once");
+    match read {
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
+        Ok(_) => panic!("closed without a reset after {} bytes", answer.len()),
+    }
+    assert!(
+        answer.is_empty(),
+        "no answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let stats = sim.stats();
+    assert_eq!((stats.total, stats.resets), (1, 1));
+    assert!(stats.by_status.is_empty(), "{:?}", stats.by_status);
+    assert_eq!(sim.profile_third_party("R"), None);
+
+    sim.set_faults(Faults::none()).expect("valid faults");
+    let response = post(&sim, "mbox3rdPartyId=R&profile.a=1").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(sim.stats().resets, 1);
+}
+
+#[tokio::test]
 async fn latency_delays_every_answer() {
     let sim = start(SimulatorConfig {
         faults: Faults {

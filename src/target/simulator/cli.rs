@@ -42,6 +42,10 @@ pub struct SimulateTargetArgs {
     #[arg(long, value_name = "PROB", default_value_t = 0.0)]
     pub hang_prob: f64,
 
+    /// Probability that an update's connection is reset (TCP RST) instead of answered.
+    #[arg(long, value_name = "PROB", default_value_t = 0.0)]
+    pub reset_prob: f64,
+
     /// Enforce a token bucket on updates; over it, 503 with `Retry-After: 1`.
     /// BURST defaults to one second's worth.
     #[arg(long, value_name = "PER_SECOND[:BURST]")]
@@ -82,6 +86,7 @@ impl SimulateTargetArgs {
                     jitter_ms: self.jitter_ms,
                 },
                 hang_probability: self.hang_prob,
+                reset_probability: self.reset_prob,
                 rate_limit: self.rate_limit,
                 bulk: BulkFaults {
                     completion_delay_ms: self.bulk_completion_delay_ms,
@@ -194,6 +199,8 @@ mod tests {
             "500:0.1",
             "--hang-prob",
             "0.01",
+            "--reset-prob",
+            "0.02",
             "--rate-limit",
             "100:20",
             "--bulk-completion-delay-ms",
@@ -221,6 +228,7 @@ mod tests {
         );
         assert_eq!(config.faults.failures.len(), 2);
         assert_eq!(config.faults.hang_probability, 0.01);
+        assert_eq!(config.faults.reset_probability, 0.02);
         assert_eq!(
             config.faults.rate_limit,
             Some(RateLimit {

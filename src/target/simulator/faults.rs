@@ -1,10 +1,11 @@
 //! The fault model: what can go wrong on the update path, as plain data, and the pure
 //! function that draws one request's fate from it.
 //!
-//! Hang and the injected statuses share one draw: `[0, hang)` hangs, then each
-//! [`Failure`] takes its own slice in order, and the rest passes. Their probabilities
-//! therefore add up to at most 1. The rate limit is stateful and lives in
-//! [`super::rate`]; latency applies to every request that is not rate limited.
+//! Hang, reset and the injected statuses share one draw: `[0, hang)` hangs, the next
+//! `reset` resets the connection, then each [`Failure`] takes its own slice in order,
+//! and the rest passes. Their probabilities therefore add up to at most 1. The rate
+//! limit is stateful and lives in [`super::rate`]; latency applies to every request
+//! that is not rate limited.
 //! The bulk path has faults of its own, [`BulkFaults`], carried in [`Faults::bulk`].
 
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,7 @@ pub use super::bulk::BulkFaults;
 /// As JSON (`PUT /_sim/faults`), every field is optional:
 /// `{"failures":[{"status":503,"probability":0.3,"retry_after":{"seconds":2}}],
 ///   "latency":{"fixed_ms":20,"jitter_ms":5},"hang_probability":0.01,
-///   "rate_limit":{"per_second":10.0,"burst":10},
+///   "reset_probability":0.01,"rate_limit":{"per_second":10.0,"burst":10},
 ///   "bulk":{"completion_delay_ms":200,"stuck_probability":0.1}}`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +31,8 @@ pub struct Faults {
     pub latency: Latency,
     /// Probability that a request is held unanswered for an hour (a client timeout).
     pub hang_probability: f64,
+    /// Probability that the connection is reset (TCP RST) instead of answered.
+    pub reset_probability: f64,
     /// Throughput that Target enforces; above it requests get 503 with `Retry-After: 1`.
     pub rate_limit: Option<RateLimit>,
     /// The bulk path's faults; by default only Adobe's 50 calls a minute.
@@ -87,8 +90,8 @@ pub enum InvalidFaults {
     /// A probability outside `0..=1` or not a number.
     #[error("probability {0} is not between 0 and 1")]
     Probability(f64),
-    /// Hang and failure probabilities add up to more than 1.
-    #[error("hang and failure probabilities add up to {0}, more than 1")]
+    /// Hang, reset and failure probabilities add up to more than 1.
+    #[error("hang, reset and failure probabilities add up to {0}, more than 1")]
     ProbabilitySum(f64),
     /// An injected status that is not an HTTP error.
     #[error("status {0} is not between 400 and 599")]
@@ -115,6 +118,8 @@ pub enum Fate {
     },
     /// Never answered (until the client gives up or the simulator stops).
     Hang,
+    /// The connection is closed with a reset, without any answer.
+    Reset,
 }
 
 impl Faults {
@@ -127,6 +132,7 @@ impl Faults {
     /// Checks the ranges documented on each field.
     pub fn validate(&self) -> Result<(), InvalidFaults> {
         let mut sum = check_probability(self.hang_probability)?;
+        sum += check_probability(self.reset_probability)?;
         for failure in &self.failures {
             if !(400..=599).contains(&failure.status) {
                 return Err(InvalidFaults::Status(failure.status));
@@ -147,7 +153,9 @@ impl Faults {
     /// Draws the fate of one request. Pure apart from `rng`.
     pub fn draw(&self, rng: &mut impl Rng) -> Fate {
         let delay = self.latency.draw(rng);
-        let no_outcome = self.hang_probability <= 0.0 && self.failures.is_empty();
+        let no_outcome = self.hang_probability <= 0.0
+            && self.reset_probability <= 0.0
+            && self.failures.is_empty();
         if no_outcome {
             return Fate::Pass { delay };
         }
@@ -155,6 +163,10 @@ impl Faults {
         let mut edge = self.hang_probability;
         if u < edge {
             return Fate::Hang;
+        }
+        edge += self.reset_probability;
+        if u < edge {
+            return Fate::Reset;
         }
         for failure in &self.failures {
             edge += failure.probability;
@@ -238,7 +250,7 @@ mod tests {
             match faults.draw(&mut rng) {
                 Fate::Pass { .. } => pass += 1,
                 Fate::Fail { .. } => fail += 1,
-                Fate::Hang => hang += 1,
+                Fate::Hang | Fate::Reset => hang += 1,
             }
         }
         (pass, fail, hang)
@@ -268,6 +280,37 @@ mod tests {
         assert!((29_000..31_000).contains(&fail), "fail {fail}");
         assert!((9_300..10_700).contains(&hang), "hang {hang}");
         assert_eq!(pass + fail + hang, 100_000);
+    }
+
+    #[test]
+    fn resets_take_their_own_share_between_hangs_and_failures() {
+        let faults = Faults {
+            failures: vec![Failure::new(503, 0.2)],
+            hang_probability: 0.1,
+            reset_probability: 0.3,
+            ..Faults::none()
+        };
+        let mut rng = SmallRng::seed_from_u64(5);
+        let (mut resets, mut hangs, mut fails) = (0, 0, 0);
+        for _ in 0..100_000 {
+            match faults.draw(&mut rng) {
+                Fate::Reset => resets += 1,
+                Fate::Hang => hangs += 1,
+                Fate::Fail { .. } => fails += 1,
+                Fate::Pass { .. } => {}
+            }
+        }
+        assert!((29_000..31_000).contains(&resets), "resets {resets}");
+        assert!((9_300..10_700).contains(&hangs), "hangs {hangs}");
+        assert!((19_000..21_000).contains(&fails), "fails {fails}");
+        let over = Faults {
+            reset_probability: 0.95,
+            ..faults
+        };
+        assert!(matches!(
+            over.validate(),
+            Err(InvalidFaults::ProbabilitySum(_))
+        ));
     }
 
     #[test]

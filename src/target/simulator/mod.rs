@@ -34,7 +34,8 @@
 //! **Faults** ([`Faults`]) apply to the update path only, in this order: the hold (the
 //! request waits unanswered until released), the rate limit (503 with
 //! `Retry-After: 1` when the token bucket is empty), then one draw decides hang (held
-//! for an hour, or until the client gives up), an injected status, or none; latency is
+//! for an hour, or until the client gives up), a reset (the connection is closed with a
+//! TCP RST, no answer), an injected status, or none; latency is
 //! added before anything is answered. The request's own checks (client code, token,
 //! parameters) come after latency and before the injected status. Only a 2xx changes
 //! profile state. Read-back checks the token but never suffers faults; `/_sim/` needs no
@@ -78,6 +79,7 @@ mod params;
 mod rate;
 mod readback;
 mod reply;
+mod reset;
 mod server;
 mod sharded;
 mod state;
@@ -90,7 +92,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -142,12 +143,11 @@ impl Simulator {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         shared.set_base_url(base_url(addr));
-        let listener = listener.tap_io(|stream| {
-            // Small answers must not wait for Nagle; failure only costs latency.
-            let _ = stream.set_nodelay(true);
-        });
+        let listener = reset::ResettableListener(listener);
         let stop = shared.shutdown.clone();
-        let serve = axum::serve(listener, server::router(Arc::clone(&shared)))
+        let app = server::router(Arc::clone(&shared))
+            .into_make_service_with_connect_info::<reset::ResetSwitch>();
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         let task = tokio::spawn(async move {
             if let Err(error) = serve.await {

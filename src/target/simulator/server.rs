@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::faults::{Failure, Fate};
 use super::params::{parse_update, BadUpdate, ProfileUpdate};
+use super::reset::ResetSwitch;
 use super::state::Shared;
 use super::{admin, bulk, readback, reply};
 
@@ -40,6 +41,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// One update request as received.
 struct UpdateRequest {
     client_code: String,
+    connection: Option<ResetSwitch>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -49,6 +51,7 @@ struct UpdateRequest {
 async fn update(
     State(shared): State<Arc<Shared>>,
     Path(client_code): Path<String>,
+    connection: Option<axum::Extension<ConnectInfo<ResetSwitch>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -56,6 +59,7 @@ async fn update(
     let _in_flight = shared.stats.arrived();
     let request = UpdateRequest {
         client_code,
+        connection: connection.map(|info| (info.0).0),
         uri,
         headers,
         body,
@@ -71,7 +75,9 @@ async fn update(
         shared.stats.profile_requested(&update.key);
     }
     let response = answer(&shared, &request, parsed).await;
-    shared.stats.answered(response.status().as_u16());
+    if !request.connection.as_ref().is_some_and(ResetSwitch::thrown) {
+        shared.stats.answered(response.status().as_u16());
+    }
     response
 }
 
@@ -100,6 +106,14 @@ async fn answer(
         Fate::Hang => {
             shared.stats.hung();
             return hang(shared).await;
+        }
+        Fate::Reset => {
+            if let Some(connection) = &request.connection {
+                shared.stats.connection_reset();
+                connection.throw();
+            }
+            // Never sent when the switch is thrown.
+            return reply::failure(StatusCode::SERVICE_UNAVAILABLE, "Connection reset");
         }
     };
     if !delay.is_zero() {

@@ -25,6 +25,9 @@ pub struct SimStats {
     pub rejected: u64,
     /// Update requests that drew a hang.
     pub hung: u64,
+    /// Update requests whose connection was reset instead of answered.
+    #[serde(default)]
+    pub resets: u64,
     /// Update answers by HTTP status.
     pub by_status: BTreeMap<u16, u64>,
     /// Accepted updates by the whole second since start at which they were accepted.
@@ -125,6 +128,7 @@ pub(crate) struct Recorder {
     accepted: AtomicU64,
     rejected: AtomicU64,
     hung: AtomicU64,
+    resets: AtomicU64,
     by_status: Box<[AtomicU64]>,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -179,6 +183,7 @@ impl Recorder {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             hung: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -271,6 +276,11 @@ impl Recorder {
         self.bulk.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request whose connection was reset instead of answered.
+    pub(crate) fn connection_reset(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Tracks the hold switch and the requests waiting on it.
     pub(crate) fn set_holding(&self, holding: bool) {
         self.holding.store(holding, Ordering::Relaxed);
@@ -289,6 +299,7 @@ impl Recorder {
         {
             counter.store(0, Ordering::Relaxed);
         }
+        self.resets.store(0, Ordering::Relaxed);
         for slot in self.by_status.iter() {
             slot.store(0, Ordering::Relaxed);
         }
@@ -324,6 +335,7 @@ impl Recorder {
             accepted: self.accepted.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
             by_status,
             accepted_per_second: histogram(&self.accepted_per_second),
             requests_per_second: histogram(&self.requests_per_second),
