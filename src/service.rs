@@ -103,6 +103,7 @@ pub async fn run(
     let coordinator = Coordinator::new(
         CoordinatorSettings {
             max_buffered_per_partition: delivery.max_buffered_per_partition as usize,
+            max_buffered: delivery.max_buffered as usize,
             commit_interval: Duration::from_millis(delivery.commit_interval_ms),
             drain_timeout: Duration::from_millis(delivery.drain_timeout_ms),
             per_second: settings.rate_limit.per_second,

@@ -45,7 +45,7 @@ async fn a_backfill_in_always_mode_arrives_in_a_handful_of_batches_committed_onl
     config.drain_timeout_ms = 5000;
     // A batch stays open 30 s: a profile's later events join its row meanwhile.
     config.extra = bulk_section("always", 30_000, "");
-    let config = config.with_delivery("max_buffered_per_partition = 20000");
+    let config = config.with_delivery("max_buffered_per_partition = 20000\nmax_buffered = 250000");
     let mut app = spawn_app(&config);
 
     wait_for(Duration::from_secs(120), "the first batch", || {

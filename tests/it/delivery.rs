@@ -604,3 +604,40 @@ async fn full_partition_buffers_pause_fetching_until_target_catches_up() {
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_buffer_limit_pauses_every_partition_whatever_their_number() {
+    let kafka = Kafka::start(8);
+    let work = workload(4000, 2000, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    sim.hold();
+    // Each partition alone could hold its whole share; the pod may not.
+    let config = AppConfig::new(&kafka, &sim).with_delivery("max_buffered = 100");
+    let mut app = spawn_app(&config);
+
+    let mut paused = 0.0;
+    for _ in 0..150 {
+        paused = app.metric("pps_paused_partitions").await.unwrap_or(0.0);
+        if paused == 8.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(paused, 8.0, "every partition pauses once the pod holds 100");
+    let consumed = app
+        .metric(r#"pps_events_consumed_total{outcome="update",error_class=""}"#)
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        consumed < 4000.0,
+        "fetching stopped before the end: {consumed} of 4000 read"
+    );
+
+    sim.release();
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(90)).await;
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    assert_eq!(app.metric("pps_paused_partitions").await, Some(0.0));
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}

@@ -144,14 +144,15 @@ impl Coordinator {
         self.pause_if_full(&tp);
     }
 
-    /// Pauses the partition that just grew, if its buffer is full (only a
-    /// record can fill one, so only its partition needs a look).
+    /// Pauses the partition that just grew, if its buffer is full or the
+    /// pod's is (only a record can fill one, so only its partition needs a look).
     pub(super) fn pause_if_full(&mut self, tp: &TopicPartition) {
         let limit = self.settings.max_buffered_per_partition;
+        let pod_full = self.buffered() >= self.settings.max_buffered;
         let Some(state) = self.partitions.get_mut(tp) else {
             return;
         };
-        if state.paused || state.watermark.buffered() < limit {
+        if state.paused || (state.watermark.buffered() < limit && !pod_full) {
             return;
         }
         state.paused = true;
@@ -162,5 +163,13 @@ impl Coordinator {
             tracing::warn!(error = %error, "Could not pause a partition.");
         }
         self.publish_paused();
+    }
+
+    /// Records held by the pod: read and not finished, over all partitions.
+    pub(super) fn buffered(&self) -> usize {
+        self.partitions
+            .values()
+            .map(|state| state.watermark.buffered())
+            .sum()
     }
 }

@@ -37,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 pub struct CoordinatorSettings {
     /// Records held per partition before it is paused.
     pub max_buffered_per_partition: usize,
+    /// Records held by the pod before the partition that grows is paused.
+    pub max_buffered: usize,
     /// How often watermarks are committed.
     pub commit_interval: Duration,
     /// Time to finish in-flight work on revoke and shutdown.

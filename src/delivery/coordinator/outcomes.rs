@@ -126,23 +126,39 @@ impl Coordinator {
 
     /// An event is done (accepted or dead-lettered): its offset may be committed.
     pub(super) fn finish(&mut self, event: &EventRef) {
-        let limit = self.settings.max_buffered_per_partition;
         let Some(state) = self.partition(event) else {
             return;
         };
         state.in_flight -= 1;
         state.watermark.finish(event.offset);
-        if state.paused && !state.revoking && state.watermark.buffered() <= limit / 2 {
-            state.paused = false;
-            let mut list = TopicPartitionList::new();
-            let _ = list.add_partition(&event.tp.topic, event.tp.partition);
-            if let Err(error) = self.consumer.resume(&list) {
-                tracing::warn!(error = %error, "Could not resume a partition.");
-            } else {
-                tracing::info!(partition = %event.tp, "Partition resumed.");
-            }
-            self.publish_paused();
+        self.resume_if_room();
+    }
+
+    /// Resumes paused partitions once both their own buffer and the pod's
+    /// are down to half their limits (so fetching does not flap).
+    fn resume_if_room(&mut self) {
+        if !self.partitions.values().any(|p| p.paused && !p.revoking)
+            || self.buffered() > self.settings.max_buffered / 2
+        {
+            return;
         }
+        let limit = self.settings.max_buffered_per_partition;
+        let mut list = TopicPartitionList::new();
+        for (tp, state) in &mut self.partitions {
+            if state.paused && !state.revoking && state.watermark.buffered() <= limit / 2 {
+                state.paused = false;
+                let _ = list.add_partition(&tp.topic, tp.partition);
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(error) = self.consumer.resume(&list) {
+            tracing::warn!(error = %error, "Could not resume partitions.");
+        } else {
+            tracing::info!(partitions = list.count(), "Partitions resumed.");
+        }
+        self.publish_paused();
     }
 }
 

@@ -181,6 +181,9 @@ pub struct DeliverySettings {
     pub retry_max_ms: u64,
     /// Records held per partition before fetching it pauses.
     pub max_buffered_per_partition: u32,
+    /// Records held by the whole pod before the partition that grows pauses:
+    /// memory stays flat whatever the backlog and the partition count.
+    pub max_buffered: u32,
 }
 
 impl Default for DeliverySettings {
@@ -194,6 +197,7 @@ impl Default for DeliverySettings {
             retry_initial_ms: 100,
             retry_max_ms: 30_000,
             max_buffered_per_partition: 10_000,
+            max_buffered: 50_000,
         }
     }
 }
@@ -437,6 +441,10 @@ impl Settings {
         need(
             d.max_buffered_per_partition >= 1,
             "delivery.max_buffered_per_partition: must be at least 1",
+        );
+        need(
+            d.max_buffered >= 1,
+            "delivery.max_buffered: must be at least 1",
         );
         let b = &self.bulk;
         need(
