@@ -438,13 +438,15 @@ async fn target_hanging_past_the_timeout_for_ten_seconds_loses_nothing() {
     }
     scene.sim.set_faults(Faults::none()).unwrap();
     assert!(not_ready, "/readyz turns 503 while Target answers nothing");
+    // Adaptive concurrency keeps few calls at a Target that answers nothing
+    // (one or two at a time), so 10 s of 2 s timeouts hang a handful.
     let hung = scene.sim.stats().hung;
-    assert!(hung >= 10, "the storm hit the pod: {hung} calls hung");
+    assert!(hung >= 4, "the storm hit the pod: {hung} calls hung");
     assert!(
         scene
             .metric(r#"pps_target_requests_total{outcome="retryable",status_class="timeout"}"#)
             .await
-            >= 10.0,
+            >= 4.0,
         "hung calls end as timeouts and are retried"
     );
     scene.aftermath("hang storm").await;
@@ -488,9 +490,11 @@ async fn five_second_latency_spikes_slow_delivery_but_lose_nothing() {
         scene.sim.set_faults(Faults::none()).unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // With adaptive concurrency few calls wait out a spike at once: at least
+    // one per spike.
     let slow = scene.requests_slower_than(4.5).await;
     assert!(
-        slow >= 10,
+        slow >= 2,
         "the spikes hit the pod: {slow} calls took over 4 s"
     );
     assert_eq!(
