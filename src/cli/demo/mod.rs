@@ -226,7 +226,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
         restarts: 0,
     };
     let pipeline_started = Instant::now();
-    let mut child = spawn_pipeline(&config_path, &log_path)?;
+    let mut child = PipelineProcess(spawn_pipeline(&config_path, &log_path)?);
     let mut display = progress::Progress::new(world.events.len() as u64);
     let mut next_crash = (args.crash_every > 0).then_some(args.crash_every);
     // Long runs (a soak) may take hours; only a pipeline that stops moving fails.
@@ -257,7 +257,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
                     "SIGKILL with {} events committed; restarting the pipeline",
                     snapshot.committed
                 ));
-                child = spawn_pipeline(&config_path, &log_path)?;
+                child = PipelineProcess(spawn_pipeline(&config_path, &log_path)?);
                 next_crash = Some(at + args.crash_every);
             }
         }
@@ -345,6 +345,31 @@ listen = "127.0.0.1:0"
 /// The group burst the demo gives the pipeline: a tenth of a second's budget.
 fn burst_of(rate: f64) -> u32 {
     (rate / 10.0).ceil().max(1.0) as u32
+}
+
+/// The pipeline's process: killed when the demo leaves early (an error), never orphaned.
+struct PipelineProcess(Child);
+
+impl Drop for PipelineProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for PipelineProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PipelineProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
 }
 
 fn spawn_pipeline(config: &Path, log: &PathBuf) -> anyhow::Result<Child> {
