@@ -28,6 +28,9 @@ pub enum ClientError {
     /// The base URL or client code do not make a URL.
     #[error("target.base_url: {0}")]
     Url(String),
+    /// `target.ca_file` cannot be used.
+    #[error("{0}")]
+    CaFile(String),
     /// The TLS stack could not be set up.
     #[error("cannot build the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
@@ -46,7 +49,11 @@ impl TargetClient {
     pub fn new(settings: &TargetSettings, pool: usize) -> Result<TargetClient, ClientError> {
         let endpoint = UpdateEndpoint::new(&settings.effective_base_url(), &settings.client_code)
             .map_err(ClientError::Url)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for certificate in settings.ca_certificates().map_err(ClientError::CaFile)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
             .timeout(settings.timeout())
             .connect_timeout(settings.timeout().min(Duration::from_secs(5)))
             .pool_max_idle_per_host(pool)

@@ -49,6 +49,7 @@ mod sharded;
 mod state;
 mod stats;
 mod store;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -64,6 +65,7 @@ pub use cli::BadFaultArg;
 pub use faults::{Failure, Faults, InvalidFaults, Latency, RateLimit, RetryAfter};
 pub use stats::{PerSecond, ProfileCounts, ProfileRequests, SimStats};
 pub use store::{ProfileDump, StoredProfile};
+pub use tls::{TlsIdentity, TlsSetupError, GENERATED_NAMES};
 
 use state::Shared;
 use store::{IdKind, ProfileKey};
@@ -101,15 +103,49 @@ impl Simulator {
     /// Binds `listen` (port 0 picks a free port) and serves in a background task until
     /// the handle is shut down or dropped. Invalid faults are an `InvalidInput` error.
     pub async fn start(listen: SocketAddr, config: SimulatorConfig) -> io::Result<SimulatorHandle> {
-        let shared = Shared::new(config.client_code, config.token, config.faults)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let shared = Arc::new(shared);
+        let shared = Self::shared(config)?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let listener = listener.tap_io(|stream| {
             // Small answers must not wait for Nagle; failure only costs latency.
             let _ = stream.set_nodelay(true);
         });
+        Ok(Self::serve(listener, addr, "http", shared))
+    }
+
+    /// Like [`Simulator::start`], but serves HTTPS with `identity`; clients trust
+    /// [`TlsIdentity::trust_pem`]. A certificate rustls refuses is `InvalidInput`.
+    pub async fn start_tls(
+        listen: SocketAddr,
+        config: SimulatorConfig,
+        identity: &TlsIdentity,
+    ) -> io::Result<SimulatorHandle> {
+        let tls = identity
+            .server_config()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let shared = Self::shared(config)?;
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let listener = tls::TlsListener::new(listener, tls)?;
+        Ok(Self::serve(listener, addr, "https", shared))
+    }
+
+    fn shared(config: SimulatorConfig) -> io::Result<Arc<Shared>> {
+        let shared = Shared::new(config.client_code, config.token, config.faults)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        Ok(Arc::new(shared))
+    }
+
+    fn serve<L>(
+        listener: L,
+        addr: SocketAddr,
+        scheme: &'static str,
+        shared: Arc<Shared>,
+    ) -> SimulatorHandle
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let stop = shared.shutdown.clone();
         let serve = axum::serve(listener, server::router(Arc::clone(&shared)))
             .with_graceful_shutdown(async move { stop.cancelled().await });
@@ -118,11 +154,12 @@ impl Simulator {
                 tracing::error!(%error, "The Target simulator stopped serving.");
             }
         });
-        Ok(SimulatorHandle {
+        SimulatorHandle {
             addr,
+            scheme,
             shared,
             task: Some(task),
-        })
+        }
     }
 }
 
@@ -130,6 +167,7 @@ impl Simulator {
 #[derive(Debug)]
 pub struct SimulatorHandle {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
 }
@@ -140,14 +178,19 @@ impl SimulatorHandle {
         self.addr
     }
 
-    /// `http://IP:PORT`, with a loopback IP when bound to all interfaces.
+    /// `http://IP:PORT` (`https://` when serving TLS), with a loopback IP when
+    /// bound to all interfaces.
     pub fn base_url(&self) -> String {
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        format!(
+            "{}://{}",
+            self.scheme,
+            SocketAddr::new(ip, self.addr.port())
+        )
     }
 
     /// The client code served.
