@@ -207,3 +207,40 @@ async fn the_service_delivers_every_event_over_https_with_a_configured_ca() {
         "only the malformed events are dead-lettered"
     );
 }
+
+#[test]
+fn check_config_names_an_unreadable_or_invalid_ca_file_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let good = dir.path().join("good-ca.pem");
+    std::fs::write(&good, TlsIdentity::generate().unwrap().trust_pem()).unwrap();
+    let cases = [
+        (dir.path().join("absent-ca.pem"), Some(2), "absent-ca.pem"),
+        (not_pem, Some(2), "not-a-ca.pem"),
+        (good, Some(0), ""),
+    ];
+    for (ca, code, named) in cases {
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[target]\nclient_code = \"acme\"\nca_file = {:?}\n",
+                ca.display().to_string()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_pos-profile-sync"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), code, "{stderr}");
+        assert!(
+            stderr.contains("target.ca_file: ") == (code == Some(2)),
+            "{stderr}"
+        );
+        assert!(stderr.contains(named), "{stderr}");
+    }
+}
