@@ -36,6 +36,10 @@
 //! parameters) come after latency and before the injected status. Only a 2xx changes
 //! profile state. Read-back checks the token but never suffers faults; `/_sim/` needs no
 //! token.
+//!
+//! **HTTPS.** [`Simulator::start_tls`] serves the same routes over TLS (rustls, HTTP/1.1)
+//! with a [`TlsIdentity`]: PEM files, or a test CA generated at start-up whose certificate
+//! clients add to their trust roots (`target.ca_file`).
 
 mod admin;
 pub mod cli;
