@@ -365,6 +365,12 @@ impl Settings {
     }
 
     fn extract_with_env(mut figment: Figment) -> Result<Settings, ConfigError> {
+        let unreadable = environment_problems();
+        if !unreadable.is_empty() {
+            return Err(ConfigError {
+                problems: unreadable,
+            });
+        }
         // Only `PPS_SECTION__KEY` names are configuration (so `PPS_BIN` and
         // the like are left alone); unknown ones are errors.
         figment = figment.merge(
@@ -378,8 +384,9 @@ impl Settings {
         // librdkafka property names have dots, which an environment variable
         // cannot carry: `PPS_KAFKA__PROPERTIES__SECURITY_PROTOCOL` stands for
         // `security.protocol` (a `_file` suffix keeps its underscore).
-        let properties: BTreeMap<String, figment::value::Value> = std::env::vars()
+        let properties: BTreeMap<String, figment::value::Value> = std::env::vars_os()
             .filter_map(|(key, value)| {
+                let (key, value) = (key.into_string().ok()?, value.into_string().ok()?);
                 let key = key.to_ascii_lowercase();
                 let name = key
                     .strip_prefix(&ENV_PREFIX.to_ascii_lowercase())?
@@ -616,6 +623,33 @@ pub fn is_secret_property(key: &str) -> bool {
         ]
         .iter()
         .any(|needle| key.contains(needle))
+}
+
+/// `PPS_SECTION__KEY` variables whose values cannot be read faithfully: not
+/// UTF-8, or a quoted string holding both a backslash escape and a non-ASCII
+/// character, which figment's value parser slices by character count as if
+/// it were a byte offset (a panic, or a silently shortened value).
+fn environment_problems() -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str() else {
+            continue;
+        };
+        let lower = key.to_ascii_lowercase();
+        if !lower.starts_with(&ENV_PREFIX.to_ascii_lowercase()) || !lower.contains("__") {
+            continue;
+        }
+        match value.to_str() {
+            None => problems.push(format!("{key}: the value is not UTF-8")),
+            Some(value) if value.contains('"') && value.contains('\\') && !value.is_ascii() => {
+                problems.push(format!(
+                    "{key}: a quoted value with both a backslash escape and a non-ASCII character cannot be read reliably; set it in the configuration file instead"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 /// librdkafka properties naming a file it reads when the clients are built.

@@ -301,3 +301,50 @@ fn secret_values_inline_or_from_files_are_redacted_from_messages() {
         "refused: sasl.oauthbearer.client.secret ********, sasl.password ********, user svc"
     );
 }
+
+#[test]
+fn environment_values_figment_would_misread_are_problems_not_panics() {
+    // Found by fuzzing: figment slices a quoted value by character count as
+    // if it were a byte offset, so `"é\n"` panicked and `"éé\n"` lost a character.
+    for value in ["\"é\\n\"", "\"éé\\n\"", "[\"ü\\t\"]"] {
+        Jail::expect_with(|jail| {
+            jail.set_env("PPS_KAFKA__BROKERS", value);
+            let error = Settings::load(None).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{value}: {error}");
+            assert!(
+                error.problems[0].starts_with("PPS_KAFKA__BROKERS: a quoted value"),
+                "{error}"
+            );
+            assert!(Settings::load_text("").is_err());
+            Ok(())
+        });
+    }
+    Jail::expect_with(|jail| {
+        // Plain non-ASCII values and ASCII escapes are fine.
+        jail.set_env("PPS_TARGET__CLIENT_CODE", "café");
+        jail.set_env("PPS_KAFKA__BROKERS", "\"k1:9092\\t\"");
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.target.client_code, "café");
+        assert_eq!(settings.kafka.brokers, "k1:9092\t");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_configuration_variable_that_is_not_utf8_is_a_problem_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    Jail::expect_with(|_jail| {
+        let bytes = std::ffi::OsStr::from_bytes(b"k1:9092\xff");
+        std::env::set_var("PPS_KAFKA__PROPERTIES__CLIENT_ID", bytes);
+        // A variable that is not configuration may hold anything.
+        std::env::set_var("PPS_TEST_UNRELATED", bytes);
+        let result = Settings::load(None);
+        std::env::remove_var("PPS_KAFKA__PROPERTIES__CLIENT_ID");
+        std::env::remove_var("PPS_TEST_UNRELATED");
+        assert_eq!(
+            result.unwrap_err().problems,
+            vec!["PPS_KAFKA__PROPERTIES__CLIENT_ID: the value is not UTF-8".to_owned()]
+        );
+        Ok(())
+    });
+}
