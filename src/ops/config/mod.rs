@@ -625,10 +625,15 @@ pub fn is_secret_property(key: &str) -> bool {
         .any(|needle| key.contains(needle))
 }
 
+/// The most `[` and `{` one environment value may hold: figment parses them
+/// recursively without a limit, so thousands of them overflow the stack.
+const MAX_ENV_BRACKETS: usize = 64;
+
 /// `PPS_SECTION__KEY` variables whose values cannot be read faithfully: not
-/// UTF-8, or a quoted string holding both a backslash escape and a non-ASCII
-/// character, which figment's value parser slices by character count as if
-/// it were a byte offset (a panic, or a silently shortened value).
+/// UTF-8, nested without bound (see [`MAX_ENV_BRACKETS`]), or a quoted string
+/// holding both a backslash escape and a non-ASCII character, which figment's
+/// value parser slices by character count as if it were a byte offset (a
+/// panic, or a silently shortened value).
 fn environment_problems() -> Vec<String> {
     let mut problems = Vec::new();
     for (key, value) in std::env::vars_os() {
@@ -641,6 +646,11 @@ fn environment_problems() -> Vec<String> {
         }
         match value.to_str() {
             None => problems.push(format!("{key}: the value is not UTF-8")),
+            Some(value) if value.matches(['[', '{']).count() > MAX_ENV_BRACKETS => {
+                problems.push(format!(
+                    "{key}: more than {MAX_ENV_BRACKETS} '[' and '{{' in one value; set it in the configuration file instead"
+                ))
+            }
             Some(value) if value.contains('"') && value.contains('\\') && !value.is_ascii() => {
                 problems.push(format!(
                     "{key}: a quoted value with both a backslash escape and a non-ASCII character cannot be read reliably; set it in the configuration file instead"

@@ -348,3 +348,28 @@ fn a_configuration_variable_that_is_not_utf8_is_a_problem_not_a_panic() {
         Ok(())
     });
 }
+
+#[test]
+fn environment_values_nested_too_deep_are_problems_not_a_stack_overflow() {
+    // Found by fuzzing: figment parses `[`/`{` in a variable's value
+    // recursively without a limit, so a long run of them overflowed the stack.
+    let deep = "[".repeat(3000);
+    Jail::expect_with(|jail| {
+        jail.set_env("PPS_KAFKA__BROKERS", &deep);
+        let error = Settings::load(None).unwrap_err();
+        assert_eq!(
+            error.problems,
+            vec![format!(
+                "PPS_KAFKA__BROKERS: more than {MAX_ENV_BRACKETS} '[' and '{{' in one value; set it in the configuration file instead"
+            )]
+        );
+        // Lists and tables of ordinary size still work.
+        jail.set_env("PPS_KAFKA__BROKERS", "k1:9092");
+        jail.set_env("PPS_KAFKA__TOPICS", "[\"a\", \"b\"]");
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.kafka.topics, vec!["a", "b"]);
+        Ok(())
+    });
+    // The TOML parser has its own depth limit: an error, not a crash.
+    assert!(Settings::load_text(&format!("[kafka]\nbrokers = {deep}\n")).is_err());
+}
