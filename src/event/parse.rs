@@ -468,6 +468,15 @@ mod tests {
     }
 
     #[test]
+    fn numbers_beyond_f64_in_unknown_fields_are_ignored_like_any_unknown_field() {
+        // Found by fuzzing: valid JSON grammar that serde_json's `Value` refuses
+        // ("number out of range"); the contract ignores unknown fields whatever they hold.
+        let text = VALID.replace("\"total\":\"12.50\"", "\"total\":\"12.50\",\"note\":1e708");
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+        assert_eq!(parse(text.as_bytes()), parse(VALID.as_bytes()));
+    }
+
+    #[test]
     fn huge_exponents_are_schema_violations_not_panics() {
         let text = VALID.replace("\"total\":\"12.50\"", "\"total\":1e999");
         assert_eq!(reason(text.as_bytes()).0, ErrorClass::SchemaViolation);

@@ -204,7 +204,7 @@ impl ConsumerThread {
         };
         let consumer: PipelineConsumer = config
             .create_with_context(context)
-            .map_err(|error| format!("cannot create the Kafka consumer: {error}"))?;
+            .map_err(|error| kafka.redact(&format!("cannot create the Kafka consumer: {error}")))?;
         let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

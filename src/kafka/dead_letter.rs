@@ -72,7 +72,9 @@ impl DeadLetterWriter {
         let config = super::dead_letter_producer_config(settings)?;
         let producer: FutureProducer<super::TracingContext> = config
             .create_with_context(super::TracingContext)
-            .map_err(|error| format!("cannot create the dead-letter producer: {error}"))?;
+            .map_err(|error| {
+                settings.redact(&format!("cannot create the dead-letter producer: {error}"))
+            })?;
         Ok(DeadLetterWriter {
             producer,
             topic: settings.dlq_topic.clone(),

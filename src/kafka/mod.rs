@@ -184,13 +184,17 @@ pub fn check_clients(settings: &KafkaSettings) -> Result<(), String> {
     let consumer: BaseConsumer<TracingContext> = consumer_config(settings)?
         .create_with_context(TracingContext)
         .map_err(|error| {
-            format!("kafka.properties: librdkafka refuses the consumer settings: {error}")
+            settings.redact(&format!(
+                "kafka.properties: librdkafka refuses the consumer settings: {error}"
+            ))
         })?;
     drop(consumer);
     let producer: FutureProducer<TracingContext> = dead_letter_producer_config(settings)?
         .create_with_context(TracingContext)
         .map_err(|error| {
-            format!("kafka.properties: librdkafka refuses the producer settings: {error}")
+            settings.redact(&format!(
+                "kafka.properties: librdkafka refuses the producer settings: {error}"
+            ))
         })?;
     drop(producer);
     Ok(())

@@ -28,6 +28,9 @@ pub enum ClientError {
     /// The base URL or client code do not make a URL.
     #[error("target.base_url: {0}")]
     Url(String),
+    /// `target.ca_file` cannot be used.
+    #[error("{0}")]
+    CaFile(String),
     /// The TLS stack could not be set up.
     #[error("cannot build the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
@@ -38,8 +41,12 @@ pub enum ClientError {
 pub(crate) fn http_client(
     settings: &TargetSettings,
     pool: usize,
-) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder();
+    for certificate in settings.ca_certificates().map_err(ClientError::CaFile)? {
+        builder = builder.add_root_certificate(certificate);
+    }
+    Ok(builder
         .timeout(settings.timeout())
         .connect_timeout(settings.timeout().min(Duration::from_secs(5)))
         .pool_max_idle_per_host(pool)
@@ -47,7 +54,7 @@ pub(crate) fn http_client(
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("pos-profile-sync/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .build()?)
 }
 
 /// Sends profile updates to Target. Cheap to share behind an `Arc`.

@@ -59,7 +59,7 @@ KNOWN_METRICS = {
 # keys the service added (delivery tuning, mapping, log format).
 CONFIG_KEYS = {
     "kafka": {"brokers", "topics", "group_id", "dlq_topic", "properties"},
-    "target": {"client_code", "base_url", "token_file", "timeout_ms"},
+    "target": {"client_code", "base_url", "token_file", "ca_file", "timeout_ms"},
     "rate_limit": {"per_second", "burst", "daily_quota"},
     "delivery": {
         "max_in_flight",

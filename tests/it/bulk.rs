@@ -37,6 +37,7 @@ fn client(sim: &SimulatorHandle, token_file: &str) -> BulkClient {
         base_url: sim.base_url(),
         token_file: token_file.into(),
         timeout_ms: 5_000,
+        ..TargetSettings::default()
     })
     .expect("a client")
 }

@@ -17,6 +17,7 @@ fn settings(base_url: String, timeout_ms: u64, token_file: String) -> TargetSett
         base_url,
         token_file,
         timeout_ms,
+        ..TargetSettings::default()
     }
 }
 

@@ -418,12 +418,12 @@ async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
     let mut config = AppConfig::new(&kafka, &sim);
     config.per_second = 400.0;
     config.burst = 20;
-    kafka.cluster.request_errors(
+    kafka.mock().request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6],
     );
     // The dead-letter producer's very first batches fail too.
-    kafka.cluster.request_errors(
+    kafka.mock().request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 4],
     );
@@ -433,7 +433,7 @@ async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
     })
     .await;
     // Produce faults mid-stream on the dead-letter producer, every kind.
-    kafka.cluster.request_errors(
+    kafka.mock().request_errors(
         RDKafkaApiKey::Produce,
         &[
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
@@ -448,9 +448,9 @@ async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
         sim.stats().accepted >= 900
     })
     .await;
-    kafka.cluster.broker_down(2).unwrap();
+    kafka.mock().broker_down(2).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    kafka.cluster.broker_up(2).unwrap();
+    kafka.mock().broker_up(2).unwrap();
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(120)).await;
 
     // Every event is either at Target or on the dead-letter topic.

@@ -27,10 +27,11 @@ pub const DLQ: &str = "pos.purchases.dlq";
 /// The client code the simulator and the service share.
 pub const CLIENT: &str = "acme";
 
-/// A mock Kafka cluster with the source and dead-letter topics.
+/// A Kafka cluster with the source and dead-letter topics: librdkafka's mock
+/// cluster, or (for `tests/real_kafka.rs`) a real broker started elsewhere.
 pub struct Kafka {
-    /// The cluster; dropping it stops the brokers.
-    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    /// The mock cluster, if this is one; dropping it stops the brokers.
+    cluster: Option<MockCluster<'static, DefaultProducerContext>>,
     /// Its bootstrap servers.
     pub bootstrap: String,
     /// Partitions of the source topic.
@@ -47,10 +48,46 @@ impl Kafka {
         cluster.create_topic(DLQ, 1, 3).expect("dead-letter topic");
         let bootstrap = cluster.bootstrap_servers();
         Kafka {
-            cluster,
+            cluster: Some(cluster),
             bootstrap,
             partitions,
         }
+    }
+
+    /// A real cluster at `bootstrap`: creates the source topic with
+    /// `partitions` partitions and a one-partition dead-letter topic.
+    #[allow(dead_code)] // used by `tests/real_kafka.rs`
+    pub async fn external(bootstrap: String, partitions: i32) -> Kafka {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin client");
+        let topics = [
+            NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(DLQ, 1, TopicReplication::Fixed(1)),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin
+            .create_topics(&topics, &options)
+            .await
+            .expect("create topics")
+        {
+            result.expect("topic created");
+        }
+        Kafka {
+            cluster: None,
+            bootstrap,
+            partitions,
+        }
+    }
+
+    /// The mock cluster, for fault injection.
+    pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        self.cluster
+            .as_ref()
+            .expect("fault injection needs librdkafka's mock cluster")
     }
 
     fn client_config(&self) -> ClientConfig {

@@ -1,14 +1,17 @@
-//! Nothing secret or personal leaks: a run with a bearer token and real
-//! customer ids, logging at debug level, and neither appears in the logs,
-//! the metrics or the dead-letter headers.
+//! Nothing secret or personal leaks: a run with a bearer token, a SASL
+//! password read through `_file` and real customer ids, logging at debug
+//! level, and none of them appears in the logs, the metrics or the
+//! dead-letter headers. (The mock cluster speaks no SASL, so the password is
+//! configured and handed to librdkafka but the connection stays plaintext.)
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{customer_id, EventKind, GeneratorConfig};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_metrics_and_dead_letters_carry_no_token_and_no_customer_id() {
+async fn logs_metrics_and_dead_letters_carry_no_token_no_password_and_no_customer_id() {
     const TOKEN: &str = "tok-3c1f9e7a-secret";
+    const PASSWORD: &str = "sasl-pw-0b6e58d2-secret";
     let kafka = Kafka::start(2);
     let work = Workload::new(GeneratorConfig {
         events: 600,
@@ -23,6 +26,18 @@ async fn logs_metrics_and_dead_letters_carry_no_token_and_no_customer_id() {
     write_file(&token, &format!("{TOKEN}\n"));
     let mut config = AppConfig::new(&kafka, &sim);
     config.token_file = Some(token);
+    let password = dir.path().join("sasl-password");
+    write_file(&password, &format!("{PASSWORD}\n"));
+    config.env.extend([
+        (
+            "PPS_KAFKA__PROPERTIES__SASL_USERNAME".to_owned(),
+            "svc".to_owned(),
+        ),
+        (
+            "PPS_KAFKA__PROPERTIES__SASL_PASSWORD_FILE".to_owned(),
+            password.display().to_string(),
+        ),
+    ]);
     config.log_level = "debug".into();
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
@@ -56,6 +71,10 @@ async fn logs_metrics_and_dead_letters_carry_no_token_and_no_customer_id() {
         ("dead-letter headers", &headers),
     ] {
         assert!(!text.contains(TOKEN), "the token appears in the {name}");
+        assert!(
+            !text.contains(PASSWORD),
+            "the SASL password appears in the {name}"
+        );
         let leaked: Vec<&String> = ids.iter().filter(|id| text.contains(id.as_str())).collect();
         assert!(
             leaked.is_empty(),

@@ -252,7 +252,7 @@ async fn a_broker_down_for_ten_seconds_mid_stream_loses_nothing() {
     // Broker 1 coordinates the group, leads two source partitions and the
     // dead-letter partition: its loss stops fetching, commits and dead letters.
     let scene = Scene::start(|kafka, _| {
-        let cluster = &kafka.cluster;
+        let cluster = kafka.mock();
         cluster
             .coordinator(MockCoordinator::Group(GROUP.into()), 1)
             .unwrap();
@@ -262,10 +262,10 @@ async fn a_broker_down_for_ten_seconds_mid_stream_loses_nothing() {
     })
     .await;
     let before = scene.mid_stream().await;
-    scene.kafka.cluster.broker_down(1).unwrap();
+    scene.kafka.mock().broker_down(1).unwrap();
     tokio::time::sleep(STORM).await;
     let during = scene.progress().await;
-    scene.kafka.cluster.broker_up(1).unwrap();
+    scene.kafka.mock().broker_up(1).unwrap();
     println!("broker down: {before:?} when it went down, {during:?} when it came back");
     scene.aftermath("broker down").await;
 }
@@ -275,7 +275,7 @@ async fn a_broker_down_for_ten_seconds_mid_stream_loses_nothing() {
 /// requests in a storm.
 fn fail_every_request(kafka: &Kafka, key: RDKafkaApiKey, codes: &[RDKafkaRespErr]) {
     let errors: Vec<RDKafkaRespErr> = codes.iter().copied().cycle().take(50_000).collect();
-    kafka.cluster.request_errors(key, &errors);
+    kafka.mock().request_errors(key, &errors);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +294,7 @@ async fn fetch_errors_for_ten_seconds_lose_nothing() {
     let during = scene.progress().await;
     scene
         .kafka
-        .cluster
+        .mock()
         .clear_request_errors(RDKafkaApiKey::Fetch);
     println!("fetch errors: {before:?} when they began, {during:?} when they stopped");
     let failed = scene
@@ -328,7 +328,7 @@ async fn commit_errors_for_ten_seconds_lose_nothing() {
     let still = scene.kafka.committed(GROUP);
     scene
         .kafka
-        .cluster
+        .mock()
         .clear_request_errors(RDKafkaApiKey::OffsetCommit);
     println!(
         "commit errors: {before:?} when they began, committed {committed:?} a second in, {during:?} and committed {still:?} when they stopped"
@@ -357,7 +357,7 @@ async fn dead_letter_write_errors_for_ten_seconds_lose_nothing() {
     let during = scene.progress().await;
     scene
         .kafka
-        .cluster
+        .mock()
         .clear_request_errors(RDKafkaApiKey::Produce);
     println!("dead-letter write errors: {before:?} when they began, {during:?} when they stopped");
     assert!(
@@ -375,7 +375,7 @@ async fn dead_letter_write_errors_for_ten_seconds_lose_nothing() {
 async fn the_group_coordinator_moving_mid_stream_loses_nothing() {
     let scene = Scene::start(|kafka, _| {
         kafka
-            .cluster
+            .mock()
             .coordinator(MockCoordinator::Group(GROUP.into()), 1)
             .unwrap();
     })
@@ -387,7 +387,7 @@ async fn the_group_coordinator_moving_mid_stream_loses_nothing() {
     for broker in [2, 3, 1, 2] {
         scene
             .kafka
-            .cluster
+            .mock()
             .coordinator(MockCoordinator::Group(GROUP.into()), broker)
             .unwrap();
         tokio::time::sleep(STORM / 4).await;

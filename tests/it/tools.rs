@@ -210,7 +210,7 @@ async fn dlq_replay_moves_the_chosen_dead_letters_byte_for_byte_exactly_once() {
     let others = letters.len() - n;
 
     const REPLAYED: &str = "pos.purchases.replayed";
-    kafka.cluster.create_topic(REPLAYED, 1, 3).unwrap();
+    kafka.mock().create_topic(REPLAYED, 1, 3).unwrap();
     let (_dir, config) = tool_config(&kafka);
     let config = config.to_str().unwrap();
     let replay_to = |to: &str, extra: &[&str]| {
@@ -282,7 +282,7 @@ async fn dlq_replay_moves_the_chosen_dead_letters_byte_for_byte_exactly_once() {
 
     // A replay cut short (here by --until-offset) resumes where it stopped.
     const SECOND: &str = "pos.purchases.replayed.2";
-    kafka.cluster.create_topic(SECOND, 1, 3).unwrap();
+    kafka.mock().create_topic(SECOND, 1, 3).unwrap();
     let half = n / 2;
     let cut = chosen[half].offset.to_string();
     let first = replay_to(SECOND, &["--group", "halves", "--until-offset", &cut]);

@@ -25,9 +25,9 @@ pub(super) fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    config
-        .create_with_context(TracingContext)
-        .map_err(|error| ReplayError::Kafka(format!("cannot create the replay consumer: {error}")))
+    config.create_with_context(TracingContext).map_err(|error| {
+        ReplayError::Kafka(kafka.redact(&format!("cannot create the replay consumer: {error}")))
+    })
 }
 
 pub(super) fn producer(
@@ -45,9 +45,9 @@ pub(super) fn producer(
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "1");
-    config
-        .create_with_context(TracingContext)
-        .map_err(|error| ReplayError::Kafka(format!("cannot create the replay producer: {error}")))
+    config.create_with_context(TracingContext).map_err(|error| {
+        ReplayError::Kafka(kafka.redact(&format!("cannot create the replay producer: {error}")))
+    })
 }
 
 /// The partitions of `topic`, asked with the consumer (which never creates topics).

@@ -103,6 +103,9 @@ pub struct TargetSettings {
     pub base_url: String,
     /// Optional bearer token file, re-read when it changes.
     pub token_file: String,
+    /// Optional PEM bundle of certificates trusted for HTTPS, on top of the
+    /// built-in public roots (a private CA, or a test endpoint's own).
+    pub ca_file: String,
     /// Per-request timeout.
     pub timeout_ms: u64,
 }
@@ -113,6 +116,7 @@ impl Default for TargetSettings {
             client_code: String::new(),
             base_url: String::new(),
             token_file: String::new(),
+            ca_file: String::new(),
             timeout_ms: 10_000,
         }
     }
@@ -131,6 +135,36 @@ impl TargetSettings {
     /// The token file, when one is configured.
     pub fn token_path(&self) -> Option<PathBuf> {
         (!self.token_file.is_empty()).then(|| PathBuf::from(&self.token_file))
+    }
+
+    /// The CA bundle, when one is configured.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        (!self.ca_file.is_empty()).then(|| PathBuf::from(&self.ca_file))
+    }
+
+    /// The certificates of `ca_file` (none when the key is empty), or a
+    /// problem naming the file.
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(path) = self.ca_path() else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(&path).map_err(|error| {
+            format!(
+                "target.ca_file: cannot read {} ({error}); mount the CA bundle there or leave the key empty",
+                path.display()
+            )
+        })?;
+        let invalid = || {
+            format!(
+                "target.ca_file: {} is not a PEM bundle of certificates (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            )
+        };
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| invalid())?;
+        if certificates.is_empty() {
+            return Err(invalid());
+        }
+        Ok(certificates)
     }
 
     /// `timeout_ms` as a duration.
@@ -328,6 +362,24 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
+        Self::extract_with_env(figment)
+    }
+
+    /// [`Settings::load`] with the file's text given instead of its path
+    /// (environment variables still apply): the same layering and errors.
+    pub fn load_text(toml: &str) -> Result<Settings, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml));
+        Self::extract_with_env(figment)
+    }
+
+    fn extract_with_env(mut figment: Figment) -> Result<Settings, ConfigError> {
+        let unreadable = environment_problems();
+        if !unreadable.is_empty() {
+            return Err(ConfigError {
+                problems: unreadable,
+            });
+        }
         // Only `PPS_SECTION__KEY` names are configuration (so `PPS_BIN` and
         // the like are left alone); unknown ones are errors.
         figment = figment.merge(
@@ -341,8 +393,9 @@ impl Settings {
         // librdkafka property names have dots, which an environment variable
         // cannot carry: `PPS_KAFKA__PROPERTIES__SECURITY_PROTOCOL` stands for
         // `security.protocol` (a `_file` suffix keeps its underscore).
-        let properties: BTreeMap<String, figment::value::Value> = std::env::vars()
+        let properties: BTreeMap<String, figment::value::Value> = std::env::vars_os()
             .filter_map(|(key, value)| {
+                let (key, value) = (key.into_string().ok()?, value.into_string().ok()?);
                 let key = key.to_ascii_lowercase();
                 let name = key
                     .strip_prefix(&ENV_PREFIX.to_ascii_lowercase())?
@@ -362,6 +415,21 @@ impl Settings {
     /// Every value checked, for the `run` job: client code, addresses,
     /// budgets, deadlines, mapping. Lists all problems at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = self.value_problems();
+        // librdkafka itself judges the properties (names, values, files).
+        if let Err(error) = crate::kafka::check_clients(&self.kafka) {
+            problems.push(error);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Every problem [`Settings::validate`] finds except librdkafka's own
+    /// verdict on the Kafka properties (which needs clients built).
+    pub fn value_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut need = |ok: bool, problem: &str| {
             if !ok {
@@ -394,6 +462,12 @@ impl Settings {
         ] {
             need(!k.properties.contains_key(reserved), &format!("kafka.properties.{reserved}: set by the service itself (offsets are committed only after Target accepted); remove it"));
         }
+        problems.extend(kafka_security_problems(&k.properties));
+        let mut need = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
         let t = &self.target;
         need(!t.client_code.trim().is_empty(), "target.client_code: required; set your Adobe Target client code (PPS_TARGET__CLIENT_CODE)");
         need(
@@ -408,6 +482,14 @@ impl Settings {
         if let Some(path) = t.token_path() {
             need(std::fs::read_to_string(&path).is_ok(), &format!("target.token_file: cannot read {}; mount the token Secret there or leave the key empty", path.display()));
         }
+        if let Err(problem) = t.ca_certificates() {
+            problems.push(problem);
+        }
+        let mut need = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
         need(t.timeout_ms > 0, "target.timeout_ms: must be above 0");
         let r = &self.rate_limit;
         need(
@@ -471,15 +553,7 @@ impl Settings {
         if let Err(mapping) = Mapping::from_settings(&self.mapping) {
             problems.extend(mapping);
         }
-        // librdkafka itself judges the properties (names, values, files).
-        if let Err(error) = crate::kafka::check_clients(&self.kafka) {
-            problems.push(error);
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
-        }
+        problems
     }
 
     /// The session timeout the consumer will use.
@@ -536,6 +610,23 @@ impl KafkaSettings {
     }
 }
 
+impl KafkaSettings {
+    /// `text` with the value of every secret property (inline or read through
+    /// `_file`) replaced by `********`: librdkafka quotes values in its errors.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        let Ok(properties) = self.client_properties() else {
+            return text;
+        };
+        for (key, value) in properties {
+            if is_secret_property(&key) && !value.is_empty() {
+                text = text.replace(&value, "********");
+            }
+        }
+        text
+    }
+}
+
 /// Whether a librdkafka property holds a secret (never printed or logged).
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -549,6 +640,96 @@ pub fn is_secret_property(key: &str) -> bool {
         ]
         .iter()
         .any(|needle| key.contains(needle))
+}
+
+/// The most `[` and `{` one environment value may hold: figment parses them
+/// recursively without a limit, so thousands of them overflow the stack.
+const MAX_ENV_BRACKETS: usize = 64;
+
+/// `PPS_SECTION__KEY` variables whose values cannot be read faithfully: not
+/// UTF-8, nested without bound (see [`MAX_ENV_BRACKETS`]), or a quoted string
+/// holding both a backslash escape and a non-ASCII character, which figment's
+/// value parser slices by character count as if it were a byte offset (a
+/// panic, or a silently shortened value).
+fn environment_problems() -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str() else {
+            continue;
+        };
+        let lower = key.to_ascii_lowercase();
+        if !lower.starts_with(&ENV_PREFIX.to_ascii_lowercase()) || !lower.contains("__") {
+            continue;
+        }
+        match value.to_str() {
+            None => problems.push(format!("{key}: the value is not UTF-8")),
+            Some(value) if value.matches(['[', '{']).count() > MAX_ENV_BRACKETS => {
+                problems.push(format!(
+                    "{key}: more than {MAX_ENV_BRACKETS} '[' and '{{' in one value; set it in the configuration file instead"
+                ))
+            }
+            Some(value) if value.contains('"') && value.contains('\\') && !value.is_ascii() => {
+                problems.push(format!(
+                    "{key}: a quoted value with both a backslash escape and a non-ASCII character cannot be read reliably; set it in the configuration file instead"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// librdkafka properties naming a file it reads when the clients are built.
+const FILE_PROPERTIES: [&str; 6] = [
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+    "sasl.kerberos.keytab",
+];
+/// The SASL mechanisms librdkafka knows (GSSAPI needs a Kerberos build,
+/// which librdkafka itself reports).
+const SASL_MECHANISMS: [&str; 5] = [
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    "OAUTHBEARER",
+    "GSSAPI",
+];
+
+/// What librdkafka reports late or without a name: a certificate or key file
+/// that cannot be read (its own message does not say which), and a SASL
+/// mechanism it only refuses when connecting.
+fn kafka_security_problems(properties: &BTreeMap<String, PropertyValue>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for key in FILE_PROPERTIES {
+        let Some(value) = properties.get(key) else {
+            continue;
+        };
+        let path = value.to_string();
+        // `ssl.ca.location` may be a directory of certificates, or `probe`.
+        if key == "ssl.ca.location" && (path == "probe" || Path::new(&path).is_dir()) {
+            continue;
+        }
+        if let Err(error) = std::fs::File::open(&path) {
+            problems.push(format!(
+                "kafka.properties.{key}: cannot read {path} ({error}); mount the file there"
+            ));
+        }
+    }
+    for key in ["sasl.mechanism", "sasl.mechanisms"] {
+        if let Some(value) = properties.get(key) {
+            let mechanism = value.to_string();
+            if !SASL_MECHANISMS.contains(&mechanism.as_str()) {
+                problems.push(format!(
+                    "kafka.properties.{key}: unknown SASL mechanism {mechanism:?}; use one of {}",
+                    SASL_MECHANISMS.join(", ")
+                ));
+            }
+        }
+    }
+    problems
 }
 
 fn property_name_from_env(name: &str) -> String {

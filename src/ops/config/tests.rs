@@ -64,6 +64,12 @@ fn a_file_then_environment_variables_override_the_defaults() {
             Some(&PropertyValue::Text("SASL_SSL".into()))
         );
         assert!(settings.kafka.properties.contains_key("sasl.password_file"));
+        assert_eq!(Settings::load_text(valid_toml()), Ok(settings));
+        jail.create_file("bad.toml", "[delivery]\nmax_in_flight = \"many\"\n")?;
+        let from_file = Settings::load(Some(Path::new("bad.toml"))).unwrap_err();
+        let from_text = Settings::load_text("[delivery]\nmax_in_flight = \"many\"\n").unwrap_err();
+        assert!(from_file.problems[0].starts_with("delivery.max_in_flight: invalid type"));
+        assert!(from_text.problems[0].starts_with("delivery.max_in_flight: invalid type"));
         Ok(())
     });
 }
@@ -193,4 +199,177 @@ fn budgets_above_adobes_daily_cap_are_warned_about() {
     assert_eq!(settings.warnings().len(), 0, "10/s is within the cap");
     settings.rate_limit.per_second = 11.58;
     assert!(settings.warnings()[0].contains("one million"));
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings: Settings = Settings::default();
+    settings.target.client_code = "acme".into();
+    settings.target.ca_file = dir.path().join("missing-ca.pem").display().to_string();
+    let shown = problems(settings.validate());
+    assert!(
+        shown.contains("target.ca_file: cannot read") && shown.contains("missing-ca.pem"),
+        "{shown}"
+    );
+
+    let garbage = dir.path().join("garbage-ca.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    settings.target.ca_file = garbage.display().to_string();
+    let shown = problems(settings.validate());
+    assert!(
+        shown.contains("target.ca_file:") && shown.contains("garbage-ca.pem"),
+        "{shown}"
+    );
+
+    let empty = dir.path().join("empty-ca.pem");
+    std::fs::write(&empty, "").unwrap();
+    settings.target.ca_file = empty.display().to_string();
+    assert!(problems(settings.validate()).contains("empty-ca.pem is not a PEM bundle"));
+
+    let ca = crate::target::simulator::TlsIdentity::generate().unwrap();
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, ca.trust_pem()).unwrap();
+    settings.target.ca_file = good.display().to_string();
+    assert_eq!(settings.validate(), Ok(()));
+    assert_eq!(settings.target.ca_certificates().unwrap().len(), 1);
+}
+
+#[test]
+fn unreadable_certificate_files_and_unknown_sasl_mechanisms_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.target.client_code = "acme".into();
+    let text = |v: &str| PropertyValue::Text(v.into());
+    let properties = &mut settings.kafka.properties;
+    properties.insert("security.protocol".into(), text("SASL_SSL"));
+    properties.insert("ssl.ca.location".into(), text("/nonexistent/ca.pem"));
+    properties.insert("ssl.key.location".into(), text("/nonexistent/client.key"));
+    properties.insert("sasl.mechanism".into(), text("SCRAM-SHA-1"));
+    let shown = problems(settings.validate());
+    assert!(
+        shown.contains("kafka.properties.ssl.ca.location: cannot read /nonexistent/ca.pem"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("kafka.properties.ssl.key.location: cannot read /nonexistent/client.key"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("kafka.properties.sasl.mechanism: unknown SASL mechanism \"SCRAM-SHA-1\""),
+        "{shown}"
+    );
+
+    // A directory of CA certificates and librdkafka's `probe` are fine.
+    let properties = &mut settings.kafka.properties;
+    properties.insert("sasl.mechanism".into(), text("SCRAM-SHA-256"));
+    properties.remove("ssl.key.location");
+    for location in [dir.path().display().to_string(), "probe".into()] {
+        settings
+            .kafka
+            .properties
+            .insert("ssl.ca.location".into(), text(&location));
+        assert_eq!(
+            settings.value_problems(),
+            Vec::<String>::new(),
+            "{location}"
+        );
+    }
+}
+
+#[test]
+fn secret_values_inline_or_from_files_are_redacted_from_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "from-a-file-42\n").unwrap();
+    let mut kafka = KafkaSettings::default();
+    kafka.properties.insert(
+        "sasl.oauthbearer.client.secret_file".into(),
+        PropertyValue::Text(secret.display().to_string()),
+    );
+    kafka.properties.insert(
+        "sasl.password".into(),
+        PropertyValue::Text("inline-7".into()),
+    );
+    kafka
+        .properties
+        .insert("sasl.username".into(), PropertyValue::Text("svc".into()));
+    let message =
+        "refused: sasl.oauthbearer.client.secret from-a-file-42, sasl.password inline-7, user svc";
+    assert_eq!(
+        kafka.redact(message),
+        "refused: sasl.oauthbearer.client.secret ********, sasl.password ********, user svc"
+    );
+}
+
+#[test]
+fn environment_values_figment_would_misread_are_problems_not_panics() {
+    // Found by fuzzing: figment slices a quoted value by character count as
+    // if it were a byte offset, so `"é\n"` panicked and `"éé\n"` lost a character.
+    for value in ["\"é\\n\"", "\"éé\\n\"", "[\"ü\\t\"]"] {
+        Jail::expect_with(|jail| {
+            jail.set_env("PPS_KAFKA__BROKERS", value);
+            let error = Settings::load(None).unwrap_err();
+            assert_eq!(error.problems.len(), 1, "{value}: {error}");
+            assert!(
+                error.problems[0].starts_with("PPS_KAFKA__BROKERS: a quoted value"),
+                "{error}"
+            );
+            assert!(Settings::load_text("").is_err());
+            Ok(())
+        });
+    }
+    Jail::expect_with(|jail| {
+        // Plain non-ASCII values and ASCII escapes are fine.
+        jail.set_env("PPS_TARGET__CLIENT_CODE", "café");
+        jail.set_env("PPS_KAFKA__BROKERS", "\"k1:9092\\t\"");
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.target.client_code, "café");
+        assert_eq!(settings.kafka.brokers, "k1:9092\t");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_configuration_variable_that_is_not_utf8_is_a_problem_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    Jail::expect_with(|_jail| {
+        let bytes = std::ffi::OsStr::from_bytes(b"k1:9092\xff");
+        std::env::set_var("PPS_KAFKA__PROPERTIES__CLIENT_ID", bytes);
+        // A variable that is not configuration may hold anything.
+        std::env::set_var("PPS_TEST_UNRELATED", bytes);
+        let result = Settings::load(None);
+        std::env::remove_var("PPS_KAFKA__PROPERTIES__CLIENT_ID");
+        std::env::remove_var("PPS_TEST_UNRELATED");
+        assert_eq!(
+            result.unwrap_err().problems,
+            vec!["PPS_KAFKA__PROPERTIES__CLIENT_ID: the value is not UTF-8".to_owned()]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_values_nested_too_deep_are_problems_not_a_stack_overflow() {
+    // Found by fuzzing: figment parses `[`/`{` in a variable's value
+    // recursively without a limit, so a long run of them overflowed the stack.
+    let deep = "[".repeat(3000);
+    Jail::expect_with(|jail| {
+        jail.set_env("PPS_KAFKA__BROKERS", &deep);
+        let error = Settings::load(None).unwrap_err();
+        assert_eq!(
+            error.problems,
+            vec![format!(
+                "PPS_KAFKA__BROKERS: more than {MAX_ENV_BRACKETS} '[' and '{{' in one value; set it in the configuration file instead"
+            )]
+        );
+        // Lists and tables of ordinary size still work.
+        jail.set_env("PPS_KAFKA__BROKERS", "k1:9092");
+        jail.set_env("PPS_KAFKA__TOPICS", "[\"a\", \"b\"]");
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.kafka.topics, vec!["a", "b"]);
+        Ok(())
+    });
+    // The TOML parser has its own depth limit: an error, not a crash.
+    assert!(Settings::load_text(&format!("[kafka]\nbrokers = {deep}\n")).is_err());
 }

@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
 
 use super::faults::{BulkFaults, Failure, Faults, Latency, RateLimit, RetryAfter};
-use super::{Simulator, SimulatorConfig};
+use super::{Simulator, SimulatorConfig, TlsIdentity};
 
 /// Serve the Target simulator (single profile updates, bulk batches and profile read-back).
 #[derive(Debug, Clone, Args)]
@@ -71,9 +72,54 @@ pub struct SimulateTargetArgs {
     /// limit. Adobe allows 50.
     #[arg(long, value_name = "N", default_value_t = super::ADOBE_CALLS_PER_MINUTE)]
     pub bulk_calls_per_minute: u32,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a test CA generated at start-up and a certificate it signs
+    /// for 127.0.0.1, ::1 and localhost.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+
+    /// With TLS: write the PEM certificate clients should trust here (the generated
+    /// CA, or the last certificate of --tls-cert), e.g. for `target.ca_file`.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca_out: Option<PathBuf>,
 }
 
 impl SimulateTargetArgs {
+    /// The simulator configuration these flags describe.
+    /// The TLS identity these flags ask for, `None` for plain HTTP.
+    pub fn tls_identity(&self) -> anyhow::Result<Option<TlsIdentity>> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
+            _ if self.tls_self_signed => TlsIdentity::generate()?,
+            _ => {
+                anyhow::ensure!(
+                    self.tls_ca_out.is_none(),
+                    "--tls-ca-out needs --tls-self-signed or --tls-cert and --tls-key"
+                );
+                return Ok(None);
+            }
+        };
+        if let Some(path) = &self.tls_ca_out {
+            std::fs::write(path, identity.trust_pem()).map_err(|error| {
+                anyhow::anyhow!("--tls-ca-out: cannot write {}: {error}", path.display())
+            })?;
+        }
+        Ok(Some(identity))
+    }
+
     /// The simulator configuration these flags describe.
     pub fn config(&self) -> SimulatorConfig {
         SimulatorConfig {
@@ -106,9 +152,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = args.config();
-    let simulator = Simulator::start(args.listen, config).await?;
+    let simulator = match args.tls_identity()? {
+        Some(identity) => Simulator::start_tls(args.listen, config, &identity).await?,
+        None => Simulator::start(args.listen, config).await?,
+    };
     tracing::info!(
         listen = %simulator.addr(),
+        base_url = %simulator.base_url(),
         client_code = %simulator.client_code(),
         token_required = args.token.is_some(),
         "The Target simulator is listening."

@@ -70,6 +70,11 @@
 //! | `calls_per_minute` (50) | submits and status polls together above this many in any 60 s answer 503 (no `Retry-After`); 0 for no limit. Kept apart from the update path's `rate_limit` |
 //!
 //! Bulk calls never suffer the update path's hold, latency, hang or injected failures.
+//!
+//! **HTTPS.** [`Simulator::start_tls`] serves the same routes over TLS (rustls, HTTP/1.1)
+//! with a [`TlsIdentity`]: PEM files, or a test CA generated at start-up whose certificate
+//! clients add to their trust roots (`target.ca_file`).
+//! The connection-reset fault needs the plain listener: over TLS a drawn reset is a 503.
 
 mod admin;
 pub(crate) mod bulk;
@@ -85,6 +90,7 @@ mod sharded;
 mod state;
 mod stats;
 pub(crate) mod store;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -100,6 +106,7 @@ pub use cli::BadFaultArg;
 pub use faults::{Failure, Faults, InvalidFaults, Latency, RateLimit, RetryAfter};
 pub use stats::{BulkStats, PerSecond, ProfileCounts, ProfileRequests, SimStats};
 pub use store::{ProfileDump, StoredProfile};
+pub use tls::{TlsIdentity, TlsSetupError, GENERATED_NAMES};
 
 use state::Shared;
 use store::{IdKind, ProfileKey};
@@ -137,13 +144,49 @@ impl Simulator {
     /// Binds `listen` (port 0 picks a free port) and serves in a background task until
     /// the handle is shut down or dropped. Invalid faults are an `InvalidInput` error.
     pub async fn start(listen: SocketAddr, config: SimulatorConfig) -> io::Result<SimulatorHandle> {
-        let shared = Shared::new(config.client_code, config.token, config.faults)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let shared = Arc::new(shared);
+        let shared = Self::shared(config)?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        shared.set_base_url(base_url(addr));
         let listener = reset::ResettableListener(listener);
+        Ok(Self::serve(listener, addr, "http", shared))
+    }
+
+    /// Like [`Simulator::start`], but serves HTTPS with `identity`; clients trust
+    /// [`TlsIdentity::trust_pem`]. A certificate rustls refuses is `InvalidInput`.
+    pub async fn start_tls(
+        listen: SocketAddr,
+        config: SimulatorConfig,
+        identity: &TlsIdentity,
+    ) -> io::Result<SimulatorHandle> {
+        let tls = identity
+            .server_config()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let shared = Self::shared(config)?;
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let listener = tls::TlsListener::new(listener, tls)?;
+        Ok(Self::serve(listener, addr, "https", shared))
+    }
+
+    fn shared(config: SimulatorConfig) -> io::Result<Arc<Shared>> {
+        let shared = Shared::new(config.client_code, config.token, config.faults)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        Ok(Arc::new(shared))
+    }
+
+    fn serve<L>(
+        listener: L,
+        addr: SocketAddr,
+        scheme: &'static str,
+        shared: Arc<Shared>,
+    ) -> SimulatorHandle
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+        for<'a> reset::ResetSwitch:
+            axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    {
+        shared.set_base_url(base_url(scheme, addr));
         let stop = shared.shutdown.clone();
         let app = server::router(Arc::clone(&shared))
             .into_make_service_with_connect_info::<reset::ResetSwitch>();
@@ -154,11 +197,12 @@ impl Simulator {
                 tracing::error!(%error, "The Target simulator stopped serving.");
             }
         });
-        Ok(SimulatorHandle {
+        SimulatorHandle {
             addr,
+            scheme,
             shared,
             task: Some(task),
-        })
+        }
     }
 }
 
@@ -166,6 +210,7 @@ impl Simulator {
 #[derive(Debug)]
 pub struct SimulatorHandle {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
 }
@@ -176,9 +221,10 @@ impl SimulatorHandle {
         self.addr
     }
 
-    /// `http://IP:PORT`, with a loopback IP when bound to all interfaces.
+    /// `http://IP:PORT` (`https://` when serving TLS), with a loopback IP when
+    /// bound to all interfaces.
     pub fn base_url(&self) -> String {
-        base_url(self.addr)
+        base_url(self.scheme, self.addr)
     }
 
     /// The client code served.
@@ -254,13 +300,13 @@ impl SimulatorHandle {
 }
 
 /// `http://IP:PORT` for a bound address, with a loopback IP for all interfaces.
-fn base_url(addr: SocketAddr) -> String {
+fn base_url(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 impl Drop for SimulatorHandle {
