@@ -12,7 +12,7 @@
 //!    `PPS_BENCH_ZIPF_PARTITIONS` [200] partitions (end offsets checked; the hottest
 //!    customer alone has about 13 % of the events, all in one partition, so when that
 //!    partition passes what the mock cluster keeps the phase says so and falls back to
-//!    `PPS_BENCH_ZIPF_FALLBACK` [800000] events), run to the
+//!    `PPS_BENCH_ZIPF_FALLBACK` [300000] events), run to the
 //!    last commit with `coalesce_window_ms = 1000` and no budget limit (1e9/s);
 //!    requests per update event = the simulator's update requests / the events that
 //!    make a call.
@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
                     Ok(backlog) => backlog,
                     Err(error) => {
                         lines.push(format!("{events} events do not fit: {error}"));
-                        events = env_or("PPS_BENCH_ZIPF_FALLBACK", 800_000)?;
+                        events = env_or("PPS_BENCH_ZIPF_FALLBACK", 300_000)?;
                         bench.backlog(events, 1.1)?
                     }
                 };
@@ -198,7 +198,7 @@ async fn rate(bench: &Bench) -> anyhow::Result<Vec<String>> {
             if (busiest as f64) <= ceiling { "never above" } else { "ABOVE" }
         ),
         format!(
-            "simulator: {} requests, {} accepted, {} rejected",
+            "simulator: {} requests, {} accepted, {} rejected; per whole second: {whole:?}",
             stats.total, stats.accepted, stats.rejected
         ),
     ])
