@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
     let kafka = Kafka::start()?;
     let ends = kafka.backlog(TOPIC, options.partitions, options.generator())?;
     let records: i64 = ends.iter().sum();
-    let updates = common::expected_profiles(options.generator()).len();
+    let customers = common::expected_profiles(options.generator()).len();
     let update_events = options
         .generator()
         .filter(|e| {
@@ -149,8 +149,9 @@ fn main() -> anyhow::Result<()> {
         })
         .count();
     println!(
-        "setup: {records} records ({update_events} update events, {updates} customers) over {} partitions, produced (lz4) and verified in {:.1} s",
+        "setup: {records} records ({update_events} update events, {customers} customers) over {} partitions (largest {} records), produced (lz4) and verified in {:.1} s",
         options.partitions,
+        ends.iter().max().copied().unwrap_or(0),
         started.elapsed().as_secs_f64()
     );
     let bulk = if options.phases.iter().any(|p| p == "bulk") {
@@ -190,7 +191,7 @@ fn main() -> anyhow::Result<()> {
             b.stats.total,
         );
         println!(
-            "                 lost: {} of {updates} profiles differ from the updates folded in order{}",
+            "                 lost: {} of {customers} profiles differ from the updates folded in order{}",
             b.lost.len(),
             match b.lost.first() {
                 Some(n) => format!(" (first: customer {n})"),
