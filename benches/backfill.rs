@@ -144,9 +144,7 @@ fn main() -> anyhow::Result<()> {
     let customers = common::expected_profiles(options.generator()).len();
     let update_events = options
         .generator()
-        .filter(|e| {
-            matches!(e.kind, pos_profile_sync::generator::EventKind::Customer(_))
-        })
+        .filter(|e| matches!(e.kind, pos_profile_sync::generator::EventKind::Customer(_)))
         .count();
     println!(
         "setup: {records} records ({update_events} update events, {customers} customers) over {} partitions (largest {} records), produced (lz4) and verified in {:.1} s",
@@ -281,11 +279,18 @@ struct SingleResult {
     stats: SimStats,
 }
 
-async fn single(options: &Options, kafka: &Kafka, simulators: &Handle) -> anyhow::Result<SingleResult> {
+async fn single(
+    options: &Options,
+    kafka: &Kafka,
+    simulators: &Handle,
+) -> anyhow::Result<SingleResult> {
     let simulator = common::start_simulator(simulators, options.faults()).await?;
     let group = "bench-backfill-single";
     let settings = options.settings(kafka, &simulator.base_url(), group, BulkMode::Off);
-    println!("single: running for {:?} after the first acceptance...", options.single);
+    println!(
+        "single: running for {:?} after the first acceptance...",
+        options.single
+    );
     let started = Instant::now();
     let service = InProcess::start(settings).await?;
     let accepted = || service.handle.metrics.events_accepted.get();

@@ -168,7 +168,10 @@ pub fn send(
 }
 
 /// Starts the simulator with these faults on the simulators' runtime.
-pub async fn start_simulator(simulators: &Handle, faults: Faults) -> anyhow::Result<SimulatorHandle> {
+pub async fn start_simulator(
+    simulators: &Handle,
+    faults: Faults,
+) -> anyhow::Result<SimulatorHandle> {
     let config = SimulatorConfig {
         faults,
         ..SimulatorConfig::new(CLIENT_CODE)
@@ -258,10 +261,8 @@ pub struct ChildService {
 impl ChildService {
     pub fn start(settings: &Settings, name: &str) -> anyhow::Result<ChildService> {
         settings.validate()?;
-        let config = std::env::temp_dir().join(format!(
-            "pps-bench-{name}-{}.toml",
-            std::process::id()
-        ));
+        let config =
+            std::env::temp_dir().join(format!("pps-bench-{name}-{}.toml", std::process::id()));
         std::fs::write(&config, toml::to_string(settings)?)?;
         let child = Command::new(env!("CARGO_BIN_EXE_pos-profile-sync"))
             .args(["run", "--config"])

@@ -60,7 +60,11 @@ async fn forward(
     let answer = response.bytes().await.unwrap_or_default();
     if status.is_success() && uri.path().ends_with("/profile/update") {
         let at = Instant::now();
-        let form = format!("{}&{}", uri.query().unwrap_or(""), String::from_utf8_lossy(&body));
+        let form = format!(
+            "{}&{}",
+            uri.query().unwrap_or(""),
+            String::from_utf8_lossy(&body)
+        );
         if let Some((id, seq)) = covered(&form) {
             proxy
                 .accepted
@@ -80,7 +84,10 @@ fn covered(form: &str) -> Option<(String, u64)> {
         match &*key {
             "mbox3rdPartyId" | "mboxPC" => id = Some(value.into_owned()),
             "profile.lastPurchaseTotal" => {
-                seq = value.parse::<f64>().ok().map(|v| (v * 100.0).round() as u64)
+                seq = value
+                    .parse::<f64>()
+                    .ok()
+                    .map(|v| (v * 100.0).round() as u64)
             }
             _ => {}
         }
@@ -124,7 +131,9 @@ async fn once(bench: &Bench, window_ms: u64) -> anyhow::Result<String> {
         .spawn(async move { axum::serve(listener, app).await });
 
     let topic = format!("latency-{window_ms}");
-    bench.kafka.backlog(&topic, PARTITIONS, std::iter::empty())?;
+    bench
+        .kafka
+        .backlog(&topic, PARTITIONS, std::iter::empty())?;
     let group = format!("bench-{topic}");
     let mut settings = common::settings(&bench.kafka, &proxy_url, &topic, &group);
     settings.rate_limit.per_second = budget;
@@ -139,7 +148,10 @@ async fn once(bench: &Bench, window_ms: u64) -> anyhow::Result<String> {
     let assigned = Instant::now();
     while service.handle.metrics.assigned_partitions.get() < i64::from(PARTITIONS) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        anyhow::ensure!(assigned.elapsed() < Duration::from_secs(60), "no assignment");
+        anyhow::ensure!(
+            assigned.elapsed() < Duration::from_secs(60),
+            "no assignment"
+        );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!("  window {window_ms} ms: producing {rate}/s for {seconds} s at budget {budget}/s...");
@@ -170,7 +182,12 @@ async fn once(bench: &Bench, window_ms: u64) -> anyhow::Result<String> {
                 .format(&time::format_description::well_known::Rfc3339)?
                 .into();
             let at = Instant::now();
-            common::send(&producer, &topic, &event.key, &serde_json::to_vec(&payload)?);
+            common::send(
+                &producer,
+                &topic,
+                &event.key,
+                &serde_json::to_vec(&payload)?,
+            );
             produced.push((customer_id(n).1, seq, at));
         }
         producer.flush(Duration::from_secs(10))?;
@@ -228,7 +245,10 @@ fn measure(produced: &[(String, u64, Instant)], proxy: &Proxy) -> (Vec<Duration>
             None => {
                 missing += 1;
                 if std::env::var("PPS_BENCH_DEBUG").is_ok() {
-                    eprintln!("not covered: {id} seq {seq}: {:?}", by_profile.get(id.as_str()));
+                    eprintln!(
+                        "not covered: {id} seq {seq}: {:?}",
+                        by_profile.get(id.as_str())
+                    );
                 }
             }
         }

@@ -50,7 +50,11 @@ impl Bench {
     /// A topic holding `events` events over `zipf_customers` customers drawn from
     /// Zipf(`zipf`) (0: uniformly): its name, end offsets and how many of them make
     /// a Target call. Produced on first use.
-    pub(crate) fn backlog(&mut self, events: u64, zipf: f64) -> anyhow::Result<(String, Vec<i64>, usize)> {
+    pub(crate) fn backlog(
+        &mut self,
+        events: u64,
+        zipf: f64,
+    ) -> anyhow::Result<(String, Vec<i64>, usize)> {
         let key = (events, zipf.to_bits());
         if let Some(found) = self.backlogs.get(&key) {
             return Ok(found.clone());
@@ -63,9 +67,9 @@ impl Bench {
         };
         let topic = format!("zipf{zipf}-{events}");
         let started = Instant::now();
-        let ends = self
-            .kafka
-            .backlog(&topic, self.zipf_partitions, Generator::new(config.clone()))?;
+        let ends =
+            self.kafka
+                .backlog(&topic, self.zipf_partitions, Generator::new(config.clone()))?;
         let calls = Generator::new(config)
             .filter(|e| matches!(e.kind, EventKind::Customer(_)))
             .count();
@@ -168,7 +172,10 @@ async fn rate(bench: &Bench) -> anyhow::Result<Vec<String>> {
     let mut settings = common::settings(&bench.kafka, &simulator.base_url(), "rate", "bench-rate");
     settings.rate_limit.per_second = per_second;
     settings.rate_limit.burst = burst;
-    println!("  {} events backlog; budget {per_second}/s burst {burst} for {seconds} s...", ends.iter().sum::<i64>());
+    println!(
+        "  {} events backlog; budget {per_second}/s burst {burst} for {seconds} s...",
+        ends.iter().sum::<i64>()
+    );
     let service = InProcess::start(settings).await?;
     first_acceptance(&service).await?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;

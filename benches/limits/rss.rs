@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 pub fn run(bench: &mut Bench, runtime: &Runtime) -> anyhow::Result<Vec<String>> {
-    let sizes: String = env_or(
-        "PPS_BENCH_RSS_BACKLOGS",
-        "250000,500000,1000000".to_owned(),
-    )?;
+    let sizes: String = env_or("PPS_BENCH_RSS_BACKLOGS", "250000,500000,1000000".to_owned())?;
     let mut lines = Vec::new();
     for size in sizes.split(',') {
         lines.push(once(bench, runtime, size.trim().parse()?)?);
@@ -33,9 +30,10 @@ fn once(bench: &mut Bench, runtime: &Runtime, size: u64) -> anyhow::Result<Strin
     let seconds: u64 = env_or("PPS_BENCH_RSS_S", 30)?;
     let max_buffered: u32 = env_or("PPS_BENCH_MAX_BUFFERED", 10_000)?;
     let (topic, ends, _) = bench.backlog(size, 0.0)?;
-    let simulator =
-        runtime.block_on(common::start_simulator(&bench.simulators, Faults::none()))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let simulator = runtime.block_on(common::start_simulator(&bench.simulators, Faults::none()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let group = format!("bench-rss-{size}");
     let mut settings = common::settings(&bench.kafka, &simulator.base_url(), &topic, &group);
     settings.rate_limit.per_second = rate;
