@@ -163,6 +163,11 @@ impl Coordinator {
             tracing::warn!(error = %error, "Could not pause a partition.");
         }
         self.publish_paused();
+        // Nothing more can come in until work finishes: open batches would
+        // only wait out their age, so they go now.
+        if pod_full || self.partitions.values().all(|p| p.paused || p.revoking) {
+            self.seal_due_batches(Instant::now(), true);
+        }
     }
 
     /// Records held by the pod: read and not finished, over all partitions.
