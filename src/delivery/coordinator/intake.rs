@@ -164,8 +164,11 @@ impl Coordinator {
         }
         self.publish_paused();
         // Nothing more can come in until work finishes: open batches would
-        // only wait out their age, so they go now.
-        if pod_full || self.partitions.values().all(|p| p.paused || p.revoking) {
+        // only wait out their age, so they go now (once per time the pod fills,
+        // not for every record still arriving from the prefetch).
+        let first_time_full = pod_full && !self.sealed_when_full;
+        if first_time_full || self.partitions.values().all(|p| p.paused || p.revoking) {
+            self.sealed_when_full |= pod_full;
             self.seal_due_batches(Instant::now(), true);
         }
     }

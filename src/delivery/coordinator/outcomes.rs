@@ -153,6 +153,7 @@ impl Coordinator {
         if list.count() == 0 {
             return;
         }
+        self.sealed_when_full = false;
         if let Err(error) = self.consumer.resume(&list) {
             tracing::warn!(error = %error, "Could not resume partitions.");
         } else {
