@@ -173,6 +173,26 @@ impl Coordinator {
         }
     }
 
+    /// Tells librdkafka again that every owned partition the coordinator
+    /// does not hold back may be fetched. Resuming is idempotent, and this
+    /// makes the pause state level-triggered: a partition that comes back
+    /// from a rebalance still paused inside librdkafka (rarely, the resume
+    /// on assignment does not take) is fetched again within a commit interval
+    /// instead of never.
+    pub(super) fn reconcile_pauses(&mut self) {
+        let mut list = TopicPartitionList::new();
+        for (tp, state) in &self.partitions {
+            if !state.paused && !state.revoking {
+                let _ = list.add_partition(&tp.topic, tp.partition);
+            }
+        }
+        if list.count() > 0 {
+            if let Err(error) = self.consumer.resume(&list) {
+                tracing::debug!(error = %error, "Could not confirm resumed partitions.");
+            }
+        }
+    }
+
     /// Records held by the pod: read and not finished, over all partitions.
     pub(super) fn buffered(&self) -> usize {
         self.partitions

@@ -249,6 +249,7 @@ impl Coordinator {
                 _ = commit_tick.tick() => {
                     self.start_commit();
                     self.update_route();
+                    self.reconcile_pauses();
                 }
                 result = wait_commit(&mut self.commit), if self.commit.is_some() => {
                     self.commit = None;
