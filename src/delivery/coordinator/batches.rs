@@ -167,13 +167,8 @@ impl Coordinator {
         let mut rows = Vec::new();
         let mut refused = Vec::new();
         for (profile, items) in open.rows {
-            let update = if items.len() == 1 {
-                items[0].update.clone()
-            } else {
-                match merge_updates(items.iter().map(|i| (&i.update, i.event.offset))) {
-                    Some(update) => update,
-                    None => continue,
-                }
+            let Some(update) = merged_update(&items) else {
+                continue;
             };
             let mut admission = encoder.push_within(&update, limits);
             if admission == Ok(Admission::Full) && !rows.is_empty() {
@@ -295,22 +290,14 @@ impl Coordinator {
         match completion {
             Completion::Complete { failed_ids } => {
                 self.metrics.count_batch("complete");
-                let failed: HashSet<usize> = self
-                    .batches
-                    .as_ref()
-                    .and_then(|b| b.sealed.get(&id))
-                    .map(|sealed| {
-                        failed_ids
-                            .iter()
-                            .flat_map(|fid| sealed.batch.rows_with_id(fid).collect::<Vec<_>>())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let rows = self
-                    .batches
-                    .as_ref()
-                    .and_then(|b| b.sealed.get(&id))
-                    .map_or(0, |s| s.rows.len());
+                let Some(sealed) = self.batches.as_ref().and_then(|b| b.sealed.get(&id)) else {
+                    return;
+                };
+                let failed: HashSet<usize> = failed_ids
+                    .iter()
+                    .flat_map(|fid| sealed.batch.rows_with_id(fid).collect::<Vec<_>>())
+                    .collect();
+                let rows = sealed.rows.len();
                 self.metrics
                     .count_bulk_rows("applied", (rows - failed.len().min(rows)) as u64);
                 self.metrics.count_bulk_rows("failed", failed.len() as u64);
@@ -414,17 +401,8 @@ impl Coordinator {
         if !self.router.adapts() {
             return;
         }
-        let minute = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            / 60;
-        let owned = self.partitions.values().filter(|p| !p.revoking).count();
-        let fraction = if self.total_partitions == 0 {
-            0.0
-        } else {
-            owned as f64 / self.total_partitions as f64
-        };
+        let minute = current_minute();
+        let fraction = self.owned_fraction();
         let inputs = RouteInputs {
             backlog: self.backlog(),
             per_second: self.sender.gate.share().per_second,

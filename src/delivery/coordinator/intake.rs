@@ -59,12 +59,7 @@ impl Coordinator {
             self.total_partitions,
         );
         if let Some(batches) = &self.batches {
-            let fraction = if self.total_partitions == 0 {
-                0.0
-            } else {
-                owned as f64 / self.total_partitions as f64
-            };
-            batches.sender().calls.set_fraction(fraction);
+            batches.sender().calls.set_fraction(self.owned_fraction());
         }
         if share != self.sender.gate.share() {
             self.sender.gate.set_share(share);
@@ -148,6 +143,9 @@ impl Coordinator {
     /// pod's is (only a record can fill one, so only its partition needs a look).
     pub(super) fn pause_if_full(&mut self, tp: &TopicPartition) {
         let limit = self.settings.max_buffered_per_partition;
+        if self.partitions.get(tp).is_none_or(|state| state.paused) {
+            return;
+        }
         let pod_full = self.buffered() >= self.settings.max_buffered;
         let Some(state) = self.partitions.get_mut(tp) else {
             return;

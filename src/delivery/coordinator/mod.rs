@@ -298,13 +298,8 @@ impl Coordinator {
             let Some((profile, items)) = self.queues.next_ready(batch) else {
                 break;
             };
-            let update = if items.len() == 1 {
-                items[0].update.clone()
-            } else {
-                match merge_updates(items.iter().map(|i| (&i.update, i.event.offset))) {
-                    Some(update) => update,
-                    None => break,
-                }
+            let Some(update) = merged_update(&items) else {
+                break;
             };
             for item in &items {
                 if let Some(p) = self.partition(&item.event) {
@@ -326,12 +321,40 @@ impl Coordinator {
         }
     }
 
+    /// This pod's fraction of its topics' partitions (those it owns and is not giving up).
+    fn owned_fraction(&self) -> f64 {
+        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        if self.total_partitions == 0 {
+            0.0
+        } else {
+            owned as f64 / self.total_partitions as f64
+        }
+    }
+
     /// The state of an event's partition, if it is still owned in the same assignment.
     fn partition(&mut self, event: &EventRef) -> Option<&mut PartitionState> {
         self.partitions
             .get_mut(&event.tp)
             .filter(|p| p.epoch == event.epoch)
     }
+}
+
+/// One update for a profile's waiting events: the single one as is, several
+/// merged (latest `(occurred_at, offset)` per attribute).
+fn merged_update(items: &[Pending]) -> Option<ProfileUpdate> {
+    match items {
+        [one] => Some(one.update.clone()),
+        _ => merge_updates(items.iter().map(|i| (&i.update, i.event.offset))),
+    }
+}
+
+/// Minutes since the Unix epoch: the rolling day's clock.
+fn current_minute() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 60
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

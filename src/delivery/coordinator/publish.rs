@@ -43,19 +43,13 @@ impl Coordinator {
                     .set((high - base).max(0));
             }
         }
-        let minute = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            / 60;
         self.metrics
             .daily_updates
-            .set(self.daily.total(minute) as i64);
-        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+            .set(self.daily.total(current_minute()) as i64);
         if self.total_partitions > 0 {
-            self.metrics.daily_quota_share.set(
-                self.settings.daily_quota as f64 * owned as f64 / self.total_partitions as f64,
-            );
+            self.metrics
+                .daily_quota_share
+                .set(self.settings.daily_quota as f64 * self.owned_fraction());
         }
         self.metrics
             .retry_after_pauses
