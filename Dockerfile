@@ -1,12 +1,17 @@
 # Container image of pos-profile-sync.
 #
-# Build from the repository root (BuildKit or the classic builder both work):
+# Build from the repository root (BuildKit or the classic builder both work),
+# tagged with the version in Cargo.toml, which is also the Helm chart's
+# appVersion (the tag the chart deploys by default), then push it to your
+# registry (docs/operations.md, "Image"):
 #
+#   VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 #   docker build \
-#     --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" \
+#     --build-arg VERSION="$VERSION" \
 #     --build-arg REVISION="$(git rev-parse HEAD)" \
 #     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-#     -t pos-profile-sync:"$(git describe --tags --always)" .
+#     -t registry.example.com/retail/pos-profile-sync:"$VERSION" .
+#   docker push registry.example.com/retail/pos-profile-sync:"$VERSION"
 #
 # Check the result (the image has no shell; the entrypoint is the binary):
 #

@@ -44,11 +44,11 @@ use anyhow::{bail, ensure};
 use futures::StreamExt as _;
 use pos_profile_sync::generator::{GeneratedEvent, Generator, GeneratorConfig};
 use pos_profile_sync::mapping::{Decision, Mapping, ProfileUpdate};
-use pos_profile_sync::ops::config::Settings;
+use pos_profile_sync::ops::config::{ExistencePolicy, Settings};
 use pos_profile_sync::service::{self, ServiceHandle};
 use pos_profile_sync::target::request::{UpdateEndpoint, UpdateRequest};
 use pos_profile_sync::target::simulator::{
-    Faults, Latency, Simulator, SimulatorConfig, SimulatorHandle,
+    Existence, Faults, Latency, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -345,6 +345,8 @@ async fn start_simulator(simulators: &Handle, latency_ms: u64) -> anyhow::Result
             latency: Latency::fixed_ms(latency_ms),
             ..Faults::none()
         },
+        // Every customer's profile exists, so single updates land.
+        existence: Existence::all_known(),
         ..SimulatorConfig::new(CLIENT_CODE)
     };
     Ok(simulators
@@ -375,6 +377,8 @@ fn service_settings(
     settings.delivery.commit_interval_ms = options.commit_interval_ms;
     settings.delivery.max_buffered_per_partition = options.max_buffered;
     settings.server.listen = "127.0.0.1:0".into();
+    // The simulator knows every customer: the tenant `trust` is for.
+    settings.existence.policy = ExistencePolicy::Trust;
     settings
 }
 

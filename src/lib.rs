@@ -22,14 +22,19 @@
 //! ([`kafka::dead_letter`]) and finish once Kafka acknowledged them. The
 //! coordinator commits each partition's first unfinished offset on a short
 //! interval, on revoke and on shutdown, so nothing is committed before
-//! Target accepted it or it was dead-lettered.
+//! Target accepted it or it was dead-lettered. With read-back verification
+//! on, a sample of accepted updates is handed to [`delivery::verify`], which
+//! fetches those profiles later through [`target::fetch`] within the fetch
+//! budget ([`delivery::fetch_budget`]) and reports whether Target applied them.
 //!
 //! # Layout
 //!
 //! - [`event`]: the wire event and its validation (pure).
 //! - [`mapping`]: derived attributes, configurable as data (pure).
-//! - [`target`]: request building, response classification, the client, the simulator.
-//! - [`delivery`]: ordering, rate budget, retries, offsets, the coordinator.
+//! - [`target`]: request building, response classification, the update, bulk and
+//!   profile fetch clients, the simulator.
+//! - [`delivery`]: ordering, rate budget, retries, offsets, the coordinator, the
+//!   fetch budget and read-back verification.
 //! - [`kafka`]: consumer thread, rebalances, dead-letter producer.
 //! - [`ops`]: configuration, metrics, probes, logs, shutdown.
 //! - [`service`]: the `run` job wired together.

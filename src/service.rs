@@ -5,17 +5,22 @@
 
 use crate::delivery::batch_sender::{BatchSender, CallBudget};
 use crate::delivery::concurrency::AdaptiveConcurrency;
-use crate::delivery::coordinator::{BulkDelivery, Coordinator, CoordinatorSettings};
+use crate::delivery::coordinator::{
+    BulkDelivery, Coordinator, CoordinatorSettings, ExistenceRouting,
+};
+use crate::delivery::fetch_budget::{FetchBudget, ProfileFetcher};
 use crate::delivery::gate::{RateShare, SendGate};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::sender::Sender;
+use crate::delivery::verify::{self, Verifier};
 use crate::kafka::consumer::ConsumerThread;
 use crate::kafka::dead_letter::DeadLetterWriter;
 use crate::mapping::Mapping;
-use crate::ops::config::{BulkMode, Settings};
+use crate::ops::config::{BulkMode, ExistencePolicy, Settings};
 use crate::ops::health::{self, Health};
 use crate::ops::metrics::Metrics;
 use crate::target::bulk::{BatchLimits, BulkClient};
+use crate::target::fetch::FetchClient;
 use crate::target::TargetClient;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -99,7 +104,22 @@ pub async fn run(
         health: health.clone(),
         http_addr,
     });
-    let bulk = bulk_delivery(&settings, retry, &metrics)?;
+    let bulk = bulk_delivery(&settings, retry, &metrics, &gate)?;
+    let fetcher = profile_fetcher(&settings, &gate, &metrics)?;
+    let verify_stop = CancellationToken::new();
+    let verifier = Verifier::new(&settings.verify, metrics.clone());
+    let verifying = verifier.clone().map(|verifier| {
+        tracing::info!(
+            sample_ratio = settings.verify.sample_ratio,
+            delay_ms = settings.verify.delay_ms,
+            "Read-back verification is on."
+        );
+        tokio::spawn(verify::task::run(
+            verifier,
+            fetcher.clone(),
+            verify_stop.clone(),
+        ))
+    });
     let coordinator = Coordinator::new(
         CoordinatorSettings {
             max_buffered_per_partition: delivery.max_buffered_per_partition as usize,
@@ -114,6 +134,16 @@ pub async fn run(
             bulk_mode: settings.bulk.mode,
             overflow_after_seconds: settings.bulk.overflow_after_seconds,
             bulk,
+            verify: verifier,
+            existence: ExistenceRouting {
+                policy: settings.existence.policy,
+                fetcher: (settings.existence.policy != ExistencePolicy::Trust)
+                    .then(|| fetcher.clone()),
+                confirmed_ttl: settings.existence.confirmed_ttl(),
+                max_profiles: settings.existence.max_profiles as usize,
+                max_fetches: delivery.max_in_flight as usize,
+            },
+            time_order: delivery.time_order,
         },
         consumer.consumer.clone(),
         events_rx,
@@ -133,14 +163,47 @@ pub async fn run(
         health,
     );
     consumer.stop_fetching_on(shutdown.clone());
-    coordinator.run(shutdown).await;
+    let delivered = coordinator
+        .watch_consumer(consumer.stopped.clone())
+        .run(shutdown)
+        .await;
+    verify_stop.cancel();
+    if let Some(verifying) = verifying {
+        let _ = verifying.await;
+    }
     tokio::task::spawn_blocking(move || consumer.shut_down())
         .await
         .context("the consumer did not close")?;
     server_stop.cancel();
     let _ = server.await;
+    delivered?;
     tracing::info!("pos-profile-sync stopped cleanly.");
     Ok(())
+}
+
+/// Profile fetches within this pod's share of `existence.fetch_per_second`,
+/// which follows the partitions it owns as the update budget does.
+fn profile_fetcher(
+    settings: &Settings,
+    gate: &Arc<SendGate>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<ProfileFetcher> {
+    let client = FetchClient::new(&settings.target, 4)
+        .context("cannot set up the Target profile fetch client")?;
+    let group = settings.rate_limit.per_second;
+    let gate = gate.clone();
+    let existence = &settings.existence;
+    let budget = FetchBudget::new(
+        existence.fetch_per_second,
+        existence.fetch_burst,
+        Box::new(move || gate.share().per_second / group),
+        metrics.clone(),
+    );
+    Ok(ProfileFetcher {
+        client: Arc::new(client),
+        budget: Arc::new(budget),
+        metrics: metrics.clone(),
+    })
 }
 
 /// The bulk side of delivery, unless `bulk.mode = "off"`.
@@ -148,9 +211,12 @@ fn bulk_delivery(
     settings: &Settings,
     retry: RetryPolicy,
     metrics: &Arc<Metrics>,
+    gate: &Arc<SendGate>,
 ) -> anyhow::Result<Option<BulkDelivery>> {
     let bulk = &settings.bulk;
-    if bulk.mode == BulkMode::Off {
+    // Unknown profiles go through v2 batches under the default existence
+    // policy, whatever bulk.mode says about routing by backlog.
+    if bulk.mode == BulkMode::Off && settings.existence.policy != ExistencePolicy::Create {
         return Ok(None);
     }
     let client =
@@ -165,6 +231,8 @@ fn bulk_delivery(
                 max: Duration::from_secs(30),
             },
             metrics: metrics.clone(),
+            gate: gate.clone(),
+            resubmissions: Arc::default(),
         },
         limits: BatchLimits::from_settings(bulk),
         max_age: Duration::from_millis(bulk.max_age_ms),

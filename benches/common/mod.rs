@@ -1,5 +1,6 @@
 //! What the `backfill` and `limits` benches share: options from the environment,
-//! librdkafka's mock cluster with a verified backlog, the Target simulator on its own
+//! a Kafka broker with a verified backlog (librdkafka's mock cluster, or with
+//! `PPS_TEST_BROKER=tansu` the separate tansu broker of the test suite), the Target simulator on its own
 //! runtime, the service's settings, the service run in-process or as a child process,
 //! and reading back what the simulator ended up with.
 //!
@@ -9,9 +10,11 @@
 use anyhow::{bail, ensure};
 use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent};
 use pos_profile_sync::mapping::{Decision, Mapping};
-use pos_profile_sync::ops::config::Settings;
+use pos_profile_sync::ops::config::{ExistencePolicy, Settings};
 use pos_profile_sync::service::{self, ServiceHandle};
-use pos_profile_sync::target::simulator::{Faults, Simulator, SimulatorConfig, SimulatorHandle};
+use pos_profile_sync::target::simulator::{
+    Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -24,6 +27,9 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+
+#[path = "../../tests/it/tansu.rs"]
+mod tansu;
 
 pub const DLQ: &str = "pos.purchases.dlq";
 pub const CLIENT_CODE: &str = "bench";
@@ -62,18 +68,50 @@ pub fn init_logs() {
         .init();
 }
 
-/// The mock cluster (3 brokers) with the dead-letter topic; source topics are added.
+/// The broker: the mock cluster (3 brokers) or a tansu process.
+enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(tansu::Tansu),
+}
+
+/// A broker with the dead-letter topic; source topics are added.
 pub struct Kafka {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    broker: Broker,
     pub bootstrap: String,
 }
 
 impl Kafka {
+    /// The broker `PPS_TEST_BROKER` names: `mock` (the default) or `tansu`
+    /// (its binary in `PPS_TANSU_BIN`).
     pub fn start() -> anyhow::Result<Kafka> {
-        let cluster = MockCluster::new(BROKERS)?;
-        cluster.create_topic(DLQ, 1, BROKERS)?;
-        let bootstrap = cluster.bootstrap_servers();
-        Ok(Kafka { cluster, bootstrap })
+        let broker = match std::env::var("PPS_TEST_BROKER").as_deref() {
+            Err(_) | Ok("") | Ok("mock") => Broker::Mock(MockCluster::new(BROKERS)?),
+            Ok("tansu") => Broker::Tansu(tansu::Tansu::start(tansu::TansuOptions::default())),
+            Ok(other) => bail!("PPS_TEST_BROKER={other}: use mock (the default) or tansu"),
+        };
+        let bootstrap = match &broker {
+            Broker::Mock(cluster) => cluster.bootstrap_servers(),
+            Broker::Tansu(tansu) => tansu.bootstrap.clone(),
+        };
+        let kafka = Kafka { broker, bootstrap };
+        kafka.create_topic(DLQ, 1)?;
+        Ok(kafka)
+    }
+
+    /// Which broker this is, for reports.
+    pub fn describe(&self) -> String {
+        match &self.broker {
+            Broker::Mock(_) => format!("librdkafka mock cluster ({BROKERS} brokers)"),
+            Broker::Tansu(_) => "tansu 0.6 (separate process, memory storage)".into(),
+        }
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        match &self.broker {
+            Broker::Mock(cluster) => cluster.create_topic(topic, partitions, BROKERS)?,
+            Broker::Tansu(tansu) => tansu.create_topic(topic, partitions),
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> ClientConfig {
@@ -100,7 +138,7 @@ impl Kafka {
         partitions: i32,
         events: impl Iterator<Item = GeneratedEvent>,
     ) -> anyhow::Result<Vec<i64>> {
-        self.cluster.create_topic(topic, partitions, BROKERS)?;
+        self.create_topic(topic, partitions)?;
         let producer = self.producer()?;
         let mut produced = 0usize;
         for event in events {
@@ -111,13 +149,23 @@ impl Kafka {
         self.verified_end_offsets(topic, partitions, produced)
     }
 
-    /// End offsets, after checking that the mock cluster dropped nothing.
+    /// End offsets, after checking that the broker dropped nothing.
     pub fn verified_end_offsets(
         &self,
         topic: &str,
         partitions: i32,
         produced: usize,
     ) -> anyhow::Result<Vec<i64>> {
+        if let Broker::Tansu(_) = self.broker {
+            // tansu's ListOffsets is wrong: the ends come from the records.
+            let ends = tansu::ends_by_reading(self.config(), topic, partitions);
+            let total: i64 = ends.iter().sum();
+            ensure!(
+                total == produced as i64,
+                "{topic}: {total} records read back, but {produced} events were produced"
+            );
+            return Ok(ends);
+        }
         let consumer: BaseConsumer = self.config().create()?;
         let mut ends = Vec::new();
         for partition in 0..partitions {
@@ -172,8 +220,10 @@ pub async fn start_simulator(
     simulators: &Handle,
     faults: Faults,
 ) -> anyhow::Result<SimulatorHandle> {
+    // Every customer's profile exists, so single updates land.
     let config = SimulatorConfig {
         faults,
+        existence: Existence::all_known(),
         ..SimulatorConfig::new(CLIENT_CODE)
     };
     Ok(simulators
@@ -191,6 +241,9 @@ pub fn settings(kafka: &Kafka, base_url: &str, topic: &str, group: &str) -> Sett
     settings.target.client_code = CLIENT_CODE.into();
     settings.target.base_url = base_url.into();
     settings.server.listen = "127.0.0.1:0".into();
+    // The simulator knows every customer: the tenant `trust` is for. Benches
+    // of the existence policy set their own.
+    settings.existence.policy = ExistencePolicy::Trust;
     settings
 }
 

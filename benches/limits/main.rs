@@ -18,14 +18,19 @@
 //!    make a call.
 //! 3. **latency**: see [`latency`]; window 0 and 1000 ms.
 //! 4. **rss**: see [`rss`]; the service as a child process.
+//! 5. **failures** and 6. **overload**: see [`failures`]; throughput when Target
+//!    fails a random share of requests, and when it is past its capacity.
 //!
 //! Run: `cargo bench --bench limits` (about 10 minutes on 2 cores). Smoke run:
 //! `PPS_BENCH_RATE_S=5 PPS_BENCH_ZIPF_EVENTS=50000 PPS_BENCH_LATENCY_S=5
 //! PPS_BENCH_RSS_BACKLOGS=20000,40000 PPS_BENCH_RSS_S=5 cargo bench --bench limits`.
-//! Phases: `PPS_BENCH_PHASES` [rate,coalesce,latency,rss]; `RUST_LOG` [warn].
+//! Phases: `PPS_BENCH_PHASES` [rate,coalesce,latency,rss,failures,overload];
+//! `RUST_LOG` [warn]. The failure phases alone:
+//! `PPS_BENCH_PHASES=failures,overload cargo bench --bench limits`.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod failures;
 mod latency;
 mod rss;
 
@@ -87,7 +92,10 @@ impl Bench {
 
 fn main() -> anyhow::Result<()> {
     common::init_logs();
-    let phases = common::phases("PPS_BENCH_PHASES", &["rate", "coalesce", "latency", "rss"])?;
+    let phases = common::phases(
+        "PPS_BENCH_PHASES",
+        &["rate", "coalesce", "latency", "rss", "failures", "overload"],
+    )?;
     let simulator_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sim-rt")
@@ -104,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         zipf_customers: env_or("PPS_BENCH_ZIPF_CUSTOMERS", 100_000)?,
         zipf_partitions: env_or("PPS_BENCH_ZIPF_PARTITIONS", 200)?,
     };
+    println!("broker: {}", bench.kafka.describe());
     let mut report = Vec::new();
     for phase in &phases {
         println!("{phase}:");
@@ -125,6 +134,8 @@ fn main() -> anyhow::Result<()> {
             }
             "latency" => runtime.block_on(latency::run(&bench))?,
             "rss" => rss::run(&mut bench, &runtime)?,
+            "failures" => runtime.block_on(failures::random(&bench))?,
+            "overload" => runtime.block_on(failures::overload(&bench))?,
             other => bail!("unknown phase {other}"),
         };
         for line in &lines {

@@ -1,5 +1,5 @@
 //! `derive`: NDJSON events on stdin, one JSON object per non-blank line on
-//! stdout saying what `run` would do with it (contract section 6). A user's
+//! stdout saying what `run` would do with it (`docs/contract.md` section 6). A user's
 //! dry run for mappings, and the contract's executable check.
 
 use super::{ConfigArg, EXIT_USAGE};
@@ -49,15 +49,35 @@ pub(super) fn main(args: DeriveArgs) -> ExitCode {
 /// Derives every line of `input` into `output`.
 pub fn derive_stream(
     mapping: &Mapping,
-    mut input: impl BufRead,
+    input: impl BufRead,
     mut output: impl Write,
+) -> std::io::Result<()> {
+    for_each_line(input, |number, bytes| {
+        let decision = mapping.decide(bytes);
+        serde_json::to_writer(
+            &mut output,
+            &Output {
+                line: number,
+                decision: &decision,
+            },
+        )?;
+        output.write_all(b"\n")
+    })?;
+    output.flush()
+}
+
+/// Calls `each` with the number (from 1, blank lines counted) and the bytes,
+/// without the line break, of every line of `input` that is not blank.
+pub(super) fn for_each_line(
+    mut input: impl BufRead,
+    mut each: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
-            break;
+            return Ok(());
         }
         number += 1;
         let mut bytes = &line[..];
@@ -70,17 +90,8 @@ pub fn derive_stream(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let decision = mapping.decide(bytes);
-        serde_json::to_writer(
-            &mut output,
-            &Output {
-                line: number,
-                decision: &decision,
-            },
-        )?;
-        output.write_all(b"\n")?;
+        each(number, bytes)?;
     }
-    output.flush()
 }
 
 struct Output<'a> {

@@ -1,5 +1,5 @@
 //! `dlq replay`: re-publishes dead letters of the classes asked for to their
-//! source topic (or `--to TOPIC`) once their cause is fixed (contract
+//! source topic (or `--to TOPIC`) once their cause is fixed (`docs/contract.md`,
 //! sections 2 and 8). The work is in [`crate::kafka::replay`]; this module
 //! turns options into a plan and the outcome into a summary and exit code.
 

@@ -1,4 +1,4 @@
-//! The command line: one binary, one subcommand per job (contract section 2).
+//! The command line: one binary, one subcommand per job (`docs/contract.md` section 2).
 
 mod check_config;
 mod demo;
@@ -7,6 +7,7 @@ mod dlq;
 mod kafka_options;
 mod produce;
 mod run;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Dead-letter tools.
     Dlq(dlq::DlqArgs),
+    /// Read NDJSON events, fetch each profile from Target and check it holds what they say (exit 0 when all do).
+    Verify(verify::VerifyArgs),
 }
 
 /// `--config FILE`, shared by the subcommands that read configuration.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::SimulateTarget(args) => simulate_target(args),
         Command::Produce(args) => produce::main(args),
         Command::Dlq(args) => dlq::main(args),
+        Command::Verify(args) => verify::main(args),
     }
 }
 

@@ -2,11 +2,25 @@
 //! throttling and failures), then poll its status with backoff until Target
 //! reports it `complete`. Every call spends one of the pod's share of
 //! `bulk.calls_per_minute` ([`CallBudget`]); bulk calls never spend the
-//! per-second budget of single updates (contract section 11).
+//! per-second budget of single updates.
+//!
+//! Nothing goes round forever:
+//!
+//! - A submission Target answers `success=false` [`MAX_REFUSALS`] times is
+//!   given up: Adobe documents `success=false` as a malformed batch, and the
+//!   batch's events are dead-lettered as `target_rejected` with Adobe's message.
+//! - A batch Target loses after taking it (`stuck`; a status call answered 4xx
+//!   or `success=false`, as when Adobe has forgotten the batch; a status URL
+//!   that cannot be polled safely; `incomplete` for longer than
+//!   [`MAX_PROCESSING`]) is sent again, at most [`MAX_RESUBMISSIONS`] times
+//!   ([`Resubmissions`] says why that is safe), then dead-lettered likewise.
 
+use super::gate::SendGate;
+pub use super::resubmissions::MAX_RESUBMISSIONS;
+use super::resubmissions::{BatchKey, Resubmissions};
 use super::retry::RetryPolicy;
 use crate::ops::metrics::Metrics;
-use crate::target::bulk::{BatchState, BulkClient, BulkError};
+use crate::target::bulk::{BatchState, BulkClient, BulkError, RetryCause};
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -14,52 +28,94 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// `success=false` answers to one submission before the batch is given up.
+pub const MAX_REFUSALS: u32 = 3;
+/// How long a batch may stay `incomplete` before it counts as lost: Adobe
+/// applies a batch in at most 24 hours, and keeps its status no longer.
+pub const MAX_PROCESSING: Duration = Duration::from_secs(24 * 3600);
+
 /// The pod's share of Adobe's bulk calls per minute, spread evenly (no burst).
 #[derive(Debug)]
 pub struct CallBudget {
     per_minute: u32,
-    /// The time between calls, and the limiter that spaces them so.
-    limiter: Mutex<(Duration, Arc<DefaultDirectRateLimiter>)>,
+    /// The time between calls, the limiter that spaces them so, and a
+    /// generation that changes with it.
+    limiter: Mutex<(Duration, Arc<DefaultDirectRateLimiter>, u64)>,
+    /// Wakes callers waiting on a limiter that was just replaced.
+    changed: tokio::sync::Notify,
 }
 
 impl CallBudget {
     /// The whole `bulk.calls_per_minute` until [`CallBudget::set_fraction`] says otherwise.
     pub fn new(per_minute: u32) -> CallBudget {
+        let (period, limiter) = Self::limiter(per_minute as f64);
         CallBudget {
             per_minute,
-            limiter: Mutex::new(Self::limiter(per_minute as f64)),
+            limiter: Mutex::new((period, Arc::new(limiter), 0)),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
-    fn limiter(per_minute: f64) -> (Duration, Arc<DefaultDirectRateLimiter>) {
-        // At least one call a minute, so a pod with a small share still finishes batches.
-        let period = Duration::from_secs_f64(60.0 / per_minute.max(1.0));
+    /// No floor: pods that outnumber `calls_per_minute` each get less than
+    /// one call a minute, so the group never passes Adobe's limit. A share
+    /// of nothing keeps a valid limiter of one call an hour.
+    fn limiter(per_minute: f64) -> (Duration, DefaultDirectRateLimiter) {
+        let per_minute = if per_minute > 0.0 {
+            per_minute
+        } else {
+            1.0 / 60.0
+        };
+        let period = Duration::from_secs_f64(60.0 / per_minute);
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::MIN);
-        (period, Arc::new(RateLimiter::direct(quota)))
+        (period, RateLimiter::direct(quota))
     }
 
-    /// This pod's fraction of the group's partitions.
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Duration, Arc<DefaultDirectRateLimiter>, u64)> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This pod's fraction of the group's partitions (at most all of it).
+    /// The new limiter keeps the old one's spent call: no fresh call at
+    /// every rebalance.
     pub fn set_fraction(&self, fraction: f64) {
-        let limiter = Self::limiter(self.per_minute as f64 * fraction);
-        *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = limiter;
+        let (period, limiter) = Self::limiter(self.per_minute as f64 * fraction.clamp(0.0, 1.0));
+        let mut guard = self.lock();
+        if guard.0 == period {
+            return;
+        }
+        crate::delivery::gate::carry_tokens(&guard.1, 1, &limiter, 1);
+        let generation = guard.2 + 1;
+        *guard = (period, Arc::new(limiter), generation);
+        drop(guard);
+        self.changed.notify_waiters();
     }
 
     /// The time between two calls.
     pub fn period(&self) -> Duration {
-        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.lock().0
     }
 
-    /// Waits for a call.
+    /// Waits for a call. A caller waiting when the share changes waits on
+    /// the new limiter: two limiters never hand out calls side by side.
     pub async fn acquire(&self) {
-        let limiter = self
-            .limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone();
-        limiter.until_ready().await;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (limiter, generation) = {
+                let guard = self.lock();
+                (guard.1.clone(), guard.2)
+            };
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = &mut changed => continue,
+            }
+            if self.lock().2 == generation {
+                return;
+            }
+        }
     }
 }
 
@@ -89,6 +145,8 @@ pub enum Completion {
     Complete {
         /// Ids of failed rows.
         failed_ids: Vec<String>,
+        /// `failedUpdates`, when Target gave it.
+        failed_updates: Option<u64>,
     },
     /// Target will not complete it (`stuck`, or it forgot the batch): send it again.
     Resubmit {
@@ -110,14 +168,33 @@ pub struct BatchSender {
     pub retry: RetryPolicy,
     /// Delays between status polls (bounds without jitter).
     pub poll: RetryPolicy,
+    /// The pod's send gate: refused credentials on a bulk call pause single
+    /// updates too and make the pod not ready, as they do on the update path.
+    pub gate: Arc<SendGate>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// How often Target lost each batch.
+    pub resubmissions: Arc<Resubmissions>,
 }
 
 impl BatchSender {
-    /// Submits until Target takes the batch, refuses it for good, or the drain gives up.
+    /// Submits until Target takes the batch, refuses it for good, or the drain
+    /// gives up; a batch Target lost too often, or refused `success=false` too
+    /// often, is [`Submission::Rejected`].
     pub async fn submit(&self, body: &Bytes, abandon: &CancellationToken) -> Submission {
+        let key = BatchKey::of(body);
+        if let Some(lost) = self.resubmissions.give_up(key) {
+            self.metrics.count_batch("lost");
+            return Submission::Rejected {
+                status: lost.status,
+                message: format!(
+                    "Target lost track of the batch {} times (last: {}); not sent again",
+                    lost.times, lost.why
+                ),
+            };
+        }
         let mut schedule = self.retry.schedule();
+        let mut refusals = 0;
         loop {
             if !self.spend_call(abandon).await {
                 return Submission::Abandoned;
@@ -130,15 +207,42 @@ impl BatchSender {
             let delay = match result {
                 Ok(submitted) => {
                     self.metrics.count_bulk_call("submit", "ok");
+                    self.gate.auth_ok();
+                    self.resubmissions.submitted(key, &submitted.status_url);
                     return Submission::Submitted {
                         status_url: submitted.status_url,
                     };
                 }
                 Err(BulkError::Permanent { status, message }) => {
                     self.metrics.count_bulk_call("submit", "rejected");
+                    self.resubmissions.forget(key);
                     return Submission::Rejected { status, message };
                 }
-                Err(error) => self.failed("submit", &error, &mut schedule),
+                Err(BulkError::Retry {
+                    cause: RetryCause::Refused(message),
+                    ..
+                }) if refusals + 1 >= MAX_REFUSALS => {
+                    self.metrics.count_bulk_call("submit", "rejected");
+                    self.resubmissions.forget(key);
+                    return Submission::Rejected {
+                        status: 200,
+                        message: format!(
+                            "Target answered success=false {MAX_REFUSALS} times: {message}"
+                        ),
+                    };
+                }
+                Err(error) => {
+                    if matches!(
+                        error,
+                        BulkError::Retry {
+                            cause: RetryCause::Refused(_),
+                            ..
+                        }
+                    ) {
+                        refusals += 1;
+                    }
+                    self.failed("submit", &error, &mut schedule)
+                }
             };
             if !sleep_or_abandon(delay, abandon).await {
                 return Submission::Abandoned;
@@ -146,12 +250,13 @@ impl BatchSender {
         }
     }
 
-    /// Polls the batch's status until it is complete, stuck or forgotten.
+    /// Polls the batch's status until it is complete, or Target lost it.
     pub async fn await_completion(
         &self,
         status_url: &str,
         abandon: &CancellationToken,
     ) -> Completion {
+        let started = tokio::time::Instant::now();
         let mut polls = self.poll.schedule();
         let mut failures = self.retry.schedule();
         let mut delay = polls.next_bound();
@@ -167,29 +272,57 @@ impl BatchSender {
             delay = match result {
                 Ok(report) => {
                     self.metrics.count_bulk_call("status", "ok");
+                    self.gate.auth_ok();
                     match report.state {
                         BatchState::Complete => {
+                            self.resubmissions.completed(status_url);
                             return Completion::Complete {
                                 failed_ids: report.failed_ids,
-                            }
+                                failed_updates: report.failed_updates,
+                            };
                         }
                         BatchState::Stuck => {
-                            return Completion::Resubmit {
-                                why: format!("Target reports batch {} stuck", report.batch_id),
-                            }
+                            let why = format!("Target reports batch {} stuck", report.batch_id);
+                            return self.lost(status_url, 200, why);
+                        }
+                        BatchState::Incomplete if started.elapsed() >= MAX_PROCESSING => {
+                            let why = format!(
+                                "Target still reports batch {} incomplete after {} hours",
+                                report.batch_id,
+                                MAX_PROCESSING.as_secs() / 3600
+                            );
+                            return self.lost(status_url, 200, why);
                         }
                         BatchState::Incomplete => polls.next_bound(),
                     }
                 }
                 Err(BulkError::Permanent { status, message }) => {
                     self.metrics.count_bulk_call("status", "rejected");
-                    return Completion::Resubmit {
-                        why: format!("the status call was refused with HTTP {status}: {message}"),
-                    };
+                    let why = format!("the status call was refused with HTTP {status}: {message}");
+                    return self.lost(status_url, status, why);
+                }
+                Err(BulkError::Retry {
+                    cause: RetryCause::Refused(message),
+                    ..
+                }) => {
+                    self.metrics.count_bulk_call("status", "rejected");
+                    let why = format!("the status call was answered success=false: {message}");
+                    return self.lost(status_url, 200, why);
+                }
+                Err(error @ BulkError::StatusUrl(_)) => {
+                    self.metrics.count_bulk_call("status", "rejected");
+                    return self.lost(status_url, 200, error.to_string());
                 }
                 Err(error) => self.failed("status", &error, &mut failures),
             };
         }
+    }
+
+    /// Target lost the batch polled at `status_url`: it is to be sent again.
+    fn lost(&self, status_url: &str, status: u16, why: String) -> Completion {
+        let times = self.resubmissions.lost(status_url, status, &why);
+        tracing::warn!(times, max = MAX_RESUBMISSIONS, why = %why, "Target lost track of a bulk batch.");
+        Completion::Resubmit { why }
     }
 
     /// Counts a retryable or credential failure and says how long to wait.
@@ -201,8 +334,13 @@ impl BatchSender {
     ) -> Duration {
         let (outcome, retry_after) = match error {
             BulkError::Retry { retry_after, .. } => ("retryable", *retry_after),
-            BulkError::Auth { .. } => ("auth_failed", None),
-            BulkError::Permanent { .. } => ("rejected", None),
+            BulkError::Auth { status } => {
+                // Wrong for every call: the whole pod pauses and reports not
+                // ready until a call is accepted again.
+                self.gate.auth_failed(*status, false);
+                ("auth_failed", None)
+            }
+            BulkError::Permanent { .. } | BulkError::StatusUrl(_) => ("rejected", None),
         };
         self.metrics.count_bulk_call(call, outcome);
         tracing::warn!(call, error = %error, "A bulk call failed; retrying.");
@@ -245,16 +383,48 @@ mod tests {
     }
 
     #[test]
-    fn a_pods_share_of_calls_follows_its_fraction_and_never_drops_below_one_a_minute() {
+    fn a_pods_share_of_calls_follows_its_fraction_without_a_floor() {
         let budget = CallBudget::new(50);
         assert_eq!(budget.period(), Duration::from_millis(1200));
         budget.set_fraction(0.5);
         assert_eq!(budget.period(), Duration::from_millis(2400), "25 a minute");
-        budget.set_fraction(0.001);
+        // 100 pods over 50 calls a minute: half a call a minute each, so
+        // together they stay within Adobe's limit.
+        budget.set_fraction(0.01);
+        assert_eq!(budget.period(), Duration::from_secs(120));
+        budget.set_fraction(3.0);
         assert_eq!(
             budget.period(),
-            Duration::from_secs(60),
-            "at least one a minute"
+            Duration::from_millis(1200),
+            "never more than all"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_share_change_neither_refills_the_call_nor_lets_waiters_use_the_old_limiter() {
+        // 600 a minute for the group, a hundredth of it here: one call every 10 s.
+        let budget = Arc::new(CallBudget::new(600));
+        budget.set_fraction(0.01);
+        budget.acquire().await;
+        let waiter = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        // The whole group's share: one call every 100 ms. The call spent
+        // carries over, so the waiter goes after about 100 ms: not at once
+        // (a refilled limiter) and not after the old 10 s.
+        let changed = std::time::Instant::now();
+        budget.set_fraction(1.0);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter moves to the new limiter")
+            .expect("waiter");
+        assert!(
+            changed.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            changed.elapsed()
         );
     }
 }

@@ -6,34 +6,53 @@
 //! back; too large and a slow or overloaded Target gets thousands of requests
 //! piled onto it, each one a timeout and a retry waiting to happen. So the
 //! limit moves between 1 and `delivery.max_in_flight`, once per *cycle* (one
-//! mean round-trip time):
+//! mean round-trip time).
 //!
-//! - it **shrinks** to 90% (at least by one) when the cycle saw back-pressure
-//!   (503, 429, another retryable status, a timeout, a connection error) on a
-//!   request sent after the last decrease (one storm, one decrease per round
-//!   trip, as TCP does per window), or
-//!   when the cycle's mean round trip rose above the past mean by more than
-//!   2.5 mean deviations (and at least 50%);
-//! - it **grows** when the cycle used the whole limit and answers showed
-//!   that latency held: by
-//!   doubling until the first decrease (slow start, so a fast Target is
-//!   reached in a few round trips), by one afterwards;
+//! Not every failure means "too much". Target says so with a 429 or a
+//! `Retry-After`, and a request that gets no answer in time is a sign of it
+//! ([`Signal::Overload`]). A 503 or another 5xx without `Retry-After`, or a
+//! broken connection ([`Signal::Failed`]), may be overload or may be a bad
+//! edge node failing a share of requests whatever the load; shrinking the
+//! limit for the latter only costs throughput while the failed updates are
+//! retried anyway. Such failures count as overload only when they grow with
+//! the load: when requests sent with more requests in flight failed
+//! significantly more often than those sent with fewer (see
+//! [`super::failure_shares`]).
+//!
+//! - The limit **shrinks** to 90% (at least by one) when the cycle saw an
+//!   overload signal on a request sent after the last decrease (one storm,
+//!   one decrease per round trip, as TCP does per window), or when the
+//!   cycle's mean round trip rose above the past mean by more than 2.5 mean
+//!   deviations (and at least 50%);
+//! - it shrinks **below the level where failures grow** (at most to half the
+//!   levels used) when the requests sent with that many requests in flight
+//!   or more failed significantly more often than those sent with fewer; when
+//!   the levels used fail more but too little is known of lower ones, it
+//!   drops to half of them for a moment to learn (at most once in 5 s). After
+//!   either it stays put for 100 ms, and such decreases come at most that
+//!   often;
+//! - it **grows** when the cycle used the whole limit, answers showed that
+//!   latency held, and the levels it would grow into did not recently fail
+//!   significantly more often than those below: by doubling until the first
+//!   decrease (slow start, so a fast Target is reached in a few round trips),
+//!   by one afterwards;
 //! - otherwise it stays: a pod held back by the rate budget never has the
 //!   limit's worth of requests at Target, so it never grows the limit, and the
 //!   work waits in the per-profile queues, where it can still coalesce.
 //!
 //! [`Aimd`] is the pure controller (time is an argument); [`AdaptiveConcurrency`]
 //! shares it between senders and publishes `pps_concurrency_limit`. The limit
-//! bounds two things: the coordinator starts no more senders than the limit,
-//! and every attempt (retries too) first takes one of `limit` slots, *then*
-//! waits for budget, then sends. Slot before budget, so a budget token is
-//! never held while waiting and spent later in a burst; and a slot waiting for
-//! budget is not a request at Target, so it does not count as using the limit.
+//! is enforced in one place: the coordinator starts no more attempts than
+//! the limit (each task makes one attempt; a profile waiting out a retry
+//! backoff holds no task). An attempt waiting for budget is not a request at
+//! Target: only a [`Flight`], from sending to the answer, counts as in
+//! flight for the controller, so a pod held back by its budget never uses
+//! the limit in full and never grows it.
 
+use super::failure_shares::{FailureShares, Trend, RECENT};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How the limit shrinks on back-pressure or rising latency.
@@ -46,16 +65,32 @@ const RTT_DEVIATION_SCALE: f64 = 2.5;
 /// delays (which rise with concurrency on a saturated CPU) are not read as
 /// Target overload; overload shows as 503s, timeouts or much slower answers.
 const RTT_MIN_RISE: f64 = 0.5;
+/// Failures growing with the load shrink the limit at most this often, and
+/// the limit does not grow for this long after such a decrease.
+const SHARE_DECREASE_SPACING: Duration = Duration::from_millis(100);
 
 /// What an answered request says about Target's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// An answer that is not a sign of load (2xx, a permanent 4xx): its round trip counts.
     Answered,
-    /// Throttling or failure (503, 429, 5xx, timeout, connection error).
-    Backpressure,
+    /// Target is overloaded: a 429, any answer with `Retry-After`, or no answer
+    /// in time. The limit shrinks.
+    Overload,
+    /// A failure that is not by itself a sign of load (a 503 or another 5xx
+    /// without `Retry-After`, a broken connection): it shrinks the limit only
+    /// when such failures grow with the requests in flight.
+    Failed,
     /// Says nothing about load (refused credentials): ignored.
     Neutral,
+}
+
+/// A request sent: the cycle it was sent in and the requests in flight then
+/// (itself included), to give back with its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    cycle: u64,
+    level: usize,
 }
 
 /// An exponentially weighted mean and mean absolute deviation.
@@ -80,9 +115,12 @@ struct Cycle {
     started: Instant,
     rtt_sum: f64,
     rtt_count: u32,
-    backpressure: bool,
+    /// An overload signal on a request sent after the last decrease.
+    overload: bool,
     /// Requests in flight reached the limit at some point.
     saturated: bool,
+    /// The most requests in flight at once.
+    top_level: usize,
 }
 
 impl Cycle {
@@ -92,10 +130,21 @@ impl Cycle {
             started,
             rtt_sum: 0.0,
             rtt_count: 0,
-            backpressure: false,
+            overload: false,
             saturated,
+            top_level: 0,
         }
     }
+}
+
+/// Failures that grow with the load shrink the limit below a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShareDecrease {
+    /// Requests sent at `from` requests in flight and more failed more often.
+    Grows { from: usize },
+    /// More failures at the levels used, too little known of lower ones:
+    /// send at `to` a while to learn.
+    Probe { to: usize },
 }
 
 /// The additive-increase, multiplicative-decrease controller.
@@ -107,9 +156,17 @@ pub struct Aimd {
     slow_start: bool,
     past_rtt: Option<Ewma>,
     cycle: Cycle,
-    /// The cycle the last decrease ended: back-pressure on requests sent
-    /// before it was already answered by that decrease.
+    /// The cycle the last decrease ended: overload signals on requests sent
+    /// before it were already answered by that decrease.
     last_decrease: Option<u64>,
+    /// Failure shares by requests in flight.
+    shares: FailureShares,
+    /// When failures growing with the load last shrank the limit: the next
+    /// such decrease waits [`SHARE_DECREASE_SPACING`], so that one unlucky
+    /// tally costs one decrease.
+    last_share_decrease: Option<Instant>,
+    /// When the limit last fell to learn about lower levels.
+    last_probe: Option<Instant>,
 }
 
 impl Aimd {
@@ -123,6 +180,9 @@ impl Aimd {
             past_rtt: None,
             cycle: Cycle::new(0, now, false),
             last_decrease: None,
+            shares: FailureShares::new(max.max(1)),
+            last_share_decrease: None,
+            last_probe: None,
         }
     }
 
@@ -136,13 +196,17 @@ impl Aimd {
         self.in_flight
     }
 
-    /// A request is sent; returns the cycle to give back with its answer.
-    pub fn started(&mut self) -> u64 {
+    /// A request is sent; returns what to give back with its answer.
+    pub fn started(&mut self) -> Sent {
         self.in_flight += 1;
         if self.in_flight >= self.limit {
             self.cycle.saturated = true;
         }
-        self.cycle.id
+        self.cycle.top_level = self.cycle.top_level.max(self.in_flight);
+        Sent {
+            cycle: self.cycle.id,
+            level: self.in_flight,
+        }
     }
 
     /// A request ended without an answer worth learning from (abandoned).
@@ -150,12 +214,12 @@ impl Aimd {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
-    /// A request sent in cycle `sent_in` was answered after `rtt`. Returns
-    /// the new limit when this ended the cycle and the limit changed.
+    /// A request `sent` was answered after `rtt`. Returns the new limit when
+    /// this ended the cycle and the limit changed.
     pub fn answered(
         &mut self,
         now: Instant,
-        sent_in: u64,
+        sent: Sent,
         rtt: Duration,
         signal: Signal,
     ) -> Option<usize> {
@@ -164,12 +228,14 @@ impl Aimd {
             Signal::Answered => {
                 self.cycle.rtt_sum += rtt.as_secs_f64();
                 self.cycle.rtt_count += 1;
+                self.shares.record(sent.level, false, now);
             }
-            Signal::Backpressure => {
-                if self.last_decrease.is_none_or(|cycle| sent_in > cycle) {
-                    self.cycle.backpressure = true;
+            Signal::Overload => {
+                if self.last_decrease.is_none_or(|cycle| sent.cycle > cycle) {
+                    self.cycle.overload = true;
                 }
             }
+            Signal::Failed => self.shares.record(sent.level, true, now),
             Signal::Neutral => {}
         }
         let cycle_length = match self.past_rtt {
@@ -180,6 +246,39 @@ impl Aimd {
             return None;
         }
         self.end_cycle(now)
+    }
+
+    /// Whether failures grow with the load, judged on the upper half of the
+    /// levels used this cycle (up to `top`): a pod held back by its budget
+    /// uses fewer levels than its limit allows, and those are the ones that
+    /// tell. `None` when they do not, or cannot be told yet.
+    fn failures_grow(&self, top: usize, now: Instant) -> Option<ShareDecrease> {
+        let top = top.min(self.limit);
+        let lowest = (top / 2 + 1).max(2);
+        if lowest > top {
+            return None;
+        }
+        // The highest range whose requests failed significantly more often
+        // than those below it.
+        if let Some(from) = (lowest..=top)
+            .rev()
+            .find(|from| self.shares.worse(*from..=top, now))
+        {
+            return Some(ShareDecrease::Grows { from });
+        }
+        // Failures at the top, but too little known of lower levels: go and
+        // see, at most once in a while.
+        let may_probe = self
+            .last_probe
+            .is_none_or(|at| now.saturating_duration_since(at) >= RECENT);
+        (may_probe && self.shares.trend(lowest..=top, now) == Trend::Unclear)
+            .then_some(ShareDecrease::Probe { to: lowest - 1 })
+    }
+
+    /// The limit after a decrease: 90%, at least one less, at least 1.
+    fn shrunk(&self) -> usize {
+        let shrunk = (self.limit as f64 * DECREASE_RATIO).floor() as usize;
+        shrunk.min(self.limit - 1).max(1)
     }
 
     fn end_cycle(&mut self, now: Instant) -> Option<usize> {
@@ -194,18 +293,41 @@ impl Aimd {
             }
             _ => false,
         };
-        if cycle.backpressure || rising {
-            let shrunk = (self.limit as f64 * DECREASE_RATIO).floor() as usize;
-            self.limit = shrunk.min(self.limit - 1).max(1);
+        // After failures growing with the load shrank the limit, it stays
+        // put a while, to learn how the lower levels fare.
+        let settled = self
+            .last_share_decrease
+            .is_none_or(|at| now.saturating_duration_since(at) >= SHARE_DECREASE_SPACING);
+        let share_decrease = settled
+            .then(|| self.failures_grow(cycle.top_level, now))
+            .flatten();
+        if cycle.overload || share_decrease.is_some() || rising {
+            let below = match share_decrease {
+                // Below the levels where failures grew.
+                Some(ShareDecrease::Grows { from }) => from - 1,
+                Some(ShareDecrease::Probe { to }) => {
+                    self.last_probe = Some(now);
+                    to
+                }
+                None => self.limit,
+            };
+            self.limit = self.shrunk().min(below).max(1);
             self.slow_start = false;
             self.last_decrease = Some(cycle.id);
-        } else if cycle.saturated && mean.is_some() {
+            if share_decrease.is_some() {
+                self.last_share_decrease = Some(now);
+            }
+        } else if cycle.saturated && mean.is_some() && settled {
             let grown = if self.slow_start {
                 self.limit * 2
             } else {
                 self.limit + 1
-            };
-            self.limit = grown.min(self.max);
+            }
+            .min(self.max);
+            // The levels the new limit reaches into did not recently fail more.
+            if grown > self.limit && !self.shares.worse(self.limit + 1..=grown, now) {
+                self.limit = grown;
+            }
         }
         if let Some(mean) = mean {
             match &mut self.past_rtt {
@@ -223,20 +345,10 @@ impl Aimd {
     }
 }
 
-/// The controller and the slots it hands out.
-#[derive(Debug)]
-struct Shared {
-    aimd: Aimd,
-    /// Slots taken (waiting for budget or sending).
-    reserved: usize,
-}
-
-/// The controller shared by every sender, its slots and its gauge.
+/// The controller shared by every sender, and its gauge.
 #[derive(Debug)]
 pub struct AdaptiveConcurrency {
-    shared: Mutex<Shared>,
-    /// Wakes attempts waiting for a slot.
-    freed: Notify,
+    aimd: Mutex<Aimd>,
     gauge: Gauge,
 }
 
@@ -246,106 +358,76 @@ impl AdaptiveConcurrency {
         let aimd = Aimd::new(max_in_flight, Instant::now());
         gauge.set(aimd.limit() as i64);
         Arc::new(AdaptiveConcurrency {
-            shared: Mutex::new(Shared { aimd, reserved: 0 }),
-            freed: Notify::new(),
+            aimd: Mutex::new(aimd),
             gauge,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    fn lock(&self) -> MutexGuard<'_, Aimd> {
         // The controller holds plain numbers: a panic elsewhere cannot leave it half-updated.
-        self.shared
+        self.aimd
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The number of updates that may be under way now.
+    /// The number of updates that may be under way now: the coordinator
+    /// starts no more attempts than this (the one concurrency control).
     pub fn limit(&self) -> usize {
-        self.lock().aimd.limit()
+        self.lock().limit()
     }
 
-    /// Waits for one of `limit` slots.
-    pub async fn reserve(self: &Arc<Self>) -> Slot {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut shared = self.lock();
-                if shared.reserved < shared.aimd.limit() {
-                    shared.reserved += 1;
-                    return Slot {
-                        owner: self.clone(),
-                        flight: None,
-                        landed: false,
-                    };
-                }
-            }
-            freed.await;
+    /// A request goes out now; land the flight with its answer.
+    pub fn send(self: &Arc<Self>) -> Flight {
+        let sent = self.lock().started();
+        Flight {
+            owner: self.clone(),
+            sent,
+            sent_at: Instant::now(),
+            landed: false,
         }
     }
 
-    fn release(&self, flight: Option<(u64, Instant)>, signal: Signal) {
-        let changed = {
-            let mut shared = self.lock();
-            shared.reserved -= 1;
-            match flight {
-                Some((sent_in, sent_at)) => {
-                    let now = Instant::now();
-                    shared
-                        .aimd
-                        .answered(now, sent_in, now.duration_since(sent_at), signal)
-                }
-                _ => None,
-            }
-        };
+    fn answered(&self, sent: Sent, sent_at: Instant, signal: Signal) {
+        let now = Instant::now();
+        let changed = self
+            .lock()
+            .answered(now, sent, now.duration_since(sent_at), signal);
         if let Some(limit) = changed {
             self.gauge.set(limit as i64);
             tracing::debug!(limit, "Concurrency limit changed.");
-            self.freed.notify_waiters();
         }
-        self.freed.notify_one();
     }
 }
 
-/// One of `limit` slots: held from before the budget wait until the answer.
+/// One request at Target, from sending until its answer.
 #[derive(Debug)]
-pub struct Slot {
+pub struct Flight {
     owner: Arc<AdaptiveConcurrency>,
-    /// The cycle the request was sent in and when, once sent.
-    flight: Option<(u64, Instant)>,
+    /// What the controller gave back when the request was sent.
+    sent: Sent,
+    sent_at: Instant,
     landed: bool,
 }
 
-impl Slot {
-    /// The request goes out now.
-    pub fn send(&mut self) {
-        if self.flight.is_none() {
-            let sent_in = self.owner.lock().aimd.started();
-            self.flight = Some((sent_in, Instant::now()));
-        }
-    }
-
-    /// The request was answered (or failed) with `signal`; the slot is free.
+impl Flight {
+    /// The request was answered (or failed) with `signal`.
     pub fn land(mut self, signal: Signal) {
-        let flight = self.flight.take();
-        self.owner.release(flight, signal);
+        self.owner.answered(self.sent, self.sent_at, signal);
         self.landed = true;
     }
 }
 
-impl Drop for Slot {
+impl Drop for Flight {
     fn drop(&mut self) {
-        if self.landed {
-            return;
+        if !self.landed {
+            // Abandoned: neither answered nor a sign of load.
+            self.owner.lock().cancelled();
         }
-        // Abandoned: neither answered nor a sign of load.
-        if self.flight.take().is_some() {
-            self.owner.lock().aimd.cancelled();
-        }
-        self.owner.release(None, Signal::Neutral);
     }
 }
+
+#[cfg(test)]
+mod closed_loop;
 
 #[cfg(test)]
 mod tests {
@@ -355,10 +437,10 @@ mod tests {
 
     /// Sends a full limit of requests and answers them all `rtt` later with `signal`.
     fn round(aimd: &mut Aimd, now: &mut Instant, rtt: Duration, signal: Signal) {
-        let sent: Vec<u64> = (0..aimd.limit()).map(|_| aimd.started()).collect();
+        let sent: Vec<Sent> = (0..aimd.limit()).map(|_| aimd.started()).collect();
         *now += rtt;
-        for cycle in sent {
-            aimd.answered(*now, cycle, rtt, signal);
+        for sent in sent {
+            aimd.answered(*now, sent, rtt, signal);
         }
     }
 
@@ -384,10 +466,10 @@ mod tests {
     }
 
     #[test]
-    fn backpressure_shrinks_by_a_tenth_once_and_ends_slow_start() {
+    fn overload_shrinks_by_a_tenth_once_and_ends_slow_start() {
         let mut now = Instant::now();
         let mut aimd = grown_to(64, 256, &mut now);
-        round(&mut aimd, &mut now, RTT, Signal::Backpressure);
+        round(&mut aimd, &mut now, RTT, Signal::Overload);
         assert_eq!(
             aimd.limit(),
             57,
@@ -400,12 +482,12 @@ mod tests {
     }
 
     #[test]
-    fn a_storm_of_failures_brings_the_limit_down_to_one_and_never_below() {
+    fn a_storm_of_overload_brings_the_limit_down_to_one_and_never_below() {
         let mut now = Instant::now();
         let mut aimd = grown_to(64, 64, &mut now);
         let mut limits = Vec::new();
         for _ in 0..40 {
-            round(&mut aimd, &mut now, RTT, Signal::Backpressure);
+            round(&mut aimd, &mut now, RTT, Signal::Overload);
             limits.push(aimd.limit());
         }
         assert_eq!(
@@ -416,7 +498,7 @@ mod tests {
         assert_eq!(aimd.limit(), 1);
         // Small limits still shrink by at least one.
         let mut aimd = grown_to(4, 64, &mut now);
-        round(&mut aimd, &mut now, RTT, Signal::Backpressure);
+        round(&mut aimd, &mut now, RTT, Signal::Overload);
         assert_eq!(aimd.limit(), 3);
     }
 
@@ -450,8 +532,8 @@ mod tests {
         for _ in 0..200 {
             let sent = [aimd.started(), aimd.started()];
             now += RTT;
-            for cycle in sent {
-                aimd.answered(now, cycle, RTT, Signal::Answered);
+            for sent in sent {
+                aimd.answered(now, sent, RTT, Signal::Answered);
             }
         }
         assert_eq!(aimd.limit(), 16);
@@ -462,17 +544,14 @@ mod tests {
         let mut now = Instant::now();
         let mut aimd = grown_to(2, 256, &mut now);
         let sent = [aimd.started(), aimd.started()];
-        for cycle in sent {
+        for sent in sent {
             now += RTT / 4;
-            let changed = aimd.answered(now, cycle, RTT, Signal::Backpressure);
+            let changed = aimd.answered(now, sent, RTT, Signal::Overload);
             assert_eq!(changed, None, "the round trip is not over");
         }
         now += RTT;
-        let cycle = aimd.started();
-        assert_eq!(
-            aimd.answered(now, cycle, RTT, Signal::Backpressure),
-            Some(1)
-        );
+        let sent = aimd.started();
+        assert_eq!(aimd.answered(now, sent, RTT, Signal::Overload), Some(1));
     }
 
     #[test]
@@ -489,43 +568,15 @@ mod tests {
         assert_eq!(aimd.limit(), settled);
     }
 
-    fn counts(shared: &AdaptiveConcurrency) -> (usize, usize) {
-        let shared = shared.lock();
-        (shared.reserved, shared.aimd.in_flight())
-    }
-
-    #[tokio::test]
-    async fn a_dropped_slot_leaves_nothing_reserved_or_in_flight() {
+    #[test]
+    fn a_dropped_flight_leaves_nothing_in_flight_and_a_landed_one_is_counted_once() {
         let shared = AdaptiveConcurrency::new(8, Gauge::default());
-        let mut slot = shared.reserve().await;
-        slot.send();
-        assert_eq!(counts(&shared), (1, 1));
-        drop(slot);
-        assert_eq!(counts(&shared), (0, 0));
-        let mut slot = shared.reserve().await;
-        slot.send();
-        slot.land(Signal::Answered);
-        assert_eq!(counts(&shared), (0, 0));
-    }
-
-    #[tokio::test]
-    async fn a_full_limit_holds_the_next_attempt_until_a_slot_is_freed() {
-        let shared = AdaptiveConcurrency::new(8, Gauge::default());
-        assert_eq!(shared.limit(), 1);
-        let mut first = shared.reserve().await;
-        let waiting = tokio::spawn({
-            let shared = shared.clone();
-            async move {
-                let _slot = shared.reserve().await;
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "the only slot is taken");
-        first.send();
-        first.land(Signal::Answered);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("freed slot wakes the waiter")
-            .expect("waiter");
+        let flight = shared.send();
+        assert_eq!(shared.lock().in_flight(), 1);
+        drop(flight);
+        assert_eq!(shared.lock().in_flight(), 0);
+        let flight = shared.send();
+        flight.land(Signal::Answered);
+        assert_eq!(shared.lock().in_flight(), 0);
     }
 }

@@ -24,10 +24,11 @@ pub struct RateShare {
 impl RateShare {
     /// `per_second × assigned ÷ total`, burst likewise (at least 1).
     pub fn of_group(per_second: f64, burst: u32, assigned: usize, total: usize) -> RateShare {
+        // Metadata can lag an assignment: never more than the whole group's.
         let fraction = if total == 0 {
             0.0
         } else {
-            assigned as f64 / total as f64
+            (assigned as f64 / total as f64).min(1.0)
         };
         RateShare {
             per_second: per_second * fraction,
@@ -35,7 +36,7 @@ impl RateShare {
         }
     }
 
-    fn limiter(self) -> DefaultDirectRateLimiter {
+    pub(crate) fn limiter(self) -> DefaultDirectRateLimiter {
         // A share of zero (no partitions) sends nothing anyway; keep a valid
         // quota of one request per hour so the limiter exists.
         let per_second = if self.per_second > 0.0 {
@@ -48,6 +49,31 @@ impl RateShare {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN));
         RateLimiter::direct(quota)
+    }
+}
+
+/// Leaves `to` (a new, full limiter of burst `to_burst`) with as many tokens
+/// as `from` (of burst `from_burst`) has now, at most `to_burst`. The
+/// tokens left in `from` are taken to count them (it is being replaced).
+pub(crate) fn carry_tokens(
+    from: &DefaultDirectRateLimiter,
+    from_burst: u32,
+    to: &DefaultDirectRateLimiter,
+    to_burst: u32,
+) {
+    let mut left = 0u32;
+    let mut step = from_burst.max(1).next_power_of_two();
+    while step > 0 {
+        if let Some(n) = NonZeroU32::new(step) {
+            if matches!(from.check_n(n), Ok(Ok(()))) {
+                left = left.saturating_add(step);
+                continue;
+            }
+        }
+        step /= 2;
+    }
+    if let Some(spent) = NonZeroU32::new(to_burst.max(1).saturating_sub(left)) {
+        let _ = to.check_n(spent);
     }
 }
 
@@ -118,12 +144,17 @@ impl SendGate {
         (guard.1.clone(), guard.2)
     }
 
-    /// Changes the share (at every rebalance).
+    /// Changes the share (at every rebalance). The new limiter starts with
+    /// the tokens the old one had left (at most its own burst), not full: a
+    /// rebalance must not hand every pod a fresh burst, or the group would
+    /// exceed `burst + per_second × t` across frequent rebalances.
     pub fn set_share(&self, share: RateShare) {
         let mut guard = self.limiter.write().unwrap_or_else(|p| p.into_inner());
         if guard.0 != share {
             let generation = guard.2 + 1;
-            *guard = (share, Arc::new(share.limiter()), generation);
+            let limiter = share.limiter();
+            carry_tokens(&guard.1, guard.0.burst, &limiter, share.burst);
+            *guard = (share, Arc::new(limiter), generation);
             drop(guard);
             self.share_changed.notify_waiters();
         }
@@ -320,6 +351,36 @@ mod tests {
                 burst: 10
             }
         );
+    }
+
+    #[test]
+    fn a_share_change_carries_the_tokens_left_and_never_refills_the_burst() {
+        let share = |per_second, burst| RateShare { per_second, burst };
+        // A slow refill, so nothing comes back during the test.
+        let gate = SendGate::new(share(0.01, 8), probe_backoff());
+        let take = |gate: &SendGate| gate.current_limiter().0.check().is_ok();
+        for _ in 0..6 {
+            assert!(take(&gate));
+        }
+        // Two tokens left; the new share's burst is 10: still two.
+        gate.set_share(share(0.02, 10));
+        assert!(take(&gate) && take(&gate));
+        assert!(!take(&gate), "a share change must not refill the bucket");
+        // Nothing left: a smaller share starts empty too.
+        gate.set_share(share(0.01, 4));
+        assert!(!take(&gate));
+        // More left than the new burst: cut to it.
+        let gate = SendGate::new(share(0.01, 8), probe_backoff());
+        gate.set_share(share(0.01, 3));
+        assert!(take(&gate) && take(&gate) && take(&gate));
+        assert!(!take(&gate));
+    }
+
+    #[test]
+    fn a_share_is_never_more_than_the_whole_group_budget() {
+        // Partition counts from metadata can lag an assignment.
+        let share = RateShare::of_group(10.0, 10, 6, 4);
+        assert_eq!((share.per_second, share.burst), (10.0, 10));
     }
 
     #[tokio::test]

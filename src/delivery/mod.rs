@@ -1,13 +1,20 @@
 //! Delivery: per-profile ordering, the group rate budget, retries, the commit
-//! watermark, and the coordinator that ties them to Kafka and Target.
+//! watermark, the coordinator that ties them to Kafka and Target, the budget
+//! of profile fetches, and the read-back verification of accepted updates.
 pub mod batch_sender;
 pub mod concurrency;
 pub mod coordinator;
+pub mod existence;
+pub mod failure_shares;
+pub mod fetch_budget;
+pub mod freshness;
 pub mod gate;
 pub mod queues;
 pub mod quota;
+pub mod resubmissions;
 pub mod retry;
 pub mod routing;
 pub mod sender;
 pub mod spans;
+pub mod verify;
 pub mod watermark;

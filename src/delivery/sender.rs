@@ -1,5 +1,10 @@
-//! Sending one update until it has a final outcome: through the send gate
-//! (budget and pauses), the client, the classifier and the retry schedule.
+//! One attempt to send an update: through the send gate (budget and
+//! pauses), the client and the classifier. A task makes exactly one attempt
+//! and hands the verdict back to the coordinator, which decides what comes
+//! next: a retryable failure puts the profile in backoff *in the
+//! coordinator*, so a profile waiting out its backoff holds no task, no
+//! request slot and no place under the concurrency limit that another
+//! profile could use.
 
 use super::concurrency::{AdaptiveConcurrency, Signal};
 use super::gate::SendGate;
@@ -9,11 +14,12 @@ use crate::mapping::ProfileUpdate;
 use crate::ops::metrics::Metrics;
 use crate::target::{TargetClient, Verdict};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// What finally happened to an update.
+/// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOutcome {
+pub enum AttemptOutcome {
     /// Target accepted it (2xx).
     Accepted,
     /// Target refused it for good (another 4xx): dead letter `target_rejected`.
@@ -21,12 +27,17 @@ pub enum DeliveryOutcome {
         /// The status.
         status: u16,
     },
-    /// `delivery.max_attempts` retryable failures: dead letter `retries_exhausted`.
-    Exhausted {
-        /// The last status, when there was a response.
-        last_status: Option<u16>,
+    /// A retryable failure (408, 429, 5xx, timeout, connection error).
+    Retry {
+        /// The status, when there was a response.
+        status: Option<u16>,
+        /// Target's `Retry-After` (the pod's sending is paused that long already).
+        retry_after: Option<Duration>,
     },
-    /// Given up at the drain deadline: not finished, so not committed.
+    /// Target refused the credentials: the gate now holds every sender back
+    /// and probes; the update is tried again as soon as the gate lets it.
+    AuthFailed,
+    /// Cancelled (drain deadline, revoke deadline, partition lost) before an answer.
     Abandoned,
 }
 
@@ -48,108 +59,100 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Sends until accepted, rejected, exhausted or abandoned; each attempt
-    /// is a `pps.target.request` span placed by `trace`.
-    pub async fn deliver(
+    /// Makes attempt number `attempt` (1 for the first): waits for the gate,
+    /// sends, classifies. The attempt is a `pps.target.request` span placed
+    /// by `trace`.
+    pub async fn attempt(
         &self,
         update: &ProfileUpdate,
-        abandon: &CancellationToken,
+        cancel: &CancellationToken,
         trace: &RequestTrace,
-    ) -> DeliveryOutcome {
-        let mut schedule = self.retry.schedule();
-        let mut failures = 0u32;
-        let mut first = true;
-        let mut attempts = 0u32;
-        loop {
-            // A slot first, then budget: see `concurrency`.
-            let mut slot = tokio::select! {
-                biased;
-                _ = abandon.cancelled() => return DeliveryOutcome::Abandoned,
-                slot = self.concurrency.reserve() => slot,
-            };
-            let permit = tokio::select! {
-                biased;
-                _ = abandon.cancelled() => return DeliveryOutcome::Abandoned,
-                permit = self.gate.acquire() => permit,
-            };
-            if !first {
-                self.metrics.target_retries.inc();
+        attempt: u32,
+    ) -> AttemptOutcome {
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return AttemptOutcome::Abandoned,
+            permit = self.gate.acquire() => permit,
+        };
+        if attempt > 1 {
+            self.metrics.target_retries.inc();
+        }
+        let span = trace.attempt(attempt);
+        let flight = self.concurrency.send();
+        self.metrics.target_in_flight.inc();
+        let answer = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            answer = self.client.send(update) => Some(answer),
+        };
+        self.metrics.target_in_flight.dec();
+        let Some(answer) = answer else {
+            // Dropping the flight tells the controller nothing about load.
+            return AttemptOutcome::Abandoned;
+        };
+        flight.land(signal_of(&answer.verdict, answer.timed_out));
+        self.gate.set_reachable(answer.status.is_some());
+        self.metrics
+            .target_request_duration
+            .observe(answer.elapsed.as_secs_f64());
+        span.answered(
+            answer.status,
+            answer.timed_out,
+            verdict_label(&answer.verdict),
+        );
+        let label = verdict_label(&answer.verdict);
+        match answer.verdict {
+            Verdict::Accepted => {
+                self.metrics.count_request(label, answer.status, false);
+                self.gate.auth_ok();
+                AttemptOutcome::Accepted
             }
-            first = false;
-            self.metrics.target_in_flight.inc();
-            attempts += 1;
-            let span = trace.attempt(attempts);
-            slot.send();
-            let attempt = tokio::select! {
-                biased;
-                _ = abandon.cancelled() => {
-                    self.metrics.target_in_flight.dec();
-                    return DeliveryOutcome::Abandoned;
+            Verdict::Rejected { status } => {
+                self.metrics.count_request(label, answer.status, false);
+                self.gate.auth_ok();
+                AttemptOutcome::Rejected { status }
+            }
+            Verdict::AuthFailed { status } => {
+                // Never dead-lettered and never counted against
+                // max_attempts: the credentials are wrong for every event.
+                // The gate holds every sender back and schedules probes.
+                self.metrics.count_request(label, answer.status, false);
+                self.gate.auth_failed(status, permit.is_probe());
+                AttemptOutcome::AuthFailed
+            }
+            Verdict::Retry {
+                status,
+                retry_after,
+            } => {
+                self.metrics
+                    .count_request(label, answer.status, answer.timed_out);
+                if let Some(pause) = retry_after {
+                    self.gate.pause_for(pause);
                 }
-                attempt = self.client.send(update) => attempt,
-            };
-            self.metrics.target_in_flight.dec();
-            slot.land(signal_of(&attempt.verdict));
-            self.gate.set_reachable(attempt.status.is_some());
-            self.metrics
-                .target_request_duration
-                .observe(attempt.elapsed.as_secs_f64());
-            span.answered(
-                attempt.status,
-                attempt.timed_out,
-                verdict_label(&attempt.verdict),
-            );
-            let delay = match attempt.verdict {
-                Verdict::Accepted => {
-                    self.metrics
-                        .count_request("accepted", attempt.status, false);
-                    self.gate.auth_ok();
-                    return DeliveryOutcome::Accepted;
-                }
-                Verdict::Rejected { status } => {
-                    self.metrics
-                        .count_request("rejected", attempt.status, false);
-                    self.gate.auth_ok();
-                    return DeliveryOutcome::Rejected { status };
-                }
-                Verdict::AuthFailed { status } => {
-                    // Never dead-lettered and never counted against
-                    // max_attempts: the credentials are wrong for every event.
-                    // The gate holds every sender back and schedules probes.
-                    self.metrics
-                        .count_request("auth_failed", attempt.status, false);
-                    self.gate.auth_failed(status, permit.is_probe());
-                    continue;
-                }
-                Verdict::Retry {
+                AttemptOutcome::Retry {
                     status,
                     retry_after,
-                } => {
-                    self.metrics
-                        .count_request("retryable", attempt.status, attempt.timed_out);
-                    failures += 1;
-                    if self.max_attempts > 0 && failures >= self.max_attempts {
-                        return DeliveryOutcome::Exhausted {
-                            last_status: status,
-                        };
-                    }
-                    if let Some(pause) = retry_after {
-                        self.gate.pause_for(pause);
-                    }
-                    schedule.next_delay().max(retry_after.unwrap_or_default())
                 }
-            };
-            drop(permit);
-            sleep_or_abandon(delay, abandon).await;
+            }
         }
     }
 }
 
-/// What an answer says about Target's load, for the concurrency limit.
-fn signal_of(verdict: &Verdict) -> Signal {
+/// What an answer says about Target's load, for the concurrency limit: a 429,
+/// a `Retry-After` or no answer in time is overload; another retryable
+/// failure is overload only if failures grow with the load (see `concurrency`).
+fn signal_of(verdict: &Verdict, timed_out: bool) -> Signal {
     match verdict {
         Verdict::Accepted | Verdict::Rejected { .. } => Signal::Answered,
-        Verdict::Retry { .. } => Signal::Backpressure,
+        Verdict::Retry {
+            status: Some(429), ..
+        } => Signal::Overload,
+        Verdict::Retry {
+            retry_after: Some(_),
+            ..
+        } => Signal::Overload,
+        Verdict::Retry { .. } if timed_out => Signal::Overload,
+        Verdict::Retry { .. } => Signal::Failed,
         Verdict::AuthFailed { .. } => Signal::Neutral,
     }
 }
@@ -164,9 +167,32 @@ fn verdict_label(verdict: &Verdict) -> &'static str {
     }
 }
 
-async fn sleep_or_abandon(delay: std::time::Duration, abandon: &CancellationToken) {
-    tokio::select! {
-        _ = abandon.cancelled() => {}
-        _ = tokio::time::sleep(delay) => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_429_retry_after_and_timeouts_are_overload_by_themselves() {
+        let retry = |status, retry_after| Verdict::Retry {
+            status,
+            retry_after,
+        };
+        let pause = Some(Duration::from_secs(1));
+        // (verdict, timed out, signal)
+        let table = [
+            (Verdict::Accepted, false, Signal::Answered),
+            (Verdict::Rejected { status: 400 }, false, Signal::Answered),
+            (retry(Some(429), None), false, Signal::Overload),
+            (retry(Some(503), pause), false, Signal::Overload),
+            (retry(None, None), true, Signal::Overload),
+            (retry(Some(503), None), false, Signal::Failed),
+            (retry(Some(500), None), false, Signal::Failed),
+            (retry(None, None), false, Signal::Failed),
+            (Verdict::AuthFailed { status: 401 }, false, Signal::Neutral),
+        ];
+        for (verdict, timed_out, signal) in table {
+            assert_eq!(signal_of(&verdict, timed_out), signal, "{verdict:?}");
+        }
     }
 }

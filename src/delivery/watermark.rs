@@ -3,6 +3,16 @@
 //! offset not yet finished (accepted, dead-lettered or skipped).
 
 use std::collections::VecDeque;
+use std::time::Instant;
+
+/// One seen offset: whether it is finished, and when it was consumed (for
+/// the age of the oldest unfinished event).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    offset: i64,
+    finished: bool,
+    consumed_at: Option<Instant>,
+}
 
 /// Offsets seen on one partition and which of them are finished.
 ///
@@ -11,8 +21,8 @@ use std::collections::VecDeque;
 /// past the last seen offset when everything seen is finished.
 #[derive(Debug, Clone, Default)]
 pub struct CommitWatermark {
-    /// Seen offsets from the first unfinished one on, with a finished flag.
-    window: VecDeque<(i64, bool)>,
+    /// Seen offsets from the first unfinished one on.
+    window: VecDeque<Seen>,
     /// One past the highest offset seen.
     next: Option<i64>,
 }
@@ -26,10 +36,23 @@ impl CommitWatermark {
     /// Records a consumed offset as unfinished. Returns `false` (and changes
     /// nothing) for an offset not above every offset seen before.
     pub fn track(&mut self, offset: i64) -> bool {
+        self.track_seen(offset, None)
+    }
+
+    /// [`CommitWatermark::track`], remembering when the offset was consumed.
+    pub fn track_at(&mut self, offset: i64, consumed_at: Instant) -> bool {
+        self.track_seen(offset, Some(consumed_at))
+    }
+
+    fn track_seen(&mut self, offset: i64, consumed_at: Option<Instant>) -> bool {
         if self.next.is_some_and(|next| offset < next) || offset < 0 {
             return false;
         }
-        self.window.push_back((offset, false));
+        self.window.push_back(Seen {
+            offset,
+            finished: false,
+            consumed_at,
+        });
         self.next = Some(offset + 1);
         true
     }
@@ -37,15 +60,18 @@ impl CommitWatermark {
     /// Marks an offset finished. Returns `false` for an offset that is not
     /// tracked or already finished.
     pub fn finish(&mut self, offset: i64) -> bool {
-        let Ok(index) = self.window.binary_search_by_key(&offset, |(o, _)| *o) else {
+        let Ok(index) = self
+            .window
+            .binary_search_by_key(&offset, |seen| seen.offset)
+        else {
             return false;
         };
         let entry = &mut self.window[index];
-        if entry.1 {
+        if entry.finished {
             return false;
         }
-        entry.1 = true;
-        while self.window.front().is_some_and(|(_, done)| *done) {
+        entry.finished = true;
+        while self.window.front().is_some_and(|seen| seen.finished) {
             self.window.pop_front();
         }
         true
@@ -55,9 +81,16 @@ impl CommitWatermark {
     /// seen; `None` before anything was seen.
     pub fn committable(&self) -> Option<i64> {
         match self.window.front() {
-            Some((offset, _)) => Some(*offset),
+            Some(seen) => Some(seen.offset),
             None => self.next,
         }
+    }
+
+    /// When the first unfinished offset (the one the committed position waits
+    /// for) was consumed; `None` when nothing is unfinished or the offset was
+    /// tracked without a time.
+    pub fn oldest_unfinished_since(&self) -> Option<Instant> {
+        self.window.front().and_then(|seen| seen.consumed_at)
     }
 
     /// Entries held in memory (unfinished ones and finished ones behind them).
@@ -108,6 +141,28 @@ mod tests {
         assert!(w.finish(5));
         assert!(!w.finish(5));
         assert_eq!(w.committable(), Some(6));
+    }
+
+    #[test]
+    fn the_oldest_unfinished_time_is_the_first_unfinished_offsets_consumption() {
+        let start = Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        let mut w = CommitWatermark::new();
+        assert_eq!(w.oldest_unfinished_since(), None);
+        assert!(w.track_at(7, at(0)));
+        assert!(w.track_at(8, at(10)));
+        assert!(w.track_at(9, at(20)));
+        assert_eq!(w.oldest_unfinished_since(), Some(at(0)));
+        // Later offsets finishing do not move it: 7 still holds the commit.
+        assert!(w.finish(8));
+        assert!(w.finish(9));
+        assert_eq!(w.oldest_unfinished_since(), Some(at(0)));
+        assert!(w.finish(7));
+        assert_eq!(w.oldest_unfinished_since(), None);
+        assert!(w.track_at(10, at(30)));
+        assert!(w.track_at(11, at(40)));
+        assert!(w.finish(10));
+        assert_eq!(w.oldest_unfinished_since(), Some(at(40)));
     }
 
     proptest! {

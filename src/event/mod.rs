@@ -1,7 +1,7 @@
 //! The event `pos.purchase.v1`: raw bytes in, a validated [`Purchase`] out.
 //!
 //! This is the edge of the system ("parse, don't validate"): every rule of the
-//! contract's section 4 and 11 is checked here, once, and nothing downstream
+//! contract's sections 4 and 11 (`docs/contract.md`) is checked here, once, and nothing downstream
 //! re-checks it. A failure is an [`EventError`] whose [`ErrorClass`] is what
 //! the dead-letter header says and whose reason names the first offending field.
 

@@ -157,6 +157,27 @@ impl ConsumerContext for PipelineContext {
     }
 }
 
+/// A group member that joins nothing: the coordinator's tests drive it
+/// with their own events, and its pauses and commits go to a real broker.
+#[cfg(test)]
+pub(crate) fn detached(settings: &crate::ops::config::KafkaSettings) -> PipelineConsumer {
+    let (events, _) = mpsc::channel(1);
+    let context = PipelineContext {
+        events,
+        revoke_wait: Duration::from_secs(1),
+        assignment_changed: AtomicBool::new(false),
+        closing: AtomicBool::new(true),
+        metrics: Arc::new(Metrics::new()),
+    };
+    super::consumer_config(settings)
+        .and_then(|config| {
+            config
+                .create_with_context(context)
+                .map_err(|e| e.to_string())
+        })
+        .expect("a consumer for the tests")
+}
+
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements()
         .iter()
@@ -179,6 +200,8 @@ fn describe(partitions: &[TopicPartition]) -> String {
 pub struct ConsumerThread {
     /// The consumer, shared with the coordinator for commits and pausing.
     pub consumer: Arc<PipelineConsumer>,
+    /// Cancelled when the polling thread ends, whatever ended it.
+    pub stopped: tokio_util::sync::CancellationToken,
     fetching: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -220,12 +243,19 @@ impl ConsumerThread {
             stop: stop.clone(),
             topics: kafka.topics.clone(),
         };
+        let stopped = tokio_util::sync::CancellationToken::new();
+        let guard = stopped.clone().drop_guard();
         let thread = std::thread::Builder::new()
             .name("kafka-consumer".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                // Cancelled when the loop ends, by a panic too.
+                let _stopped = guard;
+                worker.run();
+            })
             .map_err(|error| format!("cannot start the consumer thread: {error}"))?;
         Ok(ConsumerThread {
             consumer,
+            stopped,
             fetching,
             stop,
             thread: Some(thread),

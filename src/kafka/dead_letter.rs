@@ -1,4 +1,4 @@
-//! Dead letters (contract section 8): the original key and value byte for
+//! Dead letters (`docs/contract.md` section 8): the original key and value byte for
 //! byte on `kafka.dlq_topic`, with headers saying why and where from. The
 //! idempotent producer waits for `acks=all`; a write that fails is retried
 //! until it succeeds or the pod gives up at its drain deadline, so a failing
@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_REASON_BYTES: usize = 1024;
 
 /// Every `pps-error-class` the contract defines (section 8).
-pub const ERROR_CLASSES: [&str; 5] = [
+pub const ERROR_CLASSES: [&str; 6] = [
     "invalid_json",
     "schema_violation",
     "unsupported_version",
     "target_rejected",
     "retries_exhausted",
+    "profile_not_found",
 ];
 
 /// One record to dead-letter.
@@ -154,6 +155,12 @@ pub fn headers(letter: &DeadLetter) -> OwnedHeaders {
             key: "pps-source-offset",
             value: Some(&offset),
         });
+    if let Some(store) = store_id(&letter.payload) {
+        headers = headers.insert(Header {
+            key: "pps-store-id",
+            value: Some(&store),
+        });
+    }
     if let Some(status) = letter.target_status {
         headers = headers.insert(Header {
             key: "pps-target-status",
@@ -161,6 +168,28 @@ pub fn headers(letter: &DeadLetter) -> OwnedHeaders {
         });
     }
     headers
+}
+
+/// The event's `store_id`, for `pps-store-id`, when the value is a JSON
+/// object whose `store_id` is what the event schema allows (a string of 1 to
+/// 64 characters without control characters). A store id names a shop, not a
+/// person, so it may travel in a header; it tells the POS team which store's
+/// tills sent the event. Read even from events that broke another rule, since
+/// those are the ones the POS team has to find.
+pub fn store_id(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct StoreOnly<'a> {
+        #[serde(borrow)]
+        store_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    // An object only: serde would read a JSON array into the struct by position.
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let parsed: StoreOnly<'_> = serde_json::from_slice(payload).ok()?;
+    let store = parsed.store_id?;
+    let length = store.chars().count();
+    ((1..=64).contains(&length) && !store.chars().any(char::is_control)).then(|| store.into_owned())
 }
 
 /// Line breaks and control characters become spaces; cut to `max` bytes on a
@@ -191,6 +220,57 @@ mod tests {
         let long = "é".repeat(600); // 1200 bytes
         let cut = one_line(&long, MAX_REASON_BYTES);
         assert!(cut.len() <= MAX_REASON_BYTES && cut.len() >= MAX_REASON_BYTES - 1);
+    }
+
+    #[test]
+    fn the_store_id_is_read_from_any_json_object_that_has_a_valid_one() {
+        assert_eq!(
+            store_id(br#"{"store_id":"S-0042","total":"oops"}"#),
+            Some("S-0042".to_owned())
+        );
+        assert_eq!(
+            store_id(br#"{"store_id":"Caf\u00e9 4"}"#),
+            Some("Café 4".to_owned())
+        );
+        assert_eq!(store_id(b"not json"), None);
+        assert_eq!(store_id(br#"{"total":"1"}"#), None);
+        assert_eq!(store_id(br#"{"store_id":17}"#), None);
+        assert_eq!(store_id(br#"{"store_id":""}"#), None);
+        assert_eq!(store_id(br#"{"store_id":"a\nb"}"#), None);
+        let too_long = format!(r#"{{"store_id":"{}"}}"#, "s".repeat(65));
+        assert_eq!(store_id(too_long.as_bytes()), None);
+        assert_eq!(store_id(br#"["store_id"]"#), None);
+    }
+
+    #[test]
+    fn a_dead_letter_names_its_store_when_the_event_has_one() {
+        let letter = DeadLetter {
+            key: Some(b"CRM-1".to_vec()),
+            payload: br#"{"store_id":"S7","customer":{"third_party_id":"CRM-1"}}"#.to_vec(),
+            class: "schema_violation",
+            reason: "total: required".into(),
+            source: TopicPartition {
+                topic: "pos.purchases".into(),
+                partition: 0,
+            },
+            offset: 1,
+            target_status: None,
+        };
+        let headers = headers(&letter);
+        let found: Vec<(String, Vec<u8>)> = (0..headers.count())
+            .map(|i| {
+                let h = headers.get(i);
+                (h.key.to_owned(), h.value.unwrap_or_default().to_vec())
+            })
+            .collect();
+        assert!(
+            found.contains(&("pps-store-id".to_owned(), b"S7".to_vec())),
+            "{found:?}"
+        );
+        // Never the customer id.
+        assert!(found
+            .iter()
+            .all(|(_, v)| !String::from_utf8_lossy(v).contains("CRM-1")));
     }
 
     #[test]

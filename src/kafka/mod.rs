@@ -138,7 +138,6 @@ pub fn consumer_config(settings: &KafkaSettings) -> Result<ClientConfig, String>
     let mut config = base_config(settings, ClientRole::Consumer)?;
     // Our defaults first; [kafka.properties] may change them.
     let defaults = [
-        ("auto.offset.reset", "earliest"),
         ("queued.max.messages.kbytes", "16384"),
         ("statistics.interval.ms", "5000"),
         ("enable.partition.eof", "false"),
@@ -150,6 +149,7 @@ pub fn consumer_config(settings: &KafkaSettings) -> Result<ClientConfig, String>
     }
     config
         .set("group.id", &settings.group_id)
+        .set("auto.offset.reset", settings.start_from.as_str())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
@@ -274,6 +274,30 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(error.contains("kafka.properties"), "{error}");
+    }
+
+    #[test]
+    fn the_start_position_is_the_consumers_offset_reset_and_earliest_when_unset() {
+        let unset = consumer_config(&settings(&[])).unwrap();
+        assert_eq!(unset.get("auto.offset.reset"), Some("earliest"));
+        let latest = KafkaSettings {
+            start_from: crate::ops::config::StartFrom::Latest,
+            ..settings(&[])
+        };
+        let config = consumer_config(&latest).unwrap();
+        assert_eq!(config.get("auto.offset.reset"), Some("latest"));
+    }
+
+    #[test]
+    fn a_start_position_given_as_a_property_is_refused_in_favour_of_start_from() {
+        let mut all = crate::ops::config::Settings::default();
+        all.target.client_code = "acme".into();
+        all.kafka = settings(&[("auto.offset.reset", "latest")]);
+        let problems = all.value_problems().join("\n");
+        assert!(
+            problems.contains("kafka.properties.auto.offset.reset: set kafka.start_from"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Coalescing (contract section 5): several pending updates of one profile
+//! Coalescing (`docs/contract.md` section 5): several pending updates of one profile
 //! sent as one. Per attribute, the value of the event with the latest
 //! `(occurred_at, partition offset)` wins, so the result equals sending each
 //! event's update in order.
@@ -6,17 +6,18 @@
 use super::ProfileUpdate;
 
 /// Merges updates of one profile; each comes with its partition offset.
-/// `None` for an empty list.
+/// There is always a first one, so the merge cannot fail.
 pub fn merge_updates<'a>(
-    updates: impl IntoIterator<Item = (&'a ProfileUpdate, i64)>,
-) -> Option<ProfileUpdate> {
-    let mut ordered: Vec<(&ProfileUpdate, i64)> = updates.into_iter().collect();
+    first: (&'a ProfileUpdate, i64),
+    rest: impl IntoIterator<Item = (&'a ProfileUpdate, i64)>,
+) -> ProfileUpdate {
+    let mut ordered: Vec<(&ProfileUpdate, i64)> = std::iter::once(first).chain(rest).collect();
     ordered.sort_by_key(|a| (a.0.occurred_at, a.1));
-    let (first, _) = *ordered.first()?;
+    let base = ordered[0].0;
     let mut merged = ProfileUpdate {
-        identity: first.identity.clone(),
+        identity: base.identity.clone(),
         attributes: Vec::new(),
-        occurred_at: first.occurred_at,
+        occurred_at: base.occurred_at,
     };
     for (update, _) in ordered {
         for attribute in &update.attributes {
@@ -31,7 +32,7 @@ pub fn merge_updates<'a>(
         }
         merged.occurred_at = update.occurred_at;
     }
-    Some(merged)
+    merged
 }
 
 #[cfg(test)]
@@ -60,7 +61,7 @@ mod tests {
     fn the_latest_event_wins_per_attribute_and_others_are_kept() {
         let sale = update(1, &[("lastPurchaseAt", "t1"), ("loyaltyTier", "silver")]);
         let ret = update(2, &[("lastReturnAt", "t2"), ("loyaltyTier", "gold")]);
-        let merged = merge_updates([(&ret, 8), (&sale, 7)]).unwrap();
+        let merged = merge_updates((&ret, 8), [(&sale, 7)]);
         let got: Vec<(&str, &str)> = merged
             .attributes
             .iter()
@@ -82,7 +83,7 @@ mod tests {
         let a = update(5, &[("x", "from offset 3")]);
         let b = update(5, &[("x", "from offset 9")]);
         assert_eq!(
-            merge_updates([(&b, 9), (&a, 3)]).unwrap().attributes[0].value,
+            merge_updates((&b, 9), [(&a, 3)]).attributes[0].value,
             "from offset 9"
         );
     }
@@ -124,7 +125,9 @@ mod tests {
             for (i, u) in updates.iter().enumerate() {
                 group.push((u, i as i64));
                 if cuts[i] || i == updates.len() - 1 {
-                    apply(&mut coalesced, &merge_updates(group.drain(..)).unwrap());
+                    let mut drained = group.drain(..);
+                    let first = drained.next().unwrap();
+                    apply(&mut coalesced, &merge_updates(first, drained));
                 }
             }
             prop_assert_eq!(one_by_one, coalesced);

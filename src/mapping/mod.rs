@@ -1,5 +1,5 @@
 //! Derived profile attributes: a validated [`Purchase`] in, a [`ProfileUpdate`]
-//! out. The default table is the contract's section 5; operators may rename,
+//! out. The default table is section 5 of `docs/contract.md`; operators may rename,
 //! drop and add constant attributes through [`MappingSettings`], so the
 //! mapping is data ([`Mapping`]) interpreted by pure functions.
 

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,8 @@ pub struct Health {
     pub assigned: AtomicUsize,
     /// The send gate (credentials pause).
     pub gate: Arc<SendGate>,
+    /// The Kafka consumer stopped on its own: nothing is read any more.
+    pub consumer_stopped: AtomicBool,
 }
 
 impl Health {
@@ -32,12 +34,15 @@ impl Health {
         Health {
             assigned: AtomicUsize::new(0),
             gate,
+            consumer_stopped: AtomicBool::new(false),
         }
     }
 
     /// `None` when ready, else why not.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.assigned.load(Ordering::Acquire) == 0 {
+        if self.consumer_stopped.load(Ordering::Acquire) {
+            Some("the Kafka consumer stopped")
+        } else if self.assigned.load(Ordering::Acquire) == 0 {
             Some("no partition assignment")
         } else if self.gate.is_auth_paused() {
             Some("Target refuses the credentials (401/403); sending paused")

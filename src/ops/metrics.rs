@@ -36,6 +36,27 @@ pub struct RequestLabels {
     pub status_class: String,
 }
 
+/// Upper bounds of the event-age histogram, in seconds: sub-second delivery
+/// up to a day-old backlog (a replay, a long outage, bulk batches that Adobe
+/// applies within 24 hours).
+pub const EVENT_AGE_BUCKETS: [f64; 20] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
+];
+
+/// Advances a counter to a running total kept elsewhere (the send gate keeps
+/// its own atomics); a total that went down is ignored.
+pub fn advance_to<N, A>(counter: &Counter<N, A>, total: N)
+where
+    A: prometheus_client::metrics::counter::Atomic<N>,
+    N: PartialOrd + std::ops::Sub<Output = N> + Copy,
+{
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
 /// `{topic, partition}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -50,6 +71,20 @@ pub struct PartitionLabels {
 pub struct RebalanceLabels {
     /// `assign`, `revoke`, `lost`.
     pub kind: String,
+}
+
+/// `{outcome}` of a profile fetch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    /// `found`, `not_found`, `auth_failed`, `retryable`, `rejected`.
+    pub outcome: String,
+}
+
+/// `{result}` of a read-back verification.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabels {
+    /// `applied`, `not_yet_applied`, `not_found`, `different`, `failed`.
+    pub result: String,
 }
 
 /// `{source}` of an event age.
@@ -71,7 +106,8 @@ pub struct BulkCallLabels {
 /// `{status}` of a bulk batch.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BatchLabels {
-    /// `submitted`, `complete`, `stuck` (sent again), `rejected`.
+    /// `submitted`, `complete`, `stuck` (lost by Target and sent again),
+    /// `rejected`, `lost` (lost too often: given up and dead-lettered).
     pub status: String,
 }
 
@@ -97,6 +133,8 @@ pub struct Metrics {
     pub consumed: Family<ConsumedLabels, Counter>,
     /// Events covered by updates Target accepted.
     pub events_accepted: Counter,
+    /// Events whose every attribute a newer event had already delivered: not sent.
+    pub events_superseded: Counter,
     /// Acknowledged dead-letter writes by class.
     pub dead_letters: Family<ClassLabels, Counter>,
     /// Failed dead-letter write attempts (retried).
@@ -111,12 +149,23 @@ pub struct Metrics {
     pub target_in_flight: Gauge,
     /// The adaptive limit on updates under way.
     pub concurrency_limit: Gauge,
+    /// Profile fetches by outcome (their own budget, not updates).
+    pub target_fetches: Family<FetchLabels, Counter>,
+    /// This pod's share of `existence.fetch_per_second`.
+    pub fetch_share: Gauge<f64, AtomicU64>,
+    /// Read-back verifications by result.
+    pub verify_results: Family<VerifyLabels, Counter>,
+    /// Profiles waiting for their read-back.
+    pub verify_pending: Gauge,
+    /// Accepted updates of sampled profiles not verified because
+    /// `verify.max_pending` profiles were already waiting.
+    pub verify_dropped: Counter,
     /// This pod's budget share.
     pub rate_share: Gauge<f64, AtomicU64>,
-    /// Time spent waiting for budget.
-    pub limiter_wait_seconds: Gauge<f64, AtomicU64>,
-    /// `Retry-After` pauses.
-    pub retry_after_pauses: Gauge,
+    /// Time spent waiting for budget (a counter, advanced from the gate's total).
+    pub limiter_wait_seconds: Counter<f64, AtomicU64>,
+    /// `Retry-After` pauses (a counter, advanced from the gate's total).
+    pub retry_after_pauses: Counter,
     /// 1 while paused on refused credentials.
     pub auth_paused: Gauge,
     /// Committed offset per partition.
@@ -125,6 +174,8 @@ pub struct Metrics {
     pub high_watermark: Family<PartitionLabels, Gauge>,
     /// High watermark minus committed offset.
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Seconds since the partition's first unfinished event was consumed.
+    pub oldest_unfinished_age: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
     /// Rebalances by kind.
     pub rebalances: Family<RebalanceLabels, Counter>,
     /// Partitions paused for back-pressure.
@@ -163,6 +214,7 @@ impl Metrics {
             registry: Mutex::new(Registry::default()),
             consumed: Family::default(),
             events_accepted: Counter::default(),
+            events_superseded: Counter::default(),
             dead_letters: Family::default(),
             dead_letter_write_errors: Counter::default(),
             target_requests: Family::default(),
@@ -170,18 +222,24 @@ impl Metrics {
             target_retries: Counter::default(),
             target_in_flight: Gauge::default(),
             concurrency_limit: Gauge::default(),
+            target_fetches: Family::default(),
+            fetch_share: Gauge::default(),
+            verify_results: Family::default(),
+            verify_pending: Gauge::default(),
+            verify_dropped: Counter::default(),
             rate_share: Gauge::default(),
-            limiter_wait_seconds: Gauge::default(),
-            retry_after_pauses: Gauge::default(),
+            limiter_wait_seconds: Counter::default(),
+            retry_after_pauses: Counter::default(),
             auth_paused: Gauge::default(),
             committed_offset: Family::default(),
             high_watermark: Family::default(),
             consumer_lag: Family::default(),
+            oldest_unfinished_age: Family::default(),
             rebalances: Family::default(),
             paused_partitions: Gauge::default(),
             assigned_partitions: Gauge::default(),
             event_age: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.01, 2.0, 20))
+                Histogram::new(EVENT_AGE_BUCKETS.iter().copied())
             }),
             daily_updates: Gauge::default(),
             daily_quota_share: Gauge::default(),
@@ -201,6 +259,11 @@ impl Metrics {
             "pps_events_accepted",
             "Events covered by updates Target accepted",
             metrics.events_accepted.clone(),
+        );
+        r.register(
+            "pps_events_superseded",
+            "Events not sent because newer events of their profile had delivered every attribute they carry",
+            metrics.events_superseded.clone(),
         );
         r.register(
             "pps_dead_letters",
@@ -238,17 +301,42 @@ impl Metrics {
             metrics.concurrency_limit.clone(),
         );
         r.register(
+            "pps_target_fetches",
+            "Profile fetches by outcome; they spend existence.fetch_per_second, not the update budget or the daily quota",
+            metrics.target_fetches.clone(),
+        );
+        r.register(
+            "pps_fetch_share_per_second",
+            "This pod's share of the group's profile fetch budget",
+            metrics.fetch_share.clone(),
+        );
+        r.register(
+            "pps_verify",
+            "Profiles read back after an accepted update, by result",
+            metrics.verify_results.clone(),
+        );
+        r.register(
+            "pps_verify_pending",
+            "Profiles waiting for their read-back",
+            metrics.verify_pending.clone(),
+        );
+        r.register(
+            "pps_verify_dropped",
+            "Accepted updates of sampled profiles not verified because verify.max_pending were waiting",
+            metrics.verify_dropped.clone(),
+        );
+        r.register(
             "pps_rate_share_per_second",
             "This pod's share of the group budget",
             metrics.rate_share.clone(),
         );
         r.register(
-            "pps_rate_limiter_wait_seconds_total",
+            "pps_rate_limiter_wait_seconds",
             "Time requests spent waiting for budget",
             metrics.limiter_wait_seconds.clone(),
         );
         r.register(
-            "pps_retry_after_pauses_total",
+            "pps_retry_after_pauses",
             "Pod-wide pauses after a Retry-After",
             metrics.retry_after_pauses.clone(),
         );
@@ -271,6 +359,11 @@ impl Metrics {
             "pps_consumer_lag",
             "High watermark minus committed offset",
             metrics.consumer_lag.clone(),
+        );
+        r.register(
+            "pps_oldest_unfinished_age_seconds",
+            "Seconds since this pod consumed the partition's first unfinished event (0 when none is unfinished)",
+            metrics.oldest_unfinished_age.clone(),
         );
         r.register(
             "pps_rebalances",
@@ -304,7 +397,7 @@ impl Metrics {
         );
         r.register(
             "pps_bulk_batches",
-            "Bulk batches by status: submitted, complete, stuck (sent again), rejected",
+            "Bulk batches by status: submitted, complete, stuck (lost by Target, sent again), rejected, lost (given up)",
             metrics.bulk_batches.clone(),
         );
         r.register(
@@ -329,6 +422,15 @@ impl Metrics {
         );
         *metrics.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
         metrics
+    }
+
+    /// Drops the per-partition series of a partition this pod no longer
+    /// owns, so that only its owner exports its lag, offsets and age.
+    pub fn forget_partition(&self, labels: &PartitionLabels) {
+        self.committed_offset.remove(labels);
+        self.high_watermark.remove(labels);
+        self.consumer_lag.remove(labels);
+        self.oldest_unfinished_age.remove(labels);
     }
 
     /// The counter for consumed events of an outcome.
@@ -370,6 +472,24 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 outcome: outcome.into(),
                 status_class,
+            })
+            .inc();
+    }
+
+    /// Counts one profile fetch.
+    pub fn count_fetch(&self, outcome: &'static str) {
+        self.target_fetches
+            .get_or_create(&FetchLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one read-back verification.
+    pub fn count_verify(&self, result: &'static str) {
+        self.verify_results
+            .get_or_create(&VerifyLabels {
+                result: result.into(),
             })
             .inc();
     }
@@ -421,5 +541,98 @@ impl Metrics {
             tracing::warn!(error = %error, "Could not encode metrics.");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(partition: i32) -> PartitionLabels {
+        PartitionLabels {
+            topic: "pos.purchases".into(),
+            partition,
+        }
+    }
+
+    #[test]
+    fn a_forgotten_partition_exports_no_series_and_the_others_stay() {
+        let metrics = Metrics::new();
+        for partition in [0, 1] {
+            metrics
+                .committed_offset
+                .get_or_create(&labels(partition))
+                .set(10);
+            metrics
+                .high_watermark
+                .get_or_create(&labels(partition))
+                .set(15);
+            metrics
+                .consumer_lag
+                .get_or_create(&labels(partition))
+                .set(5);
+            metrics
+                .oldest_unfinished_age
+                .get_or_create(&labels(partition))
+                .set(2.0);
+        }
+        metrics.forget_partition(&labels(1));
+        let text = metrics.encode();
+        for name in [
+            "pps_committed_offset",
+            "pps_high_watermark",
+            "pps_consumer_lag",
+            "pps_oldest_unfinished_age_seconds",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "{name}{{topic=\"pos.purchases\",partition=\"0\"}}"
+                )),
+                "{name} of partition 0 is gone:\n{text}"
+            );
+            assert!(
+                !text.contains(&format!(
+                    "{name}{{topic=\"pos.purchases\",partition=\"1\"}}"
+                )),
+                "{name} of partition 1 is still exported:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn totals_are_counters_that_follow_the_gates_running_totals() {
+        let metrics = Metrics::new();
+        advance_to(&metrics.retry_after_pauses, 3);
+        advance_to(&metrics.retry_after_pauses, 2);
+        advance_to(&metrics.limiter_wait_seconds, 1.5);
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE pps_retry_after_pauses counter"),
+            "{text}"
+        );
+        assert!(text.contains("pps_retry_after_pauses_total 3"), "{text}");
+        assert!(
+            text.contains("# TYPE pps_rate_limiter_wait_seconds counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pps_rate_limiter_wait_seconds_total 1.5"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn event_ages_are_bucketed_up_to_a_day() {
+        let metrics = Metrics::new();
+        metrics.age_histogram("occurred_at").observe(20.0 * 3600.0);
+        let text = metrics.encode();
+        assert!(
+            text.contains("pps_event_age_seconds_bucket{le=\"86400.0\",source=\"occurred_at\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pps_event_age_seconds_bucket{le=\"43200.0\",source=\"occurred_at\"} 0"),
+            "{text}"
+        );
     }
 }

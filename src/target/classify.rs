@@ -1,5 +1,5 @@
 //! The one place that decides what a Target response means for the events it
-//! carries (contract section 7): accepted, retried, paused for credentials, or
+//! carries (`docs/contract.md` section 7): accepted, retried, paused for credentials, or
 //! rejected for good.
 
 use std::time::{Duration, SystemTime};

@@ -57,6 +57,15 @@ pub(crate) fn http_client(
         .build()?)
 }
 
+/// The `Retry-After` header of a response, when it is text.
+pub(crate) fn retry_after_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Sends profile updates to Target. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct TargetClient {
@@ -103,11 +112,7 @@ impl TargetClient {
         let (result_status, retry_after, timed_out, connection) = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let retry_after = retry_after_of(&response);
                 // Read the (small) body so the connection goes back to the pool.
                 match response.bytes().await {
                     Ok(_) => (Some(status), retry_after, false, false),

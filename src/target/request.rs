@@ -1,4 +1,4 @@
-//! The single profile update request, built exactly as contract section 7 says:
+//! The single profile update request, built exactly as `docs/contract.md` section 7 says:
 //! URL-encoded UTF-8 parameters in the query string, `mbox3rdPartyId` or
 //! `mboxPC` first, then `profile.NAME=value`; a form body instead when the
 //! request target would pass 8 KB.

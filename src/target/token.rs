@@ -36,38 +36,49 @@ impl TokenSource {
     /// The current token (trimmed of surrounding white space), `None` when
     /// the file cannot be read or is empty.
     pub fn current(&self) -> Option<String> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let due = state.checked_at.is_none_or(|at| at.elapsed() >= RECHECK);
-        if due {
-            state.checked_at = Some(Instant::now());
-            let stamp = std::fs::metadata(&self.path)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-            if stamp != state.seen || state.token.is_none() {
-                state.seen = stamp;
-                state.token = std::fs::read_to_string(&self.path)
-                    .ok()
-                    .map(|text| text.trim().to_owned())
-                    .filter(|text| !text.is_empty());
-                tracing::info!(
-                    path = %self.path.display(),
-                    present = state.token.is_some(),
-                    "Read the Target token file."
-                );
+        // The file is looked at outside the lock, by one caller a second:
+        // other requests never wait on a slow volume, they take the token
+        // as last read.
+        let stamp_seen = {
+            let mut state = self.lock();
+            let due = state.checked_at.is_none_or(|at| at.elapsed() >= RECHECK);
+            if !due {
+                return state.token.clone();
             }
+            state.checked_at = Some(Instant::now());
+            (state.seen, state.token.is_none())
+        };
+        let (seen, missing) = stamp_seen;
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if stamp == seen && !missing {
+            return self.lock().token.clone();
         }
+        let token = std::fs::read_to_string(&self.path)
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty());
+        tracing::info!(
+            path = %self.path.display(),
+            present = token.is_some(),
+            "Read the Target token file."
+        );
+        let mut state = self.lock();
+        state.seen = stamp;
+        state.token = token;
         state.token.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Forces a re-read on the next use (after Target refused the token).
     pub fn invalidate(&self) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.lock();
         state.checked_at = None;
         state.seen = None;
     }

@@ -53,12 +53,18 @@ KNOWN_METRICS = {
     "pps_daily_quota_share",
     "pps_concurrency_limit",
     "pps_bulk_batches_total",
+    "pps_bulk_rows_total",
+    "pps_bulk_calls_total",
+    "pps_route",
+    "pps_route_backlog",
+    "pps_events_accepted_total",
+    "pps_oldest_unfinished_age_seconds",
 }
 
-# Every configuration key of the service: the contract's section 3 plus the
+# Every configuration key of the service: section 3 of docs/contract.md plus the
 # keys the service added (delivery tuning, mapping, log format).
 CONFIG_KEYS = {
-    "kafka": {"brokers", "topics", "group_id", "dlq_topic", "properties"},
+    "kafka": {"brokers", "topics", "group_id", "dlq_topic", "start_from", "properties"},
     "target": {"client_code", "base_url", "token_file", "ca_file", "timeout_ms"},
     "rate_limit": {"per_second", "burst", "daily_quota"},
     "delivery": {
@@ -81,6 +87,14 @@ CONFIG_KEYS = {
         "calls_per_minute",
         "overflow_after_seconds",
     },
+    "existence": {
+        "policy",
+        "fetch_per_second",
+        "fetch_burst",
+        "confirmed_ttl_ms",
+        "max_profiles",
+    },
+    "verify": {"sample_ratio", "delay_ms", "interval_ms", "max_pending"},
     "mapping": {"rename", "drop", "constants"},
     "server": {"listen"},
     "log": {"format"},
@@ -149,7 +163,9 @@ def metric_names(expr: str) -> set[str]:
 
 MINIMAL = values("values-minimal.yaml")
 FULL = values("values-full.yaml")
-VALUE_FILES = {"minimal": MINIMAL, "full": FULL}
+# The production example the operations guide starts from.
+PRODUCTION = yaml.safe_load((ROOT / "examples" / "values-production.yaml").read_text())
+VALUE_FILES = {"minimal": MINIMAL, "full": FULL, "production": PRODUCTION}
 
 
 # ------------------------------------------------------------------- lint
@@ -361,6 +377,22 @@ def test_replicas_are_left_to_the_autoscaler_when_one_is_enabled():
     assert "replicas" not in one(objects(render(FULL)), "Deployment")["spec"]
 
 
+def test_static_membership_names_each_member_after_its_pod_only_when_enabled():
+    def env(vals: dict) -> list[dict]:
+        deployment = one(objects(render(vals)), "Deployment")
+        return deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+
+    names = [e["name"] for e in env(MINIMAL)]
+    assert "PPS_KAFKA__PROPERTIES__GROUP_INSTANCE_ID" not in names
+    enabled = env(merged(MINIMAL, {"staticMembership": {"enabled": True}}))
+    by_name = {e["name"]: e for e in enabled}
+    assert by_name["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert by_name["PPS_KAFKA__PROPERTIES__GROUP_INSTANCE_ID"]["value"] == "$(POD_NAME)"
+    # Kubernetes expands $(POD_NAME) only from variables defined before it.
+    order = [e["name"] for e in enabled]
+    assert order.index("POD_NAME") < order.index("PPS_KAFKA__PROPERTIES__GROUP_INSTANCE_ID")
+
+
 def test_pods_spread_over_zones_and_nodes():
     pod = one(objects(render(MINIMAL)), "Deployment")["spec"]["template"]["spec"]
     keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
@@ -450,6 +482,8 @@ def test_configmap_holds_valid_toml_with_every_setting(which):
     for section, keys in CONFIG_KEYS.items():
         assert set(config[section]) == keys, section
     assert isinstance(config["rate_limit"]["per_second"], float)
+    assert isinstance(config["existence"]["fetch_per_second"], float)
+    assert isinstance(config["verify"]["sample_ratio"], float)
     for section, key in [
         ("rate_limit", "burst"),
         ("rate_limit", "daily_quota"),
@@ -594,9 +628,14 @@ def test_notes_stay_quiet_when_replicas_fit_the_partitions():
     assert "Share per pod:   1.67 to 1.67 updates/s with 6 pods" in text
 
 
-def test_notes_warn_when_the_autoscaler_may_exceed_partitions():
-    text = notes(render(merged(FULL, {"keda": {"maxReplicaCount": 20}})))
-    assert "WARNING: keda.maxReplicaCount (20) exceeds the partitions" in text
+def test_install_refuses_an_autoscaler_that_may_exceed_the_partitions():
+    with pytest.raises(helm.HelmError) as refused:
+        render(merged(FULL, {"keda": {"maxReplicaCount": 20}}))
+    assert "keda.maxReplicaCount (20) exceeds kafka.partitions (12)" in str(refused.value)
+    cpu = merged(FULL, {"keda": {"enabled": False}, "autoscaling": {"enabled": True, "maxReplicas": 13}})
+    with pytest.raises(helm.HelmError) as refused:
+        render(cpu)
+    assert "autoscaling.maxReplicas (13) exceeds kafka.partitions (12)" in str(refused.value)
 
 
 def test_notes_ask_for_the_partition_count_when_unknown():
@@ -605,7 +644,17 @@ def test_notes_ask_for_the_partition_count_when_unknown():
 
 
 def test_notes_warn_when_the_budget_outruns_the_daily_quota():
-    text = notes(render(merged(MINIMAL, {"config": {"rate_limit": {"per_second": 20.0}}})))
+    text = notes(
+        render(
+            merged(
+                MINIMAL,
+                {
+                    "config": {"rate_limit": {"per_second": 20.0, "daily_quota": 1000000}},
+                    "rateBudget": {"allowAboveAdobeCap": True},
+                },
+            )
+        )
+    )
     assert "WARNING: config.rate_limit.per_second (20)" in text
     assert "1728000 single updates" in text
 
@@ -622,6 +671,8 @@ def test_prometheus_rule_covers_the_failure_modes():
         "PosProfileSyncDeadLetters",
         "PosProfileSyncDeadLetterWriteErrors",
         "PosProfileSyncDailyQuotaNearlyUsed",
+        "PosProfileSyncDailyQuotaRunningOut",
+        "PosProfileSyncPartitionStuck",
         "PosProfileSyncTargetErrors",
         "PosProfileSyncPodNotReady",
         "PosProfileSyncDown",

@@ -1,4 +1,4 @@
-//! Bulk batches end to end (contract section 12): the real binary routes
+//! Bulk batches end to end (`docs/contract.md` section 12): the real binary routes
 //! updates to the simulator's `batchUpdate`, polls `batchStatus`, and commits
 //! only what completed batches carried.
 
@@ -318,4 +318,65 @@ async fn overflow_moves_to_batches_before_the_daily_quota_runs_out() {
     assert!(stats.bulk.rows_applied > 0, "the rest went as batches");
     assert!(app.log_text().contains("Updates now go as bulk batches."));
     assert!(app.terminate(Duration::from_secs(10)).0.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_on_the_bulk_path_make_the_pod_not_ready_and_commit_nothing() {
+    let kafka = Kafka::start(2);
+    let work = Workload::new(GeneratorConfig {
+        events: 200,
+        customers: 50,
+        bad_ratio: 0.0,
+        anonymous_ratio: 0.0,
+        ..GeneratorConfig::default()
+    });
+    kafka.produce(&work.events);
+    let sim = start_simulator(Some("right-token")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write_file(&token, "wrong-token\n");
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.token_file = Some(token.clone());
+    config.extra = bulk_section("always", 300, "calls_per_minute = 600");
+    let mut app = spawn_app(&config);
+
+    let refused = "pps_bulk_calls_total{call=\"submit\",outcome=\"auth_failed\"}";
+    let mut seen = false;
+    for _ in 0..300 {
+        if app.metric(refused).await.unwrap_or(0.0) > 0.0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "a bulk submit refused for its credentials");
+    let mut not_ready = false;
+    let mut paused = false;
+    for _ in 0..50 {
+        if let Some((503, reason)) = app.get("/readyz").await {
+            not_ready |= reason.contains("credentials");
+        }
+        paused |= app.metric("pps_auth_paused").await == Some(1.0);
+        if not_ready && paused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        not_ready,
+        "/readyz must be false, naming the credentials, while Target refuses the bulk credentials"
+    );
+    assert!(paused, "pps_auth_paused must say so");
+    assert!(kafka.committed(GROUP).iter().all(|c| *c <= 0));
+
+    write_file(&token, "right-token\n");
+    wait_all_committed(&kafka, GROUP, Duration::from_secs(60)).await;
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    assert!(
+        kafka.read_all(DLQ).is_empty(),
+        "a credentials problem dead-letters nothing"
+    );
+    assert_eq!(app.get("/readyz").await.map(|r| r.0), Some(200));
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
 }

@@ -19,7 +19,7 @@ use pos_profile_sync::target::simulator::{
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-async fn start(token: Option<&str>, bulk: BulkFaults) -> SimulatorHandle {
+pub(crate) async fn start(token: Option<&str>, bulk: BulkFaults) -> SimulatorHandle {
     let mut config = SimulatorConfig::new(CLIENT);
     config.token = token.map(str::to_owned);
     config.faults = Faults {

@@ -36,6 +36,9 @@ fn a_small_demo_delivers_everything_and_says_0_lost() {
         "2000",
         "--partitions",
         "4",
+        // Every customer known: every update is a single update, counted by Target.
+        "--known-share",
+        "1",
     ]);
     assert_eq!(code, Some(0), "report:\n{report}\nlog:\n{log}");
     assert!(report.contains("  0 lost"), "{report}");

@@ -1,6 +1,7 @@
-//! Test harness: librdkafka's mock cluster (real Kafka protocol on
-//! 127.0.0.1), the Target simulator over real HTTP, and the built binary as a
-//! child process with a generated configuration, killed and restarted as
+//! Test harness: a Kafka broker (librdkafka's mock cluster inside the test
+//! process, or with `PPS_TEST_BROKER=tansu` a separate tansu broker process),
+//! the Target simulator over real HTTP, and the built binary as a child
+//! process with a generated configuration, killed and restarted as
 //! Kubernetes would.
 
 use pos_profile_sync::generator::{
@@ -8,7 +9,7 @@ use pos_profile_sync::generator::{
 };
 use pos_profile_sync::kafka::inspect::{Inspector, StoredRecord};
 use pos_profile_sync::mapping::{Decision, Mapping};
-use pos_profile_sync::target::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use pos_profile_sync::target::simulator::{Existence, Simulator, SimulatorConfig, SimulatorHandle};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -19,6 +20,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use tansu::{Tansu, TansuOptions};
+
+#[path = "tansu.rs"]
+pub mod tansu;
 
 /// The source topic of every test.
 pub const TOPIC: &str = "pos.purchases";
@@ -27,20 +32,42 @@ pub const DLQ: &str = "pos.purchases.dlq";
 /// The client code the simulator and the service share.
 pub const CLIENT: &str = "acme";
 
+/// The environment variable choosing the broker of `Kafka::start`: `mock`
+/// (the default) or `tansu`.
+pub const TEST_BROKER: &str = "PPS_TEST_BROKER";
+
+/// Whether `PPS_TEST_BROKER` asks for the separate tansu broker.
+pub fn separate_broker() -> bool {
+    match std::env::var(TEST_BROKER).as_deref() {
+        Err(_) | Ok("") | Ok("mock") => false,
+        Ok("tansu") => true,
+        Ok(other) => panic!("{TEST_BROKER}={other}: use mock (the default) or tansu"),
+    }
+}
+
 /// A Kafka cluster with the source and dead-letter topics: librdkafka's mock
-/// cluster, or (for `tests/real_kafka.rs`) a real broker started elsewhere.
+/// cluster, a tansu process, or (for `tests/real_kafka.rs`) a real broker
+/// started elsewhere.
 pub struct Kafka {
     /// The mock cluster, if this is one; dropping it stops the brokers.
     cluster: Option<MockCluster<'static, DefaultProducerContext>>,
+    /// The tansu process, if this is one; dropping it stops the broker.
+    broker: Option<Tansu>,
     /// Its bootstrap servers.
     pub bootstrap: String,
     /// Partitions of the source topic.
     pub partitions: i32,
+    /// librdkafka properties of the harness's own clients (TLS, SASL).
+    pub client_properties: Vec<(String, String)>,
 }
 
 impl Kafka {
-    /// Three brokers, `partitions` source partitions, one dead-letter partition.
+    /// `partitions` source partitions and one dead-letter partition, on the
+    /// broker `PPS_TEST_BROKER` names: three mock brokers, or a tansu process.
     pub fn start(partitions: i32) -> Kafka {
+        if separate_broker() {
+            return Kafka::on_tansu(Tansu::start(TansuOptions::default()), partitions);
+        }
         let cluster = MockCluster::new(3).expect("mock cluster");
         cluster
             .create_topic(TOPIC, partitions, 3)
@@ -49,8 +76,23 @@ impl Kafka {
         let bootstrap = cluster.bootstrap_servers();
         Kafka {
             cluster: Some(cluster),
+            broker: None,
             bootstrap,
             partitions,
+            client_properties: Vec::new(),
+        }
+    }
+
+    /// The test topics on a tansu broker, which this then owns.
+    pub fn on_tansu(broker: Tansu, partitions: i32) -> Kafka {
+        broker.create_topic(TOPIC, partitions);
+        broker.create_topic(DLQ, 1);
+        Kafka {
+            cluster: None,
+            bootstrap: broker.bootstrap.clone(),
+            broker: Some(broker),
+            partitions,
+            client_properties: Vec::new(),
         }
     }
 
@@ -78,8 +120,10 @@ impl Kafka {
         }
         Kafka {
             cluster: None,
+            broker: None,
             bootstrap,
             partitions,
+            client_properties: Vec::new(),
         }
     }
 
@@ -93,6 +137,9 @@ impl Kafka {
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.client_properties {
+            config.set(key, value);
+        }
         config
     }
 
@@ -143,7 +190,7 @@ impl Kafka {
     }
 
     fn inspector(&self) -> Inspector {
-        Inspector::new(&self.bootstrap, &[]).expect("inspector")
+        Inspector::new(&self.bootstrap, &self.client_properties).expect("inspector")
     }
 
     /// The committed offset of every source partition for a group (-1 when none).
@@ -155,11 +202,18 @@ impl Kafka {
 
     /// The end offset of every source partition.
     pub fn end_offsets(&self) -> Vec<i64> {
+        if self.broker.is_some() {
+            return tansu::ends_by_reading(self.client_config(), TOPIC, self.partitions);
+        }
         self.inspector().end_offsets(TOPIC).expect("end offsets")
     }
 
     /// Every record of a topic.
     pub fn read_all(&self, topic: &str) -> Vec<Consumed> {
+        if self.broker.is_some() {
+            let partitions = self.inspector().partitions(topic).expect("partitions") as i32;
+            return tansu::read_to_idle(self.client_config(), topic, partitions);
+        }
         self.inspector().read_all(topic).expect("read the topic")
     }
 }
@@ -233,10 +287,12 @@ impl Workload {
     }
 }
 
-/// Starts the simulator on a free port.
+/// Starts the simulator on a free port, with every customer's profile existing at
+/// start (Adobe's rules otherwise): single updates land, as the delivery tests expect.
 pub async fn start_simulator(token: Option<&str>) -> SimulatorHandle {
     let mut config = SimulatorConfig::new(CLIENT);
     config.token = token.map(str::to_owned);
+    config.existence = Existence::all_known();
     Simulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .expect("simulator")
@@ -270,6 +326,10 @@ pub struct AppConfig {
     pub log_level: String,
     /// Extra lines of the `[delivery]` section.
     pub delivery_extra: String,
+    /// The `[existence]` section. By default `policy = "trust"`: the test
+    /// simulator starts with every customer known, the tenant that policy is
+    /// for; tests of the existence policy set their own.
+    pub existence: String,
     /// Extra environment variables of the service process. The OTLP
     /// endpoint variables are never inherited from the test's environment,
     /// only set from here.
@@ -278,8 +338,13 @@ pub struct AppConfig {
 
 impl AppConfig {
     pub fn new(kafka: &Kafka, sim: &SimulatorHandle) -> AppConfig {
+        AppConfig::with_bootstrap(&kafka.bootstrap, sim)
+    }
+
+    /// The same for brokers the harness cannot reach itself.
+    pub fn with_bootstrap(bootstrap: &str, sim: &SimulatorHandle) -> AppConfig {
         AppConfig {
-            bootstrap: kafka.bootstrap.clone(),
+            bootstrap: bootstrap.to_owned(),
             base_url: sim.base_url(),
             group: "pos-profile-sync".into(),
             per_second: 1_000_000.0,
@@ -292,6 +357,7 @@ impl AppConfig {
             extra: String::new(),
             log_level: "info".into(),
             delivery_extra: String::new(),
+            existence: "policy = \"trust\"".into(),
             env: Vec::new(),
         }
     }
@@ -341,6 +407,9 @@ retry_initial_ms = 20
 retry_max_ms = 1000
 {delivery_extra}
 
+[existence]
+{existence}
+
 [server]
 listen = "{listen}"
 {extra}
@@ -356,6 +425,7 @@ listen = "{listen}"
             timeout_ms = self.timeout_ms,
             extra = self.extra,
             delivery_extra = self.delivery_extra,
+            existence = self.existence,
         )
     }
 }
@@ -549,4 +619,22 @@ pub fn write_file(path: &std::path::Path, content: &str) {
     file.write_all(content.as_bytes()).unwrap();
     drop(file);
     std::fs::rename(tmp, path).unwrap();
+}
+
+/// A profile update with these attributes, as of 2026-11-28T10:15:00Z.
+pub fn profile_update(
+    identity: pos_profile_sync::event::Identity,
+    attributes: &[(&str, &str)],
+) -> pos_profile_sync::mapping::ProfileUpdate {
+    pos_profile_sync::mapping::ProfileUpdate {
+        identity,
+        attributes: attributes
+            .iter()
+            .map(|(n, v)| pos_profile_sync::mapping::Attribute {
+                name: (*n).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+        occurred_at: pos_profile_sync::event::parse_rfc3339("2026-11-28T10:15:00Z").unwrap(),
+    }
 }

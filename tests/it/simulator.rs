@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pos_profile_sync::target::simulator::{
-    Failure, Faults, Latency, ProfileCounts, RateLimit, RetryAfter, SimStats, Simulator,
+    Existence, Failure, Faults, Latency, ProfileCounts, RateLimit, RetryAfter, SimStats, Simulator,
     SimulatorConfig, SimulatorHandle,
 };
 use reqwest::{header, Client, Response, StatusCode};
@@ -16,7 +16,18 @@ const CLIENT: &str = "acme";
 const SUCCESS: &str =
     "<response><success>true</success><message>Request successfully submitted</message></response>";
 
+/// Starts a simulator with the lenient existence rule (a single update creates its
+/// profile), which the tests of the update path's mechanics rely on.
 async fn start(config: SimulatorConfig) -> SimulatorHandle {
+    start_with(SimulatorConfig {
+        existence: Existence::lenient(),
+        ..config
+    })
+    .await
+}
+
+/// Starts a simulator exactly as configured.
+async fn start_with(config: SimulatorConfig) -> SimulatorHandle {
     Simulator::start(([127, 0, 0, 1], 0).into(), config)
         .await
         .expect("the simulator starts on a free port")

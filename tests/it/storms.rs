@@ -1,8 +1,9 @@
 //! Fault storms: the real binary against the mock cluster and the simulator while
 //! something goes badly wrong for about ten seconds mid-stream, then stops. Kafka side:
 //! a broker down, request errors on fetch, commit and produce (dead-letter writes), the
-//! group coordinator moving. Target side: 503 to every call, every call hanging past
-//! the timeout, connection resets, 5 s latency.
+//! group coordinator moving. Target side: 503 to every call, 503 to a random third of
+//! the calls (where the pod must keep sending near its budget), every call hanging
+//! past the timeout, connection resets, 5 s latency.
 //!
 //! After each storm the test checks what a user would: every customer event's final
 //! attributes are at Target, the committed offsets reach the end of every partition,
@@ -416,6 +417,45 @@ async fn target_answering_503_to_every_call_for_ten_seconds_dead_letters_nothing
             >= 20.0
     );
     scene.aftermath("503 storm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_503s_to_a_third_of_the_calls_for_ten_seconds_keep_the_pod_sending() {
+    // A Target that fails a third of the calls whatever the load is not
+    // overloaded: the pod keeps sending at most of its budget and retries the
+    // failed updates. The floor is far below that (a quarter of the budget), so
+    // only a pod that backs off as from overload falls under it.
+    let scene = Scene::start(|_, _| {}).await;
+    scene.mid_stream().await;
+    let before = scene.sim.stats();
+    let storm_started = Instant::now();
+    scene
+        .sim
+        .set_faults(Faults {
+            failures: vec![Failure::new(503, 0.3)],
+            ..Faults::none()
+        })
+        .expect("valid faults");
+    tokio::time::sleep(STORM).await;
+    let during = scene.sim.stats();
+    let storm = storm_started.elapsed();
+    scene.sim.set_faults(Faults::none()).expect("no faults");
+    let sent = during.total - before.total;
+    let refused = during.by_status.get(&503).copied().unwrap_or(0);
+    let rate = sent as f64 / storm.as_secs_f64();
+    println!(
+        "random 503s: {sent} requests in {:.1} s ({rate:.0}/s, budget {BUDGET}), {refused} answered 503",
+        storm.as_secs_f64()
+    );
+    assert!(
+        refused >= 100,
+        "the storm hit the pod: {refused} answers 503"
+    );
+    assert!(
+        rate >= BUDGET / 4.0,
+        "{rate:.0} requests a second under random 503s, under a quarter of the budget {BUDGET}"
+    );
+    scene.aftermath("random 503s").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use pos_profile_sync::generator::GeneratorConfig;
 use pos_profile_sync::mapping::{Attribute, ProfileUpdate};
 use pos_profile_sync::ops::config::TargetSettings;
 use pos_profile_sync::target::simulator::{
-    Simulator, SimulatorConfig, SimulatorHandle, TlsIdentity,
+    Existence, Simulator, SimulatorConfig, SimulatorHandle, TlsIdentity,
 };
 use pos_profile_sync::target::{TargetClient, Verdict};
 use std::path::Path;
@@ -20,7 +20,10 @@ async fn start_https_simulator() -> (SimulatorHandle, TlsIdentity) {
     let identity = TlsIdentity::generate().expect("a test CA");
     let sim = Simulator::start_tls(
         "127.0.0.1:0".parse().unwrap(),
-        SimulatorConfig::new(CLIENT),
+        SimulatorConfig {
+            existence: Existence::all_known(),
+            ..SimulatorConfig::new(CLIENT)
+        },
         &identity,
     )
     .await

@@ -148,6 +148,16 @@ would reject at start-up, so that `helm lint` and `helm install` catch them.
 {{- $_ := set $target "token_file" $tokenPath -}}
 {{- $_ := set $cfg "target" $target -}}
 {{- end -}}
+{{- $delivery := get $cfg "delivery" | default dict -}}
+{{- $retryInitial := get $delivery "retry_initial_ms" | default 100 | int64 -}}
+{{- $retryMax := get $delivery "retry_max_ms" | default 30000 | int64 -}}
+{{- if gt $retryInitial $retryMax -}}
+{{- fail (printf "config.delivery.retry_initial_ms (%d) must be at most config.delivery.retry_max_ms (%d)" $retryInitial $retryMax) -}}
+{{- end -}}
+{{- $dlq := get $kafka "dlq_topic" | default "pos.purchases.dlq" -}}
+{{- if has $dlq (get $kafka "topics" | default list) -}}
+{{- fail (printf "config.kafka.dlq_topic (%s) must not be one of config.kafka.topics: dead letters would be consumed again" $dlq) -}}
+{{- end -}}
 {{- $drain := include "pps.drainTimeoutMs" . | int64 -}}
 {{- $session := 45000 -}}
 {{- if hasKey $props "session.timeout.ms" -}}
@@ -169,6 +179,8 @@ nested maps become [section.sub] tables.
 {{/* Keys that are floats in the service's configuration, rendered with a decimal point. */}}
 {{- define "pps.toml.floatKeys" -}}
 per_second
+fetch_per_second
+sample_ratio
 {{- end -}}
 
 {{/* A key: bare when it only has letters, digits, '_' and '-', else quoted. */}}
@@ -247,7 +259,7 @@ per_second
 {{- define "pps.configToml" -}}
 {{- $cfg := include "pps.effectiveConfig" . | fromYaml -}}
 {{- $floatKeys := splitList "\n" (include "pps.toml.floatKeys" .) -}}
-{{- $order := list "kafka" "target" "rate_limit" "delivery" "bulk" "mapping" "server" "log" -}}
+{{- $order := list "kafka" "target" "rate_limit" "delivery" "bulk" "existence" "verify" "mapping" "server" "log" -}}
 {{- range $section := keys $cfg | sortAlpha -}}
 {{- if not (has $section $order) -}}
 {{- $order = append $order $section -}}
@@ -264,3 +276,80 @@ per_second
 
 {{ join "\n\n" $tables }}
 {{ end -}}
+
+{{/* Mounts of the Secret files (the Deployment's pods and the config check's). */}}
+{{- define "pps.secretVolumeMounts" -}}
+{{- $secrets := .Values.secrets -}}
+{{- $kafkaFiles := or $secrets.kafkaSasl.existingSecret $secrets.kafkaTls.existingSecret -}}
+{{- if $secrets.target.existingSecret }}
+- name: target-token
+  mountPath: {{ include "pps.targetSecretDir" . }}
+  readOnly: true
+{{- end }}
+{{- if $kafkaFiles }}
+- name: kafka-secrets
+  mountPath: {{ include "pps.kafkaSecretDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Volumes of the Secret files, matching pps.secretVolumeMounts. */}}
+{{- define "pps.secretVolumes" -}}
+{{- $secrets := .Values.secrets -}}
+{{- $kafkaTls := $secrets.kafkaTls -}}
+{{- $kafkaFiles := or $secrets.kafkaSasl.existingSecret $kafkaTls.existingSecret -}}
+{{- if $secrets.target.existingSecret }}
+# Whole-directory Secret volume (no subPath), so a rotated token reaches the pod.
+- name: target-token
+  secret:
+    secretName: {{ $secrets.target.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $secrets.target.tokenKey }}
+        path: token
+{{- end }}
+{{- if $kafkaFiles }}
+- name: kafka-secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if $secrets.kafkaSasl.existingSecret }}
+      - secret:
+          name: {{ $secrets.kafkaSasl.existingSecret }}
+          items:
+            - key: {{ $secrets.kafkaSasl.passwordKey }}
+              path: sasl-password
+      {{- end }}
+      {{- if $kafkaTls.existingSecret }}
+      - secret:
+          name: {{ $kafkaTls.existingSecret }}
+          items:
+            {{- if $kafkaTls.caKey }}
+            - key: {{ $kafkaTls.caKey }}
+              path: ca.crt
+            {{- end }}
+            {{- if $kafkaTls.certKey }}
+            - key: {{ $kafkaTls.certKey }}
+              path: tls.crt
+            - key: {{ $kafkaTls.keyKey }}
+              path: tls.key
+            {{- end }}
+            {{- if $kafkaTls.keyPasswordKey }}
+            - key: {{ $kafkaTls.keyPasswordKey }}
+              path: key-password
+            {{- end }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Refuses an autoscaling maximum above the partition count. Argument: dict "root" $ "name" KEY "max" N. */}}
+{{- define "pps.checkAutoscalerMax" -}}
+{{- $partitions := .root.Values.kafka.partitions | default 0 | int64 -}}
+{{- $max := .max | int64 -}}
+{{- if eq $partitions 0 -}}
+{{- fail (printf "%s is set but kafka.partitions is not: state the partition count of the consumed topics so that the chart can keep the maximum at or below it" .name) -}}
+{{- end -}}
+{{- if gt $max $partitions -}}
+{{- fail (printf "%s (%d) exceeds kafka.partitions (%d): pods beyond %d would hold no partition, consume nothing and never become ready; lower it to %d or add partitions" .name $max $partitions $partitions $partitions) -}}
+{{- end -}}
+{{- end -}}

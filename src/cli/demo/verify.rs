@@ -1,10 +1,13 @@
-//! The verdict, from the outside: every profile at the simulator equals what
-//! that customer's events say, every malformed event is on the dead-letter
-//! topic with its class, every offset is committed.
+//! The verdict, from the outside: every profile, read back through Target's
+//! fetch API as a user's own check would, equals what that customer's events
+//! say; every malformed event is on the dead-letter topic with its class;
+//! every offset is committed.
 
-use super::{World, DLQ, GROUP, TOPIC};
+use super::readback::{fetch_all, Fetched, Wanted};
+use super::{World, CLIENT, DLQ, GROUP, TOPIC};
 use crate::generator::{customer_id, EventKind};
 use crate::mapping::{Decision, Mapping};
+use crate::target::simulator::known_at_start;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
@@ -29,11 +32,26 @@ pub(crate) struct Report {
     burst: u32,
     elapsed: Duration,
     profiles: usize,
+    /// Profiles that existed at Target before the run (known at start).
+    existed: usize,
+    /// Profiles that existed before the run and read back equal to their events.
+    updated: usize,
+    /// Profiles Target created from bulk v2 rows (the simulator's count).
+    created_by_batches: u64,
+    /// Profiles that read back equal to their events.
+    verified: usize,
+    /// Single updates Target answered 2xx without applying: no such profile.
+    updates_to_unknown: u64,
+    /// Profile fetches the pipeline made (existence checks).
+    fetches: u64,
+    /// Bulk batches submitted and status polls.
+    batches: u64,
+    status_polls: u64,
     /// Everything that did not arrive; empty means nothing was lost.
     pub(crate) lost: Vec<String>,
 }
 
-pub(crate) fn verify(world: &World, elapsed: Duration) -> Result<Report, String> {
+pub(crate) async fn verify(world: &World, elapsed: Duration) -> Result<Report, String> {
     let mapping = Mapping::default();
     let mut lost = Vec::new();
 
@@ -64,20 +82,37 @@ pub(crate) fn verify(world: &World, elapsed: Duration) -> Result<Report, String>
             _ => {}
         }
     }
-    let dump = world.sim.profiles();
+    let wanted = expected
+        .keys()
+        .map(|n| {
+            let (crm, id) = customer_id(*n);
+            Wanted { crm, id }
+        })
+        .collect();
+    // The pipeline's own calls, before the read-back adds fetches of its own.
+    let before_read_back = world.sim.stats();
+    let fetched = fetch_all(&world.sim.base_url(), CLIENT, wanted).await?;
+    let (mut existed, mut updated, mut verified) = (0, 0, 0);
     for (n, attributes) in &expected {
-        let (crm, id) = customer_id(*n);
-        let stored = if crm {
-            dump.third_party.get(&id)
-        } else {
-            dump.pc.get(&id)
-        };
-        match stored {
-            Some(profile) if &profile.attributes == attributes => {}
-            Some(_) => lost.push(format!(
+        let (_, id) = customer_id(*n);
+        let known = known_at_start(&id, world.known_share);
+        existed += usize::from(known);
+        match fetched.get(&id) {
+            Some(Fetched::Found(values)) if values == attributes => {
+                verified += 1;
+                updated += usize::from(known);
+            }
+            Some(Fetched::Found(_)) => lost.push(format!(
                 "profile {id}: attributes differ from its latest events"
             )),
-            None => lost.push(format!("profile {id}: never updated")),
+            Some(Fetched::NotFound) | None => lost.push(format!(
+                "profile {id}: not found by the fetch API{}",
+                if known {
+                    ""
+                } else {
+                    " (no profile at Target before the run)"
+                }
+            )),
         }
     }
 
@@ -149,6 +184,14 @@ pub(crate) fn verify(world: &World, elapsed: Duration) -> Result<Report, String>
         burst: super::burst_of(world.rate),
         elapsed,
         profiles: expected.len(),
+        existed,
+        updated,
+        created_by_batches: stats.bulk.profiles_created,
+        verified,
+        updates_to_unknown: stats.updates_to_unknown_profiles,
+        fetches: before_read_back.fetch.requests,
+        batches: before_read_back.bulk.batches_submitted,
+        status_polls: before_read_back.bulk.status_polls,
         lost,
     })
 }
@@ -180,7 +223,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  updates accepted          {:>9}  ({duplicates} duplicates after restarts)",
+            "  updates accepted          {:>9}  (single updates; {duplicates} duplicates after restarts)",
             self.accepted
         )?;
         writeln!(
@@ -211,8 +254,51 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  verified                  {} profiles equal their events; every malformed event dead-lettered; offsets committed to the end",
-            self.profiles
+            "  profiles                  {:>9}  ({} had a profile at Target before the run)",
+            self.profiles, self.existed
+        )?;
+        writeln!(
+            f,
+            "  profiles updated          {:>9}  (existed before the run, read back equal)",
+            self.updated
+        )?;
+        writeln!(
+            f,
+            "  created through batches   {:>9}  (bulk v2 rows that created a profile, counted by Target)",
+            self.created_by_batches
+        )?;
+        let calls = self.requests + self.fetches + self.batches + self.status_polls;
+        writeln!(
+            f,
+            "  profile fetches           {:>9}  (existence checks, on their own budget; the read-back's not counted)",
+            self.fetches
+        )?;
+        writeln!(
+            f,
+            "  bulk calls                {:>9}  ({} batches submitted, {} status polls)",
+            self.batches + self.status_polls,
+            self.batches,
+            self.status_polls
+        )?;
+        writeln!(
+            f,
+            "  Target calls per update   {:>9.3}  (requests, fetches and bulk calls per identified event)",
+            calls as f64 / self.needed.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "  verified by read-back     {:>9}  (fetch API: attributes equal their events)",
+            self.verified
+        )?;
+        writeln!(
+            f,
+            "  updates to no profile     {:>9}  (answered 2xx by Target, changed nothing)",
+            self.updates_to_unknown
+        )?;
+        writeln!(
+            f,
+            "  verified                  {} of {} profiles equal their events; every malformed event dead-lettered; offsets committed to the end",
+            self.verified, self.profiles
         )?;
         if self.lost.is_empty() {
             writeln!(f, "  0 lost")

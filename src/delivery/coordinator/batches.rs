@@ -16,7 +16,6 @@ use crate::delivery::batch_sender::{BatchSender, Completion, Submission};
 use crate::delivery::routing::{Route, RouteInputs};
 use crate::ops::config::CommitOn;
 use crate::target::bulk::{Admission, BatchEncoder, BatchKind, BatchLimits, EncodedBatch};
-use std::collections::HashSet;
 
 /// What the coordinator needs to send batches.
 #[derive(Debug, Clone)]
@@ -73,6 +72,13 @@ impl Batches {
     pub(super) fn sender(&self) -> &BatchSender {
         &self.delivery.sender
     }
+
+    /// Whether `profile` has a row in an open batch (its later events join it).
+    pub(super) fn has_open_row(&self, profile: &Identity) -> bool {
+        self.open
+            .iter()
+            .any(|open| open.index.contains_key(profile))
+    }
 }
 
 impl Coordinator {
@@ -94,7 +100,7 @@ impl Coordinator {
         }
     }
 
-    fn add_to_batch(&mut self, profile: Identity, items: Vec<Pending>, now: Instant) {
+    pub(super) fn add_to_batch(&mut self, profile: Identity, items: Vec<Pending>, now: Instant) {
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
@@ -167,7 +173,9 @@ impl Coordinator {
         let mut rows = Vec::new();
         let mut refused = Vec::new();
         for (profile, items) in open.rows {
-            let Some(update) = merged_update(&items) else {
+            let Some(update) = self.current_update(&items) else {
+                // Newer events delivered every attribute: nothing to send.
+                self.superseded(profile, items);
                 continue;
             };
             let mut admission = encoder.push_within(&update, limits);
@@ -236,10 +244,37 @@ impl Coordinator {
         };
         let sender = batches.delivery.sender.clone();
         let abandon = self.abandon.clone();
-        self.tasks.spawn(async move {
-            let submission = sender.submit(batch.body(), &abandon).await;
-            TaskDone::BatchSubmitted { id, submission }
+        let handle = self.tasks.spawn(async move {
+            TaskDone::BatchSubmitted(sender.submit(batch.body(), &abandon).await)
         });
+        self.running.insert(handle.id(), Work::BatchSubmit { id });
+    }
+
+    /// Sends a sealed batch again (stuck, forgotten, or its task failed).
+    pub(super) fn resubmit_batch(&mut self, id: u64) {
+        let batch = self
+            .batches
+            .as_ref()
+            .and_then(|b| b.sealed.get(&id))
+            .map(|s| s.batch.clone());
+        if let Some(batch) = batch {
+            self.spawn_submit(id, batch);
+        }
+    }
+
+    /// Polls a submitted batch's status until it ends.
+    pub(super) fn spawn_poll(&mut self, id: u64, status_url: String) {
+        let Some(batches) = self.batches.as_ref() else {
+            return;
+        };
+        let sender = batches.delivery.sender.clone();
+        let abandon = self.abandon.clone();
+        let url = status_url.clone();
+        let handle = self.tasks.spawn(async move {
+            TaskDone::BatchCompleted(sender.await_completion(&url, &abandon).await)
+        });
+        self.running
+            .insert(handle.id(), Work::BatchPoll { id, status_url });
     }
 
     /// A submission ended: poll it, or give its events up.
@@ -252,7 +287,6 @@ impl Coordinator {
             Submission::Submitted { status_url } => {
                 self.metrics.count_batch("submitted");
                 tracing::info!(batch = id, "Bulk batch submitted; polling its status.");
-                let sender = batches.delivery.sender.clone();
                 let settle = commit_on == CommitOn::Submitted
                     && batches.sealed.get(&id).is_some_and(|b| !b.settled);
                 if settle {
@@ -268,11 +302,7 @@ impl Coordinator {
                         self.finish(event);
                     }
                 }
-                let abandon = self.abandon.clone();
-                self.tasks.spawn(async move {
-                    let completion = sender.await_completion(&status_url, &abandon).await;
-                    TaskDone::BatchCompleted { id, completion }
-                });
+                self.spawn_poll(id, status_url);
             }
             Submission::Rejected { status, message } => {
                 self.metrics.count_batch("rejected");
@@ -288,16 +318,26 @@ impl Coordinator {
     /// Polling ended: the batch is complete, must be sent again, or is abandoned.
     pub(super) fn on_batch_completed(&mut self, id: u64, completion: Completion) {
         match completion {
-            Completion::Complete { failed_ids } => {
+            Completion::Complete {
+                failed_ids,
+                failed_updates,
+            } => {
                 self.metrics.count_batch("complete");
                 let Some(sealed) = self.batches.as_ref().and_then(|b| b.sealed.get(&id)) else {
                     return;
                 };
-                let failed: HashSet<usize> = failed_ids
-                    .iter()
-                    .flat_map(|fid| sealed.batch.rows_with_id(fid).collect::<Vec<_>>())
-                    .collect();
                 let rows = sealed.rows.len();
+                let failed = match sealed.batch.failed_rows(&failed_ids, failed_updates) {
+                    Ok(failed) => failed,
+                    Err(unmatched) => {
+                        // Never a success: no row can be confirmed applied.
+                        tracing::error!(batch = id, rows, error = %unmatched, "Bulk batch complete, but its failures cannot be tied to rows; dead-lettering all its events.");
+                        self.metrics.count_bulk_rows("failed", rows as u64);
+                        let reason = unmatched.to_string();
+                        self.close_batch(id, |_| Some(reason.clone()), None);
+                        return;
+                    }
+                };
                 self.metrics
                     .count_bulk_rows("applied", (rows - failed.len().min(rows)) as u64);
                 self.metrics.count_bulk_rows("failed", failed.len() as u64);
@@ -317,14 +357,7 @@ impl Coordinator {
             Completion::Resubmit { why } => {
                 self.metrics.count_batch("stuck");
                 tracing::warn!(batch = id, why = %why, "Sending a bulk batch again.");
-                let batch = self
-                    .batches
-                    .as_ref()
-                    .and_then(|b| b.sealed.get(&id))
-                    .map(|s| s.batch.clone());
-                if let Some(batch) = batch {
-                    self.spawn_submit(id, batch);
-                }
+                self.resubmit_batch(id);
             }
             Completion::Abandoned => self.abandon_batch(id),
         }
@@ -352,8 +385,12 @@ impl Coordinator {
                     }
                 }
                 None => {
+                    self.delivered(&items);
                     for item in items {
                         self.metrics.events_accepted.inc();
+                        if let Some(verify) = &self.settings.verify {
+                            verify.offer(&item.update);
+                        }
                         if !sealed.settled {
                             self.finish(&item.event);
                         }
@@ -365,7 +402,7 @@ impl Coordinator {
     }
 
     /// The drain gave up on a batch: its unsettled events stay uncommitted.
-    fn abandon_batch(&mut self, id: u64) {
+    pub(super) fn abandon_batch(&mut self, id: u64) {
         let Some(sealed) = self.batches.as_mut().and_then(|b| b.sealed.remove(&id)) else {
             return;
         };

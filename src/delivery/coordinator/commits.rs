@@ -53,54 +53,85 @@ impl Coordinator {
     }
 
     /// Shutdown: stop taking work, finish or abandon in-flight work within
-    /// the deadline, commit what was accepted.
+    /// the deadline, commit what was accepted. Every wait is bounded, so the
+    /// process ends within the drain deadline plus a few seconds even when
+    /// the group coordinator cannot be reached.
     pub(super) async fn drain(mut self) {
         self.draining = true;
         let waiting = self.queues.remove_where(|_| true).len();
         self.drop_open_batches();
         let deadline = Instant::now() + self.settings.drain_timeout;
         tracing::info!(
-            in_flight = self.tasks.len(),
+            in_flight = self.tasks.len() + self.backoffs.len(),
             dropped_waiting = waiting,
             drain_ms = self.settings.drain_timeout.as_millis() as u64,
             "Shutting down: finishing in-flight work."
         );
-        while !self.tasks.is_empty() {
+        let mut consumer_gone = false;
+        while !self.tasks.is_empty() || !self.backoffs.is_empty() {
+            // Retries whose backoff ends within the deadline still go.
+            self.next_wake = None;
+            self.dispatch_single(Duration::ZERO, Instant::now());
+            let wake = self.next_wake;
             tokio::select! {
                 biased;
-                Some(done) = self.tasks.join_next() => self.on_task(done),
-                event = self.events.recv() => match event {
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task(done),
+                event = self.events.recv(), if !consumer_gone => match event {
                     Some(ConsumerEvent::Revoked { partitions, lost, reply }) => self.on_revoke(partitions, lost, reply),
                     Some(_) => {}
-                    None => {}
+                    None => consumer_gone = true,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = sleep_until_opt(wake), if wake.is_some() => {}
             }
             self.check_revokes();
         }
-        if !self.tasks.is_empty() {
+        if !self.tasks.is_empty() || !self.backoffs.is_empty() {
             tracing::warn!(
-                abandoned = self.tasks.len(),
+                abandoned = self.tasks.len() + self.backoffs.len(),
                 "Drain deadline passed; abandoning in-flight work (it will be re-read)."
             );
             self.abandon.cancel();
             // Abandoned tasks return at once; give them a moment.
             let grace = Instant::now() + Duration::from_secs(1);
-            while let Ok(Some(done)) = tokio::time::timeout_at(grace, self.tasks.join_next()).await
+            while let Ok(Some(done)) =
+                tokio::time::timeout_at(grace, self.tasks.join_next_with_id()).await
             {
                 self.on_task(done);
             }
             self.tasks.abort_all();
-        }
-        for revoke in std::mem::take(&mut self.revokes) {
-            let _ = revoke.reply.send(Vec::new());
-        }
-        if let Some(running) = self.commit.take() {
-            if let Ok(result) = running.await {
-                self.on_commit(result);
+            while let Some(done) = self.tasks.join_next_with_id().await {
+                self.on_task(done);
+            }
+            for Reverse(Due(_, _, backoff)) in std::mem::take(&mut self.backoffs) {
+                for item in backoff.items {
+                    item.span.finish(Outcome::Abandoned);
+                }
             }
         }
-        // A commit can fail while a rebalance settles: try a few times.
+        // Partitions still being revoked hand back what they finished.
+        for revoke in std::mem::take(&mut self.revokes) {
+            let offsets = self.give_up(&revoke.partitions);
+            let _ = revoke.reply.send(offsets);
+        }
+        self.final_commit(Instant::now() + FINAL_COMMIT_LIMIT).await;
+        self.publish_offsets();
+    }
+
+    /// Commits what was accepted, trying a few times while a rebalance
+    /// settles, and giving up at `limit` (the group coordinator may be
+    /// unreachable): the next owner then re-reads from the last commit.
+    async fn final_commit(&mut self, limit: Instant) {
+        if let Some(running) = self.commit.take() {
+            match tokio::time::timeout_at(limit, running).await {
+                Ok(Ok(result)) => self.on_commit(result),
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    tracing::error!("The last offset commit did not answer in time; the next owner re-reads from the last commit.");
+                    return;
+                }
+            }
+        }
         for attempt in 1..=3 {
             let offsets = self.changed_offsets();
             if offsets.is_empty() {
@@ -108,22 +139,28 @@ impl Coordinator {
             }
             let consumer = self.consumer.clone();
             let count = offsets.len();
-            let result = tokio::task::spawn_blocking(move || {
+            let commit = tokio::task::spawn_blocking(move || {
                 let result = commit_sync(&consumer, &offsets);
                 (offsets, result)
-            })
-            .await;
-            match result {
-                Ok((offsets, Ok(()))) => {
+            });
+            match tokio::time::timeout_at(limit, commit).await {
+                Ok(Ok((offsets, Ok(())))) => {
                     self.on_commit((offsets, Ok(())));
                     tracing::info!(partitions = count, "Committed final offsets.");
                 }
-                Ok((_, Err(error))) => {
+                Ok(Ok((_, Err(error)))) => {
                     tracing::warn!(error = %error, attempt, "Final offset commit failed.");
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tokio::time::sleep_until(
+                        limit.min(Instant::now() + Duration::from_millis(300)),
+                    )
+                    .await;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::error!(error = %error, "Final offset commit did not run.");
+                    break;
+                }
+                Err(_) => {
+                    tracing::error!("The final offset commit did not answer in time.");
                     break;
                 }
             }
@@ -133,9 +170,12 @@ impl Coordinator {
                 "Could not commit final offsets; the next owner re-reads from the last commit."
             );
         }
-        self.publish_offsets();
     }
 }
+
+/// How long the final commit may take after the drain: the process must
+/// end within the drain deadline plus 5 s, leaving time to leave the group.
+const FINAL_COMMIT_LIMIT: Duration = Duration::from_millis(2500);
 
 /// Commits offsets and waits for the broker's answer.
 pub(super) fn commit_sync(

@@ -11,17 +11,22 @@ impl Coordinator {
             ConsumerEvent::Assigned(partitions) => {
                 for tp in partitions {
                     self.next_epoch += 1;
-                    self.partitions.insert(
-                        tp,
-                        PartitionState {
-                            epoch: self.next_epoch,
-                            watermark: CommitWatermark::new(),
-                            in_flight: 0,
-                            paused: false,
-                            revoking: false,
-                            last_committed: None,
-                        },
-                    );
+                    let state = PartitionState {
+                        epoch: self.next_epoch,
+                        watermark: CommitWatermark::new(),
+                        in_flight: 0,
+                        paused: false,
+                        revoking: false,
+                        last_committed: None,
+                        cancel: self.abandon.child_token(),
+                    };
+                    if let Some(earlier) = self.partitions.insert(tp.clone(), state) {
+                        // Assigned again before the revoke of its earlier
+                        // assignment was answered (the consumer stopped
+                        // waiting): that assignment's work is stale.
+                        earlier.cancel.cancel();
+                        self.drop_backoffs_of(std::slice::from_ref(&tp));
+                    }
                 }
                 self.publish_assignment();
                 self.update_share();
@@ -79,7 +84,9 @@ impl Coordinator {
         let Some(state) = self.partitions.get_mut(&record.tp) else {
             return;
         };
-        if state.revoking || self.draining || !state.watermark.track(record.offset) {
+        let consumed_at = std::time::Instant::now();
+        if state.revoking || self.draining || !state.watermark.track_at(record.offset, consumed_at)
+        {
             // Not tracked, so never committed: it is read again.
             tracing::debug!(partition = %record.tp, offset = record.offset, "Record not tracked.");
             return;
@@ -175,7 +182,7 @@ impl Coordinator {
     /// does not hold back may be fetched. Resuming is idempotent, and this
     /// makes the pause state level-triggered: a partition that comes back
     /// from a rebalance still paused inside librdkafka (rarely, the resume
-    /// on assignment does not take) is fetched again within a commit interval
+    /// on assignment does not take) is fetched again within `RECONCILE_PAUSES_EVERY`
     /// instead of never.
     pub(super) fn reconcile_pauses(&mut self) {
         let mut list = TopicPartitionList::new();

@@ -12,115 +12,200 @@ impl Coordinator {
         span: EventSpan,
         settled: bool,
     ) {
-        let writer = self.dead_letters.clone();
-        let abandon = self.abandon.clone();
-        let write_span = span.dead_letter_write(writer.topic(), letter.class);
-        self.tasks.spawn(async move {
-            let written = writer.write(&letter, &abandon).await;
-            write_span.written(written);
-            TaskDone::DeadLetter {
-                event,
-                written,
-                span,
-                settled,
-            }
-        });
+        self.write_dead_letter(event, Arc::new(letter), span, settled);
     }
 
-    /// A sender or dead-letter task ended: finish, dead-letter or abandon its events.
-    pub(super) fn on_task(&mut self, done: Result<TaskDone, tokio::task::JoinError>) {
-        let done = match done {
-            Ok(done) => done,
-            Err(error) => {
-                // A panicking task loses nothing: its events stay unfinished,
-                // so their offsets are never committed and are read again.
-                tracing::error!(error = %error, "A delivery task failed; its events will be re-read after a restart.");
-                return;
-            }
-        };
-        match done {
-            TaskDone::Update {
-                profile,
-                items,
-                outcome,
-            } => {
-                self.updates_in_flight -= 1;
-                self.queues.finish(&profile);
-                match outcome {
-                    DeliveryOutcome::Accepted => {
-                        let now = SystemTime::now()
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs_f64();
-                        self.daily.add(now as u64 / 60, 1);
-                        for item in items {
-                            self.metrics.events_accepted.inc();
-                            if let Some(ms) = item.timestamp_ms {
-                                self.counters
-                                    .age_from_kafka
-                                    .observe((now - ms as f64 / 1000.0).max(0.0));
-                            }
-                            self.counters.age_from_occurred_at.observe(
-                                (now - item.update.occurred_at.unix_seconds_f64()).max(0.0),
-                            );
-                            self.finish(&item.event);
-                            item.span.finish(Outcome::Accepted);
-                        }
-                    }
-                    DeliveryOutcome::Rejected { status } => {
-                        for item in items {
-                            let letter = dead_letter_of(
-                                &item,
-                                "target_rejected",
-                                format!("Target rejected the update with HTTP {status}"),
-                                Some(status),
-                            );
-                            self.spawn_dead_letter(item.event, letter, item.span, false);
-                        }
-                    }
-                    DeliveryOutcome::Exhausted { last_status } => {
-                        for item in items {
-                            let reason = match last_status {
-                                Some(status) => format!("gave up after delivery.max_attempts retryable failures; last HTTP {status}"),
-                                None => "gave up after delivery.max_attempts retryable failures; last attempt got no response".to_owned(),
-                            };
-                            let letter =
-                                dead_letter_of(&item, "retries_exhausted", reason, last_status);
-                            self.spawn_dead_letter(item.event, letter, item.span, false);
-                        }
-                    }
-                    DeliveryOutcome::Abandoned => {
-                        for item in items {
-                            if let Some(p) = self.partition(&item.event) {
-                                p.in_flight -= 1;
-                            }
-                            item.span.finish(Outcome::Abandoned);
-                        }
-                    }
-                }
-            }
-            TaskDone::BatchSubmitted { id, submission } => self.on_batch_submitted(id, submission),
-            TaskDone::BatchCompleted { id, completion } => self.on_batch_completed(id, completion),
-            TaskDone::DeadLetter {
+    fn write_dead_letter(
+        &mut self,
+        event: EventRef,
+        letter: Arc<DeadLetter>,
+        span: EventSpan,
+        settled: bool,
+    ) {
+        let writer = self.dead_letters.clone();
+        let cancel = self.cancel_token_of(&event);
+        let write_span = span.dead_letter_write(writer.topic(), letter.class);
+        let task_letter = letter.clone();
+        let handle = self.tasks.spawn(async move {
+            let written = writer.write(&task_letter, &cancel).await;
+            write_span.written(written);
+            TaskDone::DeadLetter { written }
+        });
+        self.running.insert(
+            handle.id(),
+            Work::DeadLetter {
                 event,
-                written,
+                letter,
                 span,
                 settled,
-            } => {
-                tracing::debug!(partition = %event.tp, offset = event.offset, written, "Dead letter done.");
-                if settled {
-                    // Committed before (on submission); the letter is a record only.
-                    span.finish(Outcome::DeadLettered);
-                } else if written {
-                    self.finish(&event);
-                    span.finish(Outcome::DeadLettered);
-                } else {
-                    if let Some(p) = self.partition(&event) {
-                        p.in_flight -= 1;
-                    }
-                    span.finish(Outcome::Abandoned);
-                }
+            },
+        );
+    }
+
+    /// A task ended: carry its work on with what it came to.
+    pub(super) fn on_task(
+        &mut self,
+        done: Result<(tokio::task::Id, TaskDone), tokio::task::JoinError>,
+    ) {
+        let (id, done) = match done {
+            Ok((id, done)) => (id, Ok(done)),
+            Err(error) => (error.id(), Err(error)),
+        };
+        let Some(work) = self.running.remove(&id) else {
+            return;
+        };
+        match (work, done) {
+            (
+                Work::Update {
+                    profile,
+                    items,
+                    retry,
+                },
+                Ok(TaskDone::Update(outcome)),
+            ) => self.on_update_done(profile, items, retry, outcome),
+            (
+                Work::DeadLetter {
+                    event,
+                    span,
+                    settled,
+                    ..
+                },
+                Ok(TaskDone::DeadLetter { written }),
+            ) => self.on_dead_letter_done(event, span, settled, written),
+            (Work::BatchSubmit { id }, Ok(TaskDone::BatchSubmitted(submission))) => {
+                self.on_batch_submitted(id, submission)
             }
+            (Work::BatchPoll { id, .. }, Ok(TaskDone::BatchCompleted(completion))) => {
+                self.on_batch_completed(id, completion)
+            }
+            (
+                Work::Fetch {
+                    profile,
+                    items,
+                    retry,
+                },
+                Ok(TaskDone::Fetched(outcome)),
+            ) => self.on_fetch_done(profile, items, retry, outcome),
+            (work, Ok(_)) => {
+                // Cannot happen: each kind of work spawns its own kind of task.
+                tracing::error!("A delivery task answered for other work; retrying that work.");
+                self.retry_failed_task(work);
+            }
+            (work, Err(error)) if error.is_cancelled() => self.abandon_work(work),
+            (work, Err(error)) => {
+                // A bug, not Target's answer: the work is kept, so nothing is
+                // lost or stuck; it is tried again like a retryable failure.
+                tracing::error!(error = %error, "A delivery task panicked; trying its work again.");
+                self.retry_failed_task(work);
+            }
+        }
+    }
+
+    /// Starts work again whose task failed without an outcome.
+    fn retry_failed_task(&mut self, work: Work) {
+        match work {
+            Work::Update {
+                profile,
+                items,
+                retry,
+            } => {
+                // Counted like a retryable failure (max_attempts applies).
+                self.on_update_done(
+                    profile,
+                    items,
+                    retry,
+                    AttemptOutcome::Retry {
+                        status: None,
+                        retry_after: None,
+                    },
+                );
+            }
+            Work::DeadLetter {
+                event,
+                letter,
+                span,
+                settled,
+            } => self.write_dead_letter(event, letter, span, settled),
+            Work::BatchSubmit { id } => self.resubmit_batch(id),
+            Work::BatchPoll { id, status_url } => self.spawn_poll(id, status_url),
+            Work::Fetch {
+                profile,
+                items,
+                retry,
+            } => self.on_fetch_done(
+                profile,
+                items,
+                retry,
+                Some(crate::target::fetch::FetchOutcome::Retry {
+                    status: None,
+                    retry_after: None,
+                }),
+            ),
+        }
+    }
+
+    /// Work whose task was aborted (the end of the shutdown drain).
+    fn abandon_work(&mut self, work: Work) {
+        match work {
+            Work::Update {
+                profile,
+                items,
+                retry,
+            } => {
+                self.on_update_done(profile, items, retry, AttemptOutcome::Abandoned);
+            }
+            Work::DeadLetter {
+                event,
+                span,
+                settled,
+                ..
+            } => self.on_dead_letter_done(event, span, settled, false),
+            Work::BatchSubmit { id } | Work::BatchPoll { id, .. } => self.abandon_batch(id),
+            Work::Fetch {
+                profile,
+                items,
+                retry,
+            } => self.on_fetch_done(profile, items, retry, None),
+        }
+    }
+
+    /// A dead-letter write ended.
+    fn on_dead_letter_done(
+        &mut self,
+        event: EventRef,
+        span: EventSpan,
+        settled: bool,
+        written: bool,
+    ) {
+        tracing::debug!(partition = %event.tp, offset = event.offset, written, "Dead letter done.");
+        if settled {
+            // Committed before (on submission); the letter is a record only.
+            span.finish(Outcome::DeadLettered);
+        } else if written {
+            self.finish(&event);
+            span.finish(Outcome::DeadLettered);
+        } else {
+            if let Some(p) = self.partition(&event) {
+                p.in_flight -= 1;
+            }
+            span.finish(Outcome::Abandoned);
+        }
+    }
+
+    /// A profile's events all become dead letters of `class` with `reason`;
+    /// the profile may send again.
+    pub(super) fn dead_letter_all(
+        &mut self,
+        profile: &Identity,
+        items: Vec<Pending>,
+        class: &'static str,
+        reason: &str,
+        status: Option<u16>,
+    ) {
+        self.queues.finish(profile);
+        for item in items {
+            let letter = dead_letter_of(&item, class, reason.to_owned(), status);
+            self.spawn_dead_letter(item.event, letter, item.span, false);
         }
     }
 
@@ -136,7 +221,7 @@ impl Coordinator {
 
     /// Resumes paused partitions once both their own buffer and the pod's
     /// are down to half their limits (so fetching does not flap).
-    fn resume_if_room(&mut self) {
+    pub(super) fn resume_if_room(&mut self) {
         if !self.partitions.values().any(|p| p.paused && !p.revoking)
             || self.buffered() > self.settings.max_buffered / 2
         {

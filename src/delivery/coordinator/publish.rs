@@ -2,6 +2,7 @@
 //! lag, budget pauses, the rolling daily count.
 
 use super::*;
+use crate::ops::metrics::advance_to;
 
 impl Coordinator {
     /// Partitions owned, for `/readyz` and the metrics.
@@ -17,8 +18,10 @@ impl Coordinator {
         self.metrics.paused_partitions.set(paused as i64);
     }
 
-    /// Committed offsets, high watermarks, lag, pauses and the daily count.
+    /// Committed offsets, high watermarks, lag, the oldest unfinished
+    /// event's age, pauses and the daily count.
     pub(super) fn publish_offsets(&self) {
+        let now = std::time::Instant::now();
         for (tp, state) in &self.partitions {
             let labels = PartitionLabels {
                 topic: tp.topic.to_string(),
@@ -42,6 +45,13 @@ impl Coordinator {
                     .get_or_create(&labels)
                     .set((high - base).max(0));
             }
+            let oldest = state.watermark.oldest_unfinished_since();
+            self.metrics
+                .oldest_unfinished_age
+                .get_or_create(&labels)
+                .set(oldest.map_or(0.0, |since| {
+                    now.saturating_duration_since(since).as_secs_f64()
+                }));
         }
         self.metrics
             .daily_updates
@@ -51,14 +61,25 @@ impl Coordinator {
                 .daily_quota_share
                 .set(self.settings.daily_quota as f64 * self.owned_fraction());
         }
-        self.metrics
-            .retry_after_pauses
-            .set(self.sender.gate.retry_after_pauses() as i64);
+        advance_to(
+            &self.metrics.retry_after_pauses,
+            self.sender.gate.retry_after_pauses(),
+        );
         self.metrics
             .auth_paused
             .set(i64::from(self.sender.gate.is_auth_paused()));
-        self.metrics
-            .limiter_wait_seconds
-            .set(self.sender.gate.limiter_wait_seconds());
+        advance_to(
+            &self.metrics.limiter_wait_seconds,
+            self.sender.gate.limiter_wait_seconds(),
+        );
+    }
+
+    /// A partition this pod no longer owns: its series go, so that a
+    /// `max by (topic, partition)` over the pods sees only the owner's.
+    pub(super) fn forget_partition_series(&self, tp: &TopicPartition) {
+        self.metrics.forget_partition(&PartitionLabels {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+        });
     }
 }

@@ -1,5 +1,7 @@
 //! Revoked partitions: drop their waiting work, wait for their in-flight
-//! work up to the drain deadline, then hand back the offsets to commit.
+//! work up to the drain deadline, then cancel what is left, hand back the
+//! offsets to commit, and let partitions paused for a full pod fetch again.
+//! A lost partition is given up at once.
 
 use super::*;
 
@@ -11,9 +13,11 @@ impl Coordinator {
         lost: bool,
         reply: std::sync::mpsc::SyncSender<Vec<(TopicPartition, i64)>>,
     ) {
-        for tp in &partitions {
-            if let Some(state) = self.partitions.get_mut(tp) {
+        let mut revoked = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            if let Some(state) = self.partitions.get_mut(&tp) {
                 state.revoking = true;
+                revoked.push((tp, state.epoch));
             }
         }
         self.update_share();
@@ -22,20 +26,20 @@ impl Coordinator {
         // Waiting work of these partitions is dropped: unfinished, it is not
         // committed, and the new owner reads it again.
         self.queues
-            .remove_where(|item| partitions.contains(&item.event.tp));
-        if lost {
-            for tp in &partitions {
-                self.partitions.remove(tp);
-            }
-            let _ = reply.send(Vec::new());
-            self.publish_assignment();
-            return;
-        }
-        self.revokes.push(PendingRevoke {
-            partitions,
+            .remove_where(|item| revoked.iter().any(|(tp, _)| *tp == item.event.tp));
+        let revoke = PendingRevoke {
+            partitions: revoked,
             reply,
             deadline: Instant::now() + self.settings.drain_timeout,
-        });
+        };
+        if lost {
+            // Another pod owns them already: commit nothing, stop everything now.
+            self.give_up(&revoke.partitions);
+            let _ = revoke.reply.send(Vec::new());
+            return;
+        }
+        self.revokes.push(revoke);
+        self.resume_if_room();
     }
 
     /// Answers revokes whose partitions are drained or whose deadline passed.
@@ -47,29 +51,55 @@ impl Coordinator {
         let mut i = 0;
         while i < self.revokes.len() {
             let revoke = &self.revokes[i];
-            let drained = revoke
-                .partitions
-                .iter()
-                .all(|tp| self.partitions.get(tp).is_none_or(|p| p.in_flight == 0));
+            let drained = revoke.partitions.iter().all(|(tp, epoch)| {
+                self.partitions
+                    .get(tp)
+                    .is_none_or(|p| p.epoch != *epoch || p.in_flight == 0)
+            });
             if !drained && now < revoke.deadline {
                 i += 1;
                 continue;
             }
             let revoke = self.revokes.swap_remove(i);
-            let mut offsets = Vec::new();
-            for tp in revoke.partitions {
-                if let Some(state) = self.partitions.remove(&tp) {
-                    if let Some(offset) = state.watermark.committable() {
-                        offsets.push((tp.clone(), offset));
-                    }
-                    if state.in_flight > 0 {
-                        tracing::warn!(partition = %tp, in_flight = state.in_flight, "Drain deadline passed; abandoning in-flight work of a revoked partition (it will be re-read).");
-                    }
-                }
-                self.high_watermarks.remove(&tp);
-            }
+            let offsets = self.give_up(&revoke.partitions);
             let _ = revoke.reply.send(offsets);
-            self.publish_assignment();
         }
+    }
+
+    /// Lets these assignments of partitions go: cancels their running work
+    /// and backoffs, forgets their state, and returns the offsets to commit.
+    /// A partition assigned again since (a later epoch) is left alone.
+    pub(super) fn give_up(
+        &mut self,
+        partitions: &[(TopicPartition, u64)],
+    ) -> Vec<(TopicPartition, i64)> {
+        let mut offsets = Vec::new();
+        let mut gone = Vec::new();
+        for (tp, epoch) in partitions {
+            if self.partitions.get(tp).is_none_or(|p| p.epoch != *epoch) {
+                continue;
+            }
+            let Some(state) = self.partitions.remove(tp) else {
+                continue;
+            };
+            if let Some(offset) = state.watermark.committable() {
+                offsets.push((tp.clone(), offset));
+            }
+            if state.in_flight > 0 {
+                tracing::warn!(partition = %tp, in_flight = state.in_flight, "Giving up in-flight work of a revoked partition (it will be re-read by its new owner).");
+            }
+            // Running attempts and dead-letter writes stop now: a stale
+            // attempt must not land after the new owner's newer updates.
+            state.cancel.cancel();
+            self.high_watermarks.remove(tp);
+            self.forget_partition_series(tp);
+            gone.push(tp.clone());
+        }
+        self.drop_backoffs_of(&gone);
+        self.publish_assignment();
+        // The dropped work no longer fills the pod: partitions paused for
+        // it may fetch again.
+        self.resume_if_room();
+        offsets
     }
 }

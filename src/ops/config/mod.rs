@@ -11,6 +11,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod existence;
+pub use existence::{ExistencePolicy, ExistenceSettings, VerifySettings, ADOBE_PROFILE_LIFETIME};
+
 /// Adobe's cap on single profile updates: one million per rolling 24 hours.
 pub const ADOBE_DAILY_CAP: u64 = 1_000_000;
 /// librdkafka's default `session.timeout.ms`.
@@ -31,6 +34,10 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// Adobe's bulk batch API.
     pub bulk: BulkSettings,
+    /// Whether Target has a profile, and the fetch budget that finds out.
+    pub existence: ExistenceSettings,
+    /// Read-back verification of accepted updates.
+    pub verify: VerifySettings,
     /// The metrics and probes endpoint.
     pub server: ServerSettings,
     /// Changes to the default attribute table.
@@ -51,6 +58,9 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Where dead letters are written.
     pub dlq_topic: String,
+    /// Where a partition with no committed offset starts (librdkafka's
+    /// `auto.offset.reset`): a new group, a new topic, offsets expired.
+    pub start_from: StartFrom,
     /// Any librdkafka property, passed as is; `NAME_file` reads NAME's value
     /// from a file so no secret sits in the configuration.
     pub properties: BTreeMap<String, PropertyValue>,
@@ -63,7 +73,28 @@ impl Default for KafkaSettings {
             topics: vec!["pos.purchases".into()],
             group_id: "pos-profile-sync".into(),
             dlq_topic: "pos.purchases.dlq".into(),
+            start_from: StartFrom::Earliest,
             properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// `kafka.start_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest event the topic still holds: its whole retention is sent.
+    Earliest,
+    /// Only events published after the group first reads the partition.
+    Latest,
+}
+
+impl StartFrom {
+    /// The `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
         }
     }
 }
@@ -218,6 +249,21 @@ pub struct DeliverySettings {
     /// Records held by the whole pod before the partition that grows pauses:
     /// memory stays flat whatever the backlog and the partition count.
     pub max_buffered: u32,
+    /// Which event's attributes win across updates of a profile.
+    pub time_order: TimeOrder,
+}
+
+/// `delivery.time_order`: what decides between a profile's events across updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeOrder {
+    /// Each update as its events arrive (the partition's order): a late
+    /// upload overwrites what newer events delivered.
+    #[default]
+    Arrival,
+    /// An attribute from an older event (`occurred_at`) never overwrites a
+    /// newer value the pod delivered (bounded memory per pod).
+    OccurredAt,
 }
 
 impl Default for DeliverySettings {
@@ -231,6 +277,7 @@ impl Default for DeliverySettings {
             retry_initial_ms: 100,
             retry_max_ms: 30_000,
             max_buffered_per_partition: 10_000,
+            time_order: TimeOrder::Arrival,
             max_buffered: 50_000,
         }
     }
@@ -454,6 +501,7 @@ impl Settings {
             "kafka.dlq_topic: empty; dead letters need a topic",
         );
         need(!k.topics.contains(&k.dlq_topic), "kafka.dlq_topic: must not be one of kafka.topics (dead letters would be consumed again)");
+        need(!k.properties.contains_key("auto.offset.reset"), "kafka.properties.auto.offset.reset: set kafka.start_from (\"earliest\" or \"latest\") instead");
         for reserved in [
             "enable.auto.commit",
             "enable.auto.offset.store",
@@ -546,6 +594,13 @@ impl Settings {
             b.overflow_after_seconds >= 1,
             "bulk.overflow_after_seconds: must be at least 1",
         );
+        problems.extend(self.existence.problems());
+        problems.extend(self.verify.problems());
+        let mut need = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
         need(
             self.server.listen.parse::<std::net::SocketAddr>().is_ok(),
             "server.listen: must be an address such as 0.0.0.0:9464",
@@ -574,6 +629,9 @@ impl Settings {
                 "rate_limit.per_second = {} is above {daily_rate:.2}/s: sustained, it would pass Adobe's documented cap of one million single updates per rolling 24 hours",
                 self.rate_limit.per_second
             ));
+        }
+        if self.bulk.mode != BulkMode::Off && self.bulk.commit_on == CommitOn::Submitted {
+            warnings.push("bulk.commit_on = \"submitted\" commits a batch's events before Adobe reports its rows: rows Adobe fails later are dead-lettered only if this pod is still running then (a crash in between loses those dead letters); \"complete\" keeps at-least-once".to_owned());
         }
         warnings
     }

@@ -202,6 +202,15 @@ fn budgets_above_adobes_daily_cap_are_warned_about() {
 }
 
 #[test]
+fn committing_batches_on_submission_is_warned_about() {
+    let mut settings = Settings::default();
+    settings.bulk.mode = BulkMode::Always;
+    assert!(settings.warnings().is_empty(), "complete is the default");
+    settings.bulk.commit_on = CommitOn::Submitted;
+    assert!(settings.warnings()[0].contains("crash in between loses those dead letters"));
+}
+
+#[test]
 fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings: Settings = Settings::default();

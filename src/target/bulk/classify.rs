@@ -7,11 +7,12 @@
 //! admin calls a minute among them), timeouts, connection errors and unexpected
 //! statuses retried, any other 4xx permanent. On a 2xx the body decides:
 //!
-//! - `success=false` is retried. Contract section 12 says so, and Adobe gives no way
-//!   to tell a passing failure from a lasting one: its documented causes are an
-//!   unencoded `%` ("Unexpected error") or a bad header, which [`super::BatchEncoder`]
-//!   cannot produce, so a refusal of one of our batches is far more likely Adobe's
-//!   trouble than ours. The caller's retry budget bounds the cost of being wrong.
+//! - `success=false` is retried. Adobe gives no way to tell a passing failure from a
+//!   lasting one: its documented causes are an unencoded `%` ("Unexpected error") or
+//!   a bad header, which [`super::BatchEncoder`] cannot produce, so a refusal of one
+//!   of our batches is more likely Adobe's trouble than ours. The caller bounds it
+//!   ([`crate::delivery::batch_sender`] gives up on a batch after a few refusals
+//!   and dead-letters its events with Adobe's message).
 //! - An answer that does not parse is retried too: never drop events over an answer
 //!   the API does not document.
 
@@ -63,6 +64,10 @@ pub enum BulkError {
         /// Target's message, when the body had one.
         message: String,
     },
+    /// The `batchStatus` URL Target gave cannot be polled safely (it would
+    /// send the token over plain HTTP); the batch's status is out of reach.
+    #[error("cannot poll the batch status: {0}")]
+    StatusUrl(String),
 }
 
 /// What made a call worth retrying.

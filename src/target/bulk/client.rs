@@ -8,6 +8,13 @@
 //! - `status`: `GET` the `batchStatus` URL Target answered, with `showDetails=true`
 //!   appended so that failed rows are listed.
 //!
+//! The token never travels over plain HTTP to a status URL: Adobe answers
+//! `batchStatus` URLs on `http://` edge hosts, and when `target.base_url` is
+//! `https://` such a URL is polled as `https://` (same host and path). An `http://`
+//! URL with a port of its own cannot be moved to https safely and is refused by
+//! name ([`BulkError::StatusUrl`]). With an `http://` base URL (a test
+//! simulator) status URLs are polled as given.
+//!
 //! Both send `Authorization: Bearer <token>` when `target.token_file` is set (Adobe's
 //! profile API token covers the bulk API) and honour `target.timeout_ms`. A 401/403
 //! makes the token file be re-read on the next call. Both calls count towards Adobe's
@@ -21,7 +28,7 @@ use percent_encoding::utf8_percent_encode;
 use super::classify::{decide, BulkAnswer, BulkError, RetryCause};
 use super::response::{parse_status, parse_submit, BadReply, BatchReport, Submitted};
 use crate::ops::config::TargetSettings;
-use crate::target::client::{http_client, ClientError};
+use crate::target::client::{http_client, retry_after_of, ClientError};
 use crate::target::request::PARAMETER;
 use crate::target::token::TokenSource;
 
@@ -33,6 +40,8 @@ const POOL: usize = 2;
 pub struct BulkClient {
     http: reqwest::Client,
     submit_url: String,
+    /// `target.base_url` is https: so must every status poll be.
+    https_only: bool,
     token: Option<TokenSource>,
 }
 
@@ -46,8 +55,10 @@ impl BulkClient {
         );
         reqwest::Url::parse(&submit_url)
             .map_err(|error| ClientError::Url(format!("{submit_url}: {error}")))?;
+        let https_only = settings.effective_base_url().starts_with("https:");
         Ok(BulkClient {
             http: http_client(settings, POOL)?,
+            https_only,
             submit_url,
             token: settings.token_path().map(TokenSource::new),
         })
@@ -73,11 +84,7 @@ impl BulkClient {
 
     /// Polls a batch's status (with details) at the `batchStatus` URL Target gave.
     pub async fn status(&self, status_url: &str) -> Result<BatchReport, BulkError> {
-        let mut url = reqwest::Url::parse(status_url).map_err(|_| BulkError::Retry {
-            cause: RetryCause::Unreadable(BadReply::NotAUrl(status_url.to_owned())),
-            retry_after: None,
-        })?;
-        url.query_pairs_mut().append_pair("showDetails", "true");
+        let url = poll_url(status_url, self.https_only)?;
         self.call(self.http.get(url), parse_status).await
     }
 
@@ -92,11 +99,7 @@ impl BulkClient {
         let outcome = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let retry_after = retry_after_of(&response);
                 match response.bytes().await {
                     Ok(body) => Ok((status, retry_after, body)),
                     Err(error) => Err(error),
@@ -123,5 +126,81 @@ impl BulkClient {
             token.invalidate();
         }
         decided
+    }
+}
+
+/// The URL a batch's status is polled at: Target's `batchStatus` URL with
+/// `showDetails=true`, moved from `http` to `https` when `https_only`.
+pub fn poll_url(status_url: &str, https_only: bool) -> Result<reqwest::Url, BulkError> {
+    let mut url = reqwest::Url::parse(status_url).map_err(|_| BulkError::Retry {
+        cause: RetryCause::Unreadable(BadReply::NotAUrl(status_url.to_owned())),
+        retry_after: None,
+    })?;
+    if https_only && url.scheme() != "https" {
+        if url.scheme() != "http" || url.port().is_some() {
+            return Err(BulkError::StatusUrl(format!(
+                "{status_url} is not https and cannot be moved to https (target.base_url is https, so the token is never sent in clear)"
+            )));
+        }
+        url.set_scheme("https")
+            .map_err(|()| BulkError::StatusUrl(format!("{status_url} cannot be moved to https")))?;
+    }
+    url.query_pairs_mut().append_pair("showDetails", "true");
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_status_url_is_polled_over_https_when_the_base_url_is_https() {
+        let adobe =
+            "http://mboxedge45.tt.omtrdc.net/m2/demo/profile/batchStatus?batchId=demo-1&mboxPC=1";
+        assert_eq!(
+            poll_url(adobe, true).unwrap().as_str(),
+            "https://mboxedge45.tt.omtrdc.net/m2/demo/profile/batchStatus?batchId=demo-1&mboxPC=1&showDetails=true"
+        );
+        assert_eq!(
+            poll_url("http://edge:80/s?batchId=1", true)
+                .unwrap()
+                .as_str(),
+            "https://edge/s?batchId=1&showDetails=true",
+            "the default port is no port of its own"
+        );
+        // A test simulator on plain http keeps it.
+        assert_eq!(
+            poll_url("http://127.0.0.1:8080/s?batchId=1", false)
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/s?batchId=1&showDetails=true"
+        );
+        assert_eq!(
+            poll_url("https://edge/s?batchId=1", true).unwrap().as_str(),
+            "https://edge/s?batchId=1&showDetails=true"
+        );
+    }
+
+    #[test]
+    fn an_http_status_url_that_cannot_move_to_https_is_refused_by_name() {
+        match poll_url("http://edge:8080/s?batchId=1", true) {
+            Err(BulkError::StatusUrl(why)) => {
+                assert!(
+                    why.contains("http://edge:8080/s?batchId=1 is not https"),
+                    "{why}"
+                );
+                assert!(BulkError::StatusUrl(why)
+                    .to_string()
+                    .starts_with("cannot poll the batch status: "));
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(matches!(
+            poll_url("not a url", true),
+            Err(BulkError::Retry {
+                cause: RetryCause::Unreadable(BadReply::NotAUrl(_)),
+                ..
+            })
+        ));
     }
 }

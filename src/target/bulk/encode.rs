@@ -1,4 +1,4 @@
-//! One bulk batch as Adobe's bulk profile update API v2 wants it (contract section 12):
+//! One bulk batch as Adobe's bulk profile update API v2 wants it (`docs/contract.md` section 12):
 //! a form body `batch=<CSV>`, the CSV's header the id column (`thirdPartyId` or `pcId`,
 //! one kind per batch) then the union of attribute names, one row per profile.
 //!
@@ -16,6 +16,10 @@
 //! Attribute names are [`crate::mapping::Attribute::name`], which carries no `profile.`
 //! prefix, and they are sent as they are: Adobe stores column `x` as `profile.x`, the
 //! same attribute a single update's `profile.x` sets.
+//!
+//! Ids Adobe does not take in a batch file (an `mbox3rdPartyId` with `+` or `/`,
+//! or longer than 256 characters) are refused by name ([`check_batch_id`]): encoding
+//! them would not make Adobe read them right.
 //!
 //! The encoder keeps the exact byte length of the body it would produce, so the caller
 //! closes a batch before a row would take it past `max_rows` or `max_bytes`
@@ -98,6 +102,37 @@ pub enum EncodeError {
     /// An empty attribute name would be an empty header cell.
     #[error("an attribute name is empty")]
     EmptyAttributeName,
+    /// Adobe does not allow `+` or `/` in an `mbox3rdPartyId` in batch files.
+    #[error("the mbox3rdPartyId contains {0:?}, which Adobe does not allow in batch files")]
+    ForbiddenCharacter(char),
+    /// Adobe allows at most [`MAX_THIRD_PARTY_ID_CHARS`] characters in an `mbox3rdPartyId`.
+    #[error(
+        "the mbox3rdPartyId has {0} characters; Adobe allows at most {MAX_THIRD_PARTY_ID_CHARS}"
+    )]
+    IdTooLong(usize),
+}
+
+/// Adobe's limit on the length of an `mbox3rdPartyId`.
+pub const MAX_THIRD_PARTY_ID_CHARS: usize = 256;
+
+/// Whether Adobe accepts this identity as a batch row's id: not empty, and for
+/// an `mbox3rdPartyId` no `+` or `/` (Adobe forbids them in batch files) and at
+/// most 256 characters. Such a profile can still take single updates.
+pub fn check_batch_id(identity: &Identity) -> Result<(), EncodeError> {
+    let id = identity.id();
+    if id.is_empty() {
+        return Err(EncodeError::EmptyId);
+    }
+    if let Identity::ThirdParty(_) = identity {
+        if let Some(forbidden) = id.chars().find(|c| matches!(c, '+' | '/')) {
+            return Err(EncodeError::ForbiddenCharacter(forbidden));
+        }
+        let chars = id.chars().count();
+        if chars > MAX_THIRD_PARTY_ID_CHARS {
+            return Err(EncodeError::IdTooLong(chars));
+        }
+    }
+    Ok(())
 }
 
 /// Where a batch must close: at most this many rows and body bytes.
@@ -270,9 +305,7 @@ impl BatchEncoder {
                 row: row_kind,
             });
         }
-        if update.identity.id().is_empty() {
-            return Err(EncodeError::EmptyId);
-        }
+        check_batch_id(&update.identity)?;
         let mut new_columns: Vec<Arc<str>> = Vec::new();
         let mut values: Vec<(usize, &str)> = Vec::with_capacity(update.attributes.len());
         for attribute in &update.attributes {
@@ -372,6 +405,60 @@ impl EncodedBatch {
             .filter(move |(_, identity)| identity.id() == id)
             .map(|(row, _)| row)
     }
+
+    /// The rows Target reported failed: each failed id is matched exactly;
+    /// an id that matches no row exactly matches, to be safe, every row whose
+    /// id is the same but for white space around it (an answer that trimmed
+    /// it). When a failure names no row at all, or `failedUpdates` counts more
+    /// failures than the answer names, which rows were applied cannot be
+    /// told: [`UnmatchedFailures`].
+    pub fn failed_rows(
+        &self,
+        failed_ids: &[String],
+        failed_updates: Option<u64>,
+    ) -> Result<std::collections::BTreeSet<usize>, UnmatchedFailures> {
+        let mut rows = std::collections::BTreeSet::new();
+        let mut unmatched = Vec::new();
+        for id in failed_ids {
+            let before = rows.len();
+            rows.extend(self.rows_with_id(id));
+            if rows.len() == before && !self.rows_with_id(id).any(|_| true) {
+                let loose: Vec<usize> = self
+                    .identities
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, identity)| identity.id().trim() == id.trim())
+                    .map(|(row, _)| row)
+                    .collect();
+                if loose.is_empty() {
+                    unmatched.push(id.clone());
+                }
+                rows.extend(loose);
+            }
+        }
+        let named = failed_ids.len() as u64;
+        match failed_updates {
+            _ if !unmatched.is_empty() => Err(UnmatchedFailures {
+                reported: failed_updates.unwrap_or(named),
+                unmatched,
+            }),
+            Some(reported) if reported > named => Err(UnmatchedFailures {
+                reported,
+                unmatched,
+            }),
+            _ => Ok(rows),
+        }
+    }
+}
+
+/// Target reported failures that cannot all be tied to rows of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Target reported {reported} failed rows, named ids matching no row: {unmatched:?}; which rows were applied cannot be told")]
+pub struct UnmatchedFailures {
+    /// `failedUpdates`, or the number of failed ids named.
+    pub reported: u64,
+    /// Failed ids that match no row.
+    pub unmatched: Vec<String>,
 }
 
 /// One CSV cell as it goes on the wire: percent-encoded UTF-8, then form-encoded.

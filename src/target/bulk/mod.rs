@@ -1,4 +1,4 @@
-//! Adobe's bulk profile update API v2 (contract section 12): many profiles in one
+//! Adobe's bulk profile update API v2 (`docs/contract.md` section 12): many profiles in one
 //! request, processed by Target in the background and polled until done.
 //!
 //! Three rooms, each usable on its own:
@@ -28,6 +28,7 @@
 //! Nothing here sleeps, counts calls or retries: pacing and retry policy belong to the
 //! caller.
 
+mod ampersand;
 pub mod classify;
 pub mod client;
 pub mod encode;
@@ -35,5 +36,8 @@ pub mod response;
 
 pub use classify::{decide, decide_status, decide_submit, BulkAnswer, BulkError, RetryCause};
 pub use client::BulkClient;
-pub use encode::{Admission, BatchEncoder, BatchKind, BatchLimits, EncodeError, EncodedBatch};
+pub use encode::{
+    check_batch_id, Admission, BatchEncoder, BatchKind, BatchLimits, EncodeError, EncodedBatch,
+    UnmatchedFailures, MAX_THIRD_PARTY_ID_CHARS,
+};
 pub use response::{BadReply, BatchReport, BatchState, Reply, Submitted};

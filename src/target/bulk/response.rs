@@ -18,8 +18,10 @@
 //! wrapping element does not matter). A status answer with `success` `false` is a
 //! refusal like a submit's.
 //!
-//! Element text is trimmed (Adobe's samples carry stray spaces) and entity and
-//! character references are resolved.
+//! Element text is trimmed (Adobe's samples carry stray spaces), except a failed
+//! profile's `<id>`, which is kept exactly as written (an identifier may begin or end
+//! with spaces); entity and character references are resolved; a bare `&` (as in
+//! Adobe's own sample status URL) is read as itself ([`super::ampersand`]).
 
 use std::borrow::Cow;
 
@@ -178,7 +180,9 @@ struct Frame {
 
 impl Document {
     fn parse(xml: &str) -> Result<Document, BadReply> {
-        let mut reader = Reader::from_str(xml);
+        // Adobe writes `&` in URLs bare: see [`super::ampersand`].
+        let xml = super::ampersand::escape_bare_ampersands(xml);
+        let mut reader = Reader::from_str(&xml);
         let mut document = Document::default();
         let mut stack: Vec<Frame> = Vec::new();
         let mut saw_root = false;
@@ -266,14 +270,19 @@ impl Document {
                     .map(|(_, v)| v.as_str())
             };
             if let (Some(id), Some(status)) = (leaf("id"), leaf("status")) {
-                if status.eq_ignore_ascii_case("failed") {
+                if status.trim().eq_ignore_ascii_case("failed") {
                     self.failed_ids.push(id.to_owned());
                 }
             }
         } else if !frame.has_children {
-            parent
-                .leaves
-                .push((frame.name, frame.text.trim().to_owned()));
+            // A profile's id is kept exactly as sent: identifiers are taken
+            // as written, and a valid one may begin or end with spaces.
+            let text = if parent.name == "profile" {
+                frame.text
+            } else {
+                frame.text.trim().to_owned()
+            };
+            parent.leaves.push((frame.name, text));
         }
     }
 

@@ -120,7 +120,8 @@ fn failed_rows_are_listed_by_id_wrapped_or_not() {
         <profile><status>failed</status><id>caf&#233;</id></profile>\
         <profile><id>ok</id><status>success</status></profile></profiles></response>";
     let report = answered(parse_status(xml));
-    assert_eq!(report.failed_ids, ["CRM-1", "a&b", "café"]);
+    // Ids exactly as written: an identifier may carry spaces.
+    assert_eq!(report.failed_ids, ["CRM-1", " a&b ", "café"]);
     assert_eq!(report.failed_updates, Some(3));
 }
 
@@ -177,4 +178,12 @@ proptest::proptest! {
         let _ = parse_status(&text);
         let _ = parse_submit(&text);
     }
+}
+
+#[test]
+fn a_failed_ids_surrounding_spaces_are_kept() {
+    let xml = "<response><batchId>b</batchId><status>complete</status>\
+        <failedUpdates>1</failedUpdates>\
+        <profile><id> CRM-1</id><status> failed </status></profile></response>";
+    assert_eq!(answered(parse_status(xml)).failed_ids, [" CRM-1"]);
 }

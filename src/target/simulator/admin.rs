@@ -1,5 +1,6 @@
 //! The simulator's own JSON endpoints under `/_sim/`, so that other processes can
-//! change faults, token and hold at runtime and read statistics and profiles. They need
+//! change faults, existence rules, token and hold at runtime and read statistics and
+//! profiles. They need
 //! no token and never suffer injected faults.
 
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::faults::Faults;
 use super::reply::json;
 use super::state::Shared;
 
@@ -23,6 +24,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/profiles", get(profiles))
         .route("/reset", post(reset))
         .route("/faults", get(faults).put(set_faults).post(set_faults))
+        .route(
+            "/existence",
+            get(existence).put(set_existence).post(set_existence),
+        )
         .route("/token", post(set_token).put(set_token))
         .route("/hold", post(hold))
         .route("/release", post(release))
@@ -47,7 +52,11 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn profiles(State(shared): State<Arc<Shared>>) -> Response {
-    json(StatusCode::OK, &shared.store.dump())
+    shared.settle_batches();
+    let dump = shared
+        .store
+        .dump(shared.stats.elapsed(), &shared.existence());
+    json(StatusCode::OK, &dump)
 }
 
 async fn reset(State(shared): State<Arc<Shared>>) -> Response {
@@ -60,12 +69,42 @@ async fn faults(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let faults: Faults = match serde_json::from_slice(&body) {
-        Ok(faults) => faults,
+    replace(
+        &body,
+        |faults| shared.set_faults(faults),
+        || shared.faults(),
+    )
+}
+
+async fn existence(State(shared): State<Arc<Shared>>) -> Response {
+    json(StatusCode::OK, &*shared.existence())
+}
+
+async fn set_existence(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    replace(
+        &body,
+        |existence| shared.set_existence(existence),
+        || shared.existence(),
+    )
+}
+
+/// Parses `body` as a new setting, hands it to `set`, and answers the setting now in
+/// force (from `current`), or 400 naming what is wrong.
+fn replace<T, E>(
+    body: &[u8],
+    set: impl FnOnce(T) -> Result<(), E>,
+    current: impl FnOnce() -> Arc<T>,
+) -> Response
+where
+    T: DeserializeOwned + Serialize,
+    E: std::fmt::Display,
+{
+    let setting: T = match serde_json::from_slice(body) {
+        Ok(setting) => setting,
         Err(error) => return bad_request(error.to_string()),
     };
-    match shared.set_faults(faults) {
-        Ok(()) => json(StatusCode::OK, &*shared.faults()),
+    match set(setting) {
+        Ok(()) => json(StatusCode::OK, &*current()),
         Err(error) => bad_request(error.to_string()),
     }
 }

@@ -8,10 +8,12 @@ use std::str::FromStr;
 
 use clap::Args;
 
-use super::faults::{BulkFaults, Failure, Faults, Latency, RateLimit, RetryAfter};
-use super::{Simulator, SimulatorConfig, TlsIdentity};
+use super::faults::{BulkFaults, Failure, Faults, Latency, Overload, RateLimit, RetryAfter};
+use super::{Existence, Simulator, SimulatorConfig, TlsIdentity};
 
-/// Serve the Target simulator (single profile updates, bulk batches and profile read-back).
+/// Serve the Target simulator (single profile updates, bulk batches and profile read-back),
+/// faithful to Adobe by default: single updates to profiles that do not exist change
+/// nothing, and no profile exists at start unless --known-share says so.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateTargetArgs {
     /// Address to listen on; port 0 picks a free one.
@@ -52,6 +54,11 @@ pub struct SimulateTargetArgs {
     #[arg(long, value_name = "PER_SECOND[:BURST]")]
     pub rate_limit: Option<RateLimit>,
 
+    /// Overload mode: past this many updates in flight, answer 503 (no `Retry-After`)
+    /// to a request arriving with N in flight with probability 1 - IN_FLIGHT/N.
+    #[arg(long, value_name = "IN_FLIGHT")]
+    pub overload: Option<u64>,
+
     /// Bulk batches stay `incomplete` this long after they are submitted.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub bulk_completion_delay_ms: u64,
@@ -64,6 +71,10 @@ pub struct SimulateTargetArgs {
     #[arg(long = "bulk-fail-id", value_name = "ID")]
     pub bulk_fail_ids: Vec<String>,
 
+    /// Single updates of this profile id are answered 503. Repeatable.
+    #[arg(long = "fail-id", value_name = "ID")]
+    pub fail_ids: Vec<String>,
+
     /// Probability that any other bulk row is reported `failed` and not applied.
     #[arg(long, value_name = "PROB", default_value_t = 0.0)]
     pub bulk_row_fail_prob: f64,
@@ -72,6 +83,41 @@ pub struct SimulateTargetArgs {
     /// limit. Adobe allows 50.
     #[arg(long, value_name = "N", default_value_t = super::ADOBE_CALLS_PER_MINUTE)]
     pub bulk_calls_per_minute: u32,
+
+    /// Answer bulk submits with a status URL `..batchStatus?client=C&batchId=ID` whose
+    /// `&` is bare inside the XML, as in Adobe's older sample.
+    #[arg(long)]
+    pub bulk_status_bare_ampersand: bool,
+
+    /// Answer bulk submits with an `http://` status URL even when serving HTTPS, as
+    /// Adobe's edge hosts do.
+    #[arg(long)]
+    pub bulk_status_plain_http: bool,
+
+    /// Keep only the statuses of the N latest batches (Adobe keeps 10); older ones are
+    /// answered as unknown batches but still applied. 0 keeps every status.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub bulk_statuses_kept: u32,
+
+    /// The share of customers (0 to 1) whose profile exists at start, picked by a
+    /// stable hash of the id. The rest exist only once a bulk v2 batch creates them.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub known_share: f64,
+
+    /// A profile without an applied write for this long is gone. Adobe's default is
+    /// 14 days.
+    #[arg(long, value_name = "MS", default_value_t = super::Existence::default().lifetime_ms)]
+    pub profile_lifetime_ms: u64,
+
+    /// A profile created by a bulk v2 batch is not readable (fetch 404, single updates
+    /// ignored) this long after it is created. Adobe says about an hour.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub readable_after_ms: u64,
+
+    /// The lenient behaviour: a single update creates a missing profile. Adobe's single
+    /// update only updates.
+    #[arg(long)]
+    pub single_update_creates: bool,
 
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
     #[arg(
@@ -98,7 +144,6 @@ pub struct SimulateTargetArgs {
 }
 
 impl SimulateTargetArgs {
-    /// The simulator configuration these flags describe.
     /// The TLS identity these flags ask for, `None` for plain HTTP.
     pub fn tls_identity(&self) -> anyhow::Result<Option<TlsIdentity>> {
         let identity = match (&self.tls_cert, &self.tls_key) {
@@ -134,13 +179,24 @@ impl SimulateTargetArgs {
                 hang_probability: self.hang_prob,
                 reset_probability: self.reset_prob,
                 rate_limit: self.rate_limit,
+                overload: self.overload.map(|in_flight| Overload { in_flight }),
                 bulk: BulkFaults {
                     completion_delay_ms: self.bulk_completion_delay_ms,
                     stuck_probability: self.bulk_stuck_prob,
                     row_failure_ids: self.bulk_fail_ids.clone(),
                     row_failure_probability: self.bulk_row_fail_prob,
                     calls_per_minute: self.bulk_calls_per_minute,
+                    status_url_bare_ampersand: self.bulk_status_bare_ampersand,
+                    status_url_plain_http: self.bulk_status_plain_http,
+                    statuses_kept: self.bulk_statuses_kept,
                 },
+                failing_ids: self.fail_ids.clone(),
+            },
+            existence: Existence {
+                known_share: self.known_share,
+                lifetime_ms: self.profile_lifetime_ms,
+                readable_after_ms: self.readable_after_ms,
+                single_update_creates: self.single_update_creates,
             },
         }
     }
@@ -161,6 +217,8 @@ pub async fn run(
         base_url = %simulator.base_url(),
         client_code = %simulator.client_code(),
         token_required = args.token.is_some(),
+        known_share = args.known_share,
+        single_update_creates = args.single_update_creates,
         "The Target simulator is listening."
     );
     shutdown.await;
@@ -253,6 +311,8 @@ mod tests {
             "0.02",
             "--rate-limit",
             "100:20",
+            "--overload",
+            "20",
             "--bulk-completion-delay-ms",
             "250",
             "--bulk-stuck-prob",
@@ -265,6 +325,17 @@ mod tests {
             "0.01",
             "--bulk-calls-per-minute",
             "0",
+            "--bulk-status-bare-ampersand",
+            "--bulk-status-plain-http",
+            "--bulk-statuses-kept",
+            "10",
+            "--known-share",
+            "0.3",
+            "--profile-lifetime-ms",
+            "60000",
+            "--readable-after-ms",
+            "500",
+            "--single-update-creates",
         ])
         .expect("valid flags");
         let config = cli.args.config();
@@ -286,6 +357,7 @@ mod tests {
                 burst: 20
             })
         );
+        assert_eq!(config.faults.overload, Some(Overload { in_flight: 20 }));
         assert_eq!(
             config.faults.bulk,
             BulkFaults {
@@ -294,18 +366,31 @@ mod tests {
                 row_failure_ids: vec!["CRM-9".into(), "CRM-10".into()],
                 row_failure_probability: 0.01,
                 calls_per_minute: 0,
+                status_url_bare_ampersand: true,
+                status_url_plain_http: true,
+                statuses_kept: 10,
             }
         );
         assert_eq!(config.faults.validate(), Ok(()));
+        assert_eq!(
+            config.existence,
+            Existence {
+                known_share: 0.3,
+                lifetime_ms: 60_000,
+                readable_after_ms: 500,
+                single_update_creates: true,
+            }
+        );
     }
 
     #[test]
-    fn defaults_are_a_faultless_demo_simulator_on_port_8080() {
+    fn defaults_are_a_faultless_faithful_demo_simulator_on_port_8080() {
         let cli = Cli::try_parse_from(["simulate-target"]).expect("no flag is required");
         assert_eq!(cli.args.listen.to_string(), "127.0.0.1:8080");
         let config = cli.args.config();
         assert_eq!(config.client_code, "demo");
         assert_eq!(config.faults, Faults::none());
+        assert_eq!(config.existence, Existence::faithful());
     }
 
     #[tokio::test]

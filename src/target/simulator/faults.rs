@@ -3,9 +3,10 @@
 //!
 //! Hang, reset and the injected statuses share one draw: `[0, hang)` hangs, the next
 //! `reset` resets the connection, then each [`Failure`] takes its own slice in order,
-//! and the rest passes. Their probabilities therefore add up to at most 1. The rate
-//! limit is stateful and lives in [`super::rate`]; latency applies to every request
-//! that is not rate limited.
+//! and the rest passes. Their probabilities therefore add up to at most 1. A request
+//! that passes may still be shed by [`Overload`], more often the more requests are in
+//! flight ([`Faults::draw_under_load`]). The rate limit is stateful and lives in
+//! [`super::rate`]; latency applies to every request that is not rate limited.
 //! The bulk path has faults of its own, [`BulkFaults`], carried in [`Faults::bulk`].
 
 use std::time::{Duration, SystemTime};
@@ -21,6 +22,7 @@ pub use super::bulk::BulkFaults;
 /// `{"failures":[{"status":503,"probability":0.3,"retry_after":{"seconds":2}}],
 ///   "latency":{"fixed_ms":20,"jitter_ms":5},"hang_probability":0.01,
 ///   "reset_probability":0.01,"rate_limit":{"per_second":10.0,"burst":10},
+///   "overload":{"in_flight":20},
 ///   "bulk":{"completion_delay_ms":200,"stuck_probability":0.1}}`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,8 +37,16 @@ pub struct Faults {
     pub reset_probability: f64,
     /// Throughput that Target enforces; above it requests get 503 with `Retry-After: 1`.
     pub rate_limit: Option<RateLimit>,
+    /// Target's capacity: past it, requests get 503 (no `Retry-After`) the more
+    /// often the further past it they arrive.
+    pub overload: Option<Overload>,
     /// The bulk path's faults; by default only Adobe's 50 calls a minute.
     pub bulk: BulkFaults,
+    /// Update requests naming one of these profiles (an `mbox3rdPartyId` or
+    /// `mboxPC` value) are answered 503, after every other check: one
+    /// customer whose updates fail while the others go through.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failing_ids: Vec<String>,
 }
 
 /// One injected failure: answer `status` with probability `probability`.
@@ -84,6 +94,32 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// An overloaded Target: it works on `in_flight` update requests at once, and a
+/// request that arrives with `n` in flight (itself included), `n` past that, is
+/// answered 503 without `Retry-After` with probability `1 - in_flight / n`: at
+/// twice the capacity half the requests fail, at four times three quarters. The
+/// shed request still waits out the latency, as a queued request would.
+///
+/// A capacity in requests per second is `in_flight` divided by the latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Update requests Target works on at once; at least 1.
+    pub in_flight: u64,
+}
+
+impl Overload {
+    /// The probability that a request arriving with `in_flight` requests in
+    /// flight (itself included) is shed.
+    pub fn shed_probability(&self, in_flight: u64) -> f64 {
+        if in_flight <= self.in_flight {
+            0.0
+        } else {
+            1.0 - self.in_flight as f64 / in_flight as f64
+        }
+    }
+}
+
 /// Why a [`Faults`] value cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidFaults {
@@ -99,6 +135,9 @@ pub enum InvalidFaults {
     /// A rate limit of zero, negative or not a number, or a burst of 0.
     #[error("rate limit needs per_second > 0 and burst >= 1")]
     RateLimit,
+    /// An overload capacity of 0.
+    #[error("overload needs in_flight >= 1")]
+    Overload,
 }
 
 /// What happens to one update request, drawn by [`Faults::draw`].
@@ -147,6 +186,12 @@ impl Faults {
                 return Err(InvalidFaults::RateLimit);
             }
         }
+        if self
+            .overload
+            .is_some_and(|overload| overload.in_flight == 0)
+        {
+            return Err(InvalidFaults::Overload);
+        }
         self.bulk.validate()
     }
 
@@ -178,6 +223,28 @@ impl Faults {
             }
         }
         Fate::Pass { delay }
+    }
+}
+
+impl Faults {
+    /// Draws the fate of one request that arrived with `in_flight` update requests
+    /// in flight (itself included): [`Faults::draw`], then, if it passes, the
+    /// [`Overload`] may shed it as a 503. Pure apart from `rng`.
+    pub fn draw_under_load(&self, in_flight: u64, rng: &mut impl Rng) -> Fate {
+        match (self.draw(rng), self.overload) {
+            (Fate::Pass { delay }, Some(overload)) => {
+                let shed = overload.shed_probability(in_flight);
+                if shed > 0.0 && rng.random_bool(shed.min(1.0)) {
+                    Fate::Fail {
+                        delay,
+                        failure: Failure::new(503, shed),
+                    }
+                } else {
+                    Fate::Pass { delay }
+                }
+            }
+            (fate, _) => fate,
+        }
     }
 }
 
@@ -396,6 +463,60 @@ mod tests {
     }
 
     #[test]
+    fn overload_sheds_more_the_further_past_the_capacity() {
+        let overload = Overload { in_flight: 20 };
+        let table = [(1, 0.0), (20, 0.0), (25, 0.2), (40, 0.5), (80, 0.75)];
+        for (in_flight, shed) in table {
+            let p = overload.shed_probability(in_flight);
+            assert!((p - shed).abs() < 1e-9, "{in_flight} in flight: {p}");
+        }
+    }
+
+    #[test]
+    fn overloaded_requests_are_shed_as_503_at_their_share_and_others_pass() {
+        let faults = Faults {
+            overload: Some(Overload { in_flight: 10 }),
+            latency: Latency::fixed_ms(5),
+            ..Faults::none()
+        };
+        let mut rng = SmallRng::seed_from_u64(11);
+        let shed_at = |in_flight: u64, rng: &mut SmallRng| {
+            (0..100_000)
+                .filter(|_| match faults.draw_under_load(in_flight, rng) {
+                    Fate::Fail { delay, failure } => {
+                        assert_eq!((failure.status, failure.retry_after), (503, None));
+                        assert_eq!(delay, Duration::from_millis(5), "shed after the latency");
+                        true
+                    }
+                    _ => false,
+                })
+                .count()
+        };
+        assert_eq!(shed_at(10, &mut rng), 0, "at the capacity nothing is shed");
+        let twice = shed_at(20, &mut rng);
+        assert!(
+            (49_000..51_000).contains(&twice),
+            "twice the capacity: {twice}"
+        );
+        let four = shed_at(40, &mut rng);
+        assert!((74_000..76_000).contains(&four), "four times: {four}");
+        // Other faults come first: a certain failure is never counted twice.
+        let failing = Faults {
+            failures: vec![Failure::new(500, 1.0)],
+            ..faults.clone()
+        };
+        let Fate::Fail { failure, .. } = failing.draw_under_load(40, &mut rng) else {
+            panic!("the injected failure")
+        };
+        assert_eq!(failure.status, 500);
+        let zero = Faults {
+            overload: Some(Overload { in_flight: 0 }),
+            ..Faults::none()
+        };
+        assert_eq!(zero.validate(), Err(InvalidFaults::Overload));
+    }
+
+    #[test]
     fn retry_after_renders_seconds_or_a_date_in_the_future() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(RetryAfter::Seconds(5).header_value(now), "5");
@@ -409,13 +530,15 @@ mod tests {
     #[test]
     fn faults_round_trip_through_json() {
         let json = r#"{"failures":[{"status":503,"probability":0.3,"retry_after":{"http_date":2}}],
-            "latency":{"fixed_ms":20},"rate_limit":{"per_second":5.0,"burst":2}}"#;
+            "latency":{"fixed_ms":20},"rate_limit":{"per_second":5.0,"burst":2},
+            "overload":{"in_flight":20}}"#;
         let faults: Faults = serde_json::from_str(json).expect("valid JSON");
         assert_eq!(
             faults.failures[0].retry_after,
             Some(RetryAfter::HttpDate(2))
         );
         assert_eq!(faults.latency, Latency::fixed_ms(20));
+        assert_eq!(faults.overload, Some(Overload { in_flight: 20 }));
         let back: Faults =
             serde_json::from_str(&serde_json::to_string(&faults).expect("serializes"))
                 .expect("parses");

@@ -1,6 +1,12 @@
-//! Target's profile fetch API, so tests read back what arrived:
+//! Target's profile fetch API, as a user's own check reads back what arrived:
 //! `GET /rest/v1/profiles/thirdPartyId/{id}?client=` and `GET /rest/v1/profiles/{pcId}?client=`.
-//! It checks the token like the update path but never suffers injected faults.
+//! 200 with `{client, visitorId, modifiedAt, profileAttributes{name:{value,modifiedAt}}}`
+//! for a profile that exists and is readable (a profile known at start and never
+//! written has no attribute), otherwise Adobe's
+//! `{"status":404,"message":"No profile found for client C with third party id=ID"}`
+//! (`tnt id=` for a pc id): never created, expired, or created by a batch less than
+//! `readable_after_ms` ago. It checks the token like the update path but never suffers
+//! injected faults; it is counted in [`super::FetchStats`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,9 +103,15 @@ fn read_back(
         IdKind::ThirdParty => ("thirdPartyId", "third party id"),
         IdKind::Pc => ("tntId", "tnt id"),
     };
+    shared.settle_batches();
     let profile = (client == shared.client_code)
-        .then(|| shared.store.get(&key))
+        .then(|| {
+            shared
+                .store
+                .fetch(&key, shared.stats.elapsed(), &shared.existence())
+        })
         .flatten();
+    shared.stats.fetched(profile.is_some());
     match profile {
         Some(profile) => json(
             StatusCode::OK,

@@ -16,6 +16,7 @@ use super::faults::{Failure, Fate};
 use super::params::{parse_update, BadUpdate, ProfileUpdate};
 use super::reset::ResetSwitch;
 use super::state::Shared;
+use super::store::Landing;
 use super::{admin, bulk, readback, reply};
 
 /// Adobe's limit for a request target (path and query).
@@ -81,9 +82,10 @@ async fn update(
     response
 }
 
-/// The update pipeline: hold, rate limit, drawn fate and latency, then the request's
+/// The update pipeline: hold, rate limit, drawn fate (overload included) and latency, then the request's
 /// own checks (client code, token, sizes, parameters), then the injected failure, and
-/// only then the change of state.
+/// only then the change of state, if the profile exists (the answer is the same when
+/// it does not).
 async fn answer(
     shared: &Shared,
     request: &UpdateRequest,
@@ -99,7 +101,9 @@ async fn answer(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    let fate = shared.faults().draw(&mut rand::rng());
+    let fate = shared
+        .faults()
+        .draw_under_load(shared.stats.in_flight(), &mut rand::rng());
     let (delay, failure) = match fate {
         Fate::Pass { delay } => (delay, None),
         Fate::Fail { delay, failure } => (delay, Some(failure)),
@@ -132,8 +136,26 @@ async fn answer(
     if let Some(failure) = failure {
         return injected(&failure);
     }
+    if shared
+        .faults()
+        .failing_ids
+        .iter()
+        .any(|id| id == update.key.id())
+    {
+        return reply::failure(StatusCode::SERVICE_UNAVAILABLE, "Profile update failed");
+    }
     shared.stats.profile_accepted(&update.key);
-    shared.store.apply(update, OffsetDateTime::now_utc());
+    shared.settle_batches();
+    let landing = shared.store.update(
+        update,
+        shared.stats.elapsed(),
+        OffsetDateTime::now_utc(),
+        &shared.existence(),
+    );
+    if landing == Landing::NotFound {
+        // Adobe answers the same: "If nothing is found, a profile is not created".
+        shared.stats.update_to_unknown_profile();
+    }
     reply::success()
 }
 

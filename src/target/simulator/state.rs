@@ -1,6 +1,6 @@
 //! The state one running simulator shares between its HTTP handlers and its handle:
-//! settings that change at runtime (faults, token, hold), profiles, bulk batches and
-//! statistics.
+//! settings that change at runtime (faults, existence rules, token, hold), profiles,
+//! bulk batches and statistics.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -9,7 +9,10 @@ use axum::http::{header, HeaderMap};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use time::OffsetDateTime;
+
 use super::bulk::{BatchRegistry, CallWindow};
+use super::existence::{Existence, InvalidExistence};
 use super::faults::{Faults, InvalidFaults};
 use super::rate::TokenBucket;
 use super::sharded::lock;
@@ -23,6 +26,8 @@ pub(crate) struct Shared {
     /// The exact `Authorization` header value required, when a token is set.
     authorization: RwLock<Option<Arc<str>>>,
     faults: RwLock<Arc<Faults>>,
+    /// Which profiles exist (apart from faults: setting faults never changes them).
+    existence: RwLock<Arc<Existence>>,
     /// Present when `faults.rate_limit` is.
     bucket: Mutex<Option<TokenBucket>>,
     /// `true` while update requests are held.
@@ -54,23 +59,59 @@ impl Shared {
         client_code: String,
         token: Option<String>,
         faults: Faults,
-    ) -> Result<Self, InvalidFaults> {
+        existence: Existence,
+    ) -> Result<Self, InvalidSettings> {
+        existence.validate()?;
+        let stats = Recorder::new();
+        let store = ProfileStore::new(stats.elapsed(), OffsetDateTime::now_utc());
         let shared = Self {
             client_code,
             authorization: RwLock::new(None),
             faults: RwLock::new(Arc::new(Faults::none())),
+            existence: RwLock::new(Arc::new(existence)),
             bucket: Mutex::new(None),
             hold: watch::Sender::new(false),
-            store: ProfileStore::new(),
+            store,
             batches: BatchRegistry::default(),
             bulk_window: Mutex::new(CallWindow::default()),
             base_url: OnceLock::new(),
-            stats: Recorder::new(),
+            stats,
             shutdown: CancellationToken::new(),
         };
         shared.set_token(token);
         shared.set_faults(faults)?;
         Ok(shared)
+    }
+
+    /// The existence rules in force.
+    pub(crate) fn existence(&self) -> Arc<Existence> {
+        self.existence
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the existence rules (profiles already stored stay).
+    pub(crate) fn set_existence(&self, existence: Existence) -> Result<(), InvalidExistence> {
+        existence.validate()?;
+        *self
+            .existence
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(existence);
+        Ok(())
+    }
+
+    /// Applies every bulk batch whose completion time has come, and counts what it did.
+    /// Called before anything reads or writes profiles, so a batch lands at its time
+    /// whether or not anyone polls its status.
+    pub(crate) fn settle_batches(&self) {
+        let now = self.stats.elapsed();
+        let wall = OffsetDateTime::now_utc();
+        let rules = self.existence();
+        let settled = self.batches.settle(now, |update, creates| {
+            self.store.batch_row(update, creates, now, wall, &rules)
+        });
+        self.stats.batch_rows_settled(settled);
     }
 
     /// The faults in force.
@@ -171,11 +212,24 @@ impl Shared {
         }
     }
 
-    /// Forgets profiles, batches and counts; faults, token, hold and the calls counted
-    /// against the bulk limit stay as they are.
+    /// Forgets profiles, batches and counts (the profiles known at start are back);
+    /// faults, existence rules, token, hold and the calls counted against the bulk
+    /// limit stay as they are.
     pub(crate) fn reset(&self) {
-        self.store.clear();
+        self.store
+            .clear(self.stats.elapsed(), OffsetDateTime::now_utc());
         self.batches.clear();
         self.stats.reset();
     }
+}
+
+/// Why a simulator's starting settings cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidSettings {
+    /// Invalid faults.
+    #[error(transparent)]
+    Faults(#[from] InvalidFaults),
+    /// Invalid existence rules.
+    #[error(transparent)]
+    Existence(#[from] InvalidExistence),
 }

@@ -1,6 +1,8 @@
 //! What the simulator saw on the update path, for tests and benchmarks to assert on:
-//! counts by outcome, per-second histograms, per-profile counts and concurrency; and,
-//! apart from those, what it saw on the bulk path ([`BulkStats`]).
+//! counts by outcome, per-second histograms, per-profile counts and concurrency, and
+//! the accepted updates that changed nothing because their profile did not exist; and,
+//! apart from those, what it saw on the bulk path ([`BulkStats`]) and on the profile
+//! fetch API ([`FetchStats`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::bulk::Settled;
 use super::sharded::{lock, Sharded};
 use super::store::{IdKind, ProfileKey};
 
@@ -19,8 +22,13 @@ pub struct SimStats {
     pub uptime_ms: u64,
     /// Update requests received, whatever became of them.
     pub total: u64,
-    /// Update requests answered 2xx (each changed profile state).
+    /// Update requests answered 2xx (those to an existing profile changed it; see
+    /// `updates_to_unknown_profiles`).
     pub accepted: u64,
+    /// Update requests answered 2xx that changed nothing because their profile did not
+    /// exist, had expired or was not readable yet (Adobe's single update only updates).
+    #[serde(default)]
+    pub updates_to_unknown_profiles: u64,
     /// Update requests answered with any other status.
     pub rejected: u64,
     /// Update requests that drew a hang.
@@ -47,6 +55,22 @@ pub struct SimStats {
     /// The bulk path, counted apart from updates (absent in older snapshots: zeros).
     #[serde(default)]
     pub bulk: BulkStats,
+    /// The profile fetch API, counted apart from updates.
+    #[serde(default)]
+    pub fetch: FetchStats,
+}
+
+/// What the profile fetch API saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FetchStats {
+    /// Fetch requests looked up (those refused 401 or 400 before are not counted).
+    pub requests: u64,
+    /// Fetches answered 200 with the profile.
+    pub found: u64,
+    /// Fetches answered 404 (no such profile, expired, not readable yet, or another
+    /// client code).
+    pub not_found: u64,
 }
 
 /// What the bulk path saw.
@@ -59,8 +83,13 @@ pub struct BulkStats {
     pub batches_refused: u64,
     /// Rows of the accepted batches.
     pub rows_received: u64,
-    /// Rows applied to profiles (failed rows and stuck batches never are).
+    /// Rows applied to profiles (failed rows, stuck batches and v1 rows of missing
+    /// profiles never are).
     pub rows_applied: u64,
+    /// Of the rows applied, those that created their profile (v2 batches only).
+    pub profiles_created: u64,
+    /// Rows of v1 batches whose profile did not exist: not applied.
+    pub rows_not_found: u64,
     /// Status requests received.
     pub status_polls: u64,
     /// Bulk calls (submits and polls) answered 503 for passing `calls_per_minute`.
@@ -138,7 +167,17 @@ pub(crate) struct Recorder {
     requests_per_second: Mutex<Vec<u64>>,
     accepted_per_second: Mutex<Vec<u64>>,
     per_profile: Sharded<ProfileCounts>,
+    unknown: AtomicU64,
     bulk: BulkCounters,
+    fetch: FetchCounters,
+}
+
+/// The live counters behind [`FetchStats`].
+#[derive(Debug, Default)]
+struct FetchCounters {
+    requests: AtomicU64,
+    found: AtomicU64,
+    not_found: AtomicU64,
 }
 
 /// The live counters behind [`BulkStats`].
@@ -148,17 +187,21 @@ struct BulkCounters {
     batches_refused: AtomicU64,
     rows_received: AtomicU64,
     rows_applied: AtomicU64,
+    profiles_created: AtomicU64,
+    rows_not_found: AtomicU64,
     status_polls: AtomicU64,
     throttled: AtomicU64,
 }
 
 impl BulkCounters {
-    fn all(&self) -> [&AtomicU64; 6] {
+    fn all(&self) -> [&AtomicU64; 8] {
         [
             &self.batches_submitted,
             &self.batches_refused,
             &self.rows_received,
             &self.rows_applied,
+            &self.profiles_created,
+            &self.rows_not_found,
             &self.status_polls,
             &self.throttled,
         ]
@@ -192,7 +235,9 @@ impl Recorder {
             requests_per_second: Mutex::new(Vec::new()),
             accepted_per_second: Mutex::new(Vec::new()),
             per_profile: Sharded::new(),
+            unknown: AtomicU64::new(0),
             bulk: BulkCounters::default(),
+            fetch: FetchCounters::default(),
         }
     }
 
@@ -208,6 +253,11 @@ impl Recorder {
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         bump(&self.requests_per_second, self.elapsed());
         InFlight(&self.in_flight)
+    }
+
+    /// Update requests in flight now (an arrived one included).
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Counts a request naming `key`.
@@ -261,9 +311,36 @@ impl Recorder {
         self.bulk.batches_refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts rows applied to profiles.
-    pub(crate) fn rows_applied(&self, rows: u64) {
-        self.bulk.rows_applied.fetch_add(rows, Ordering::Relaxed);
+    /// Counts what settling batches did to profiles.
+    pub(crate) fn batch_rows_settled(&self, settled: Settled) {
+        let Settled {
+            applied,
+            created,
+            not_found,
+        } = settled;
+        self.bulk.rows_applied.fetch_add(applied, Ordering::Relaxed);
+        self.bulk
+            .profiles_created
+            .fetch_add(created, Ordering::Relaxed);
+        self.bulk
+            .rows_not_found
+            .fetch_add(not_found, Ordering::Relaxed);
+    }
+
+    /// Counts an accepted update that changed nothing: its profile does not exist.
+    pub(crate) fn update_to_unknown_profile(&self) {
+        self.unknown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a fetch and whether it found the profile.
+    pub(crate) fn fetched(&self, found: bool) {
+        self.fetch.requests.fetch_add(1, Ordering::Relaxed);
+        let outcome = if found {
+            &self.fetch.found
+        } else {
+            &self.fetch.not_found
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a status request.
@@ -293,9 +370,21 @@ impl Recorder {
 
     /// Zeroes every count; the clock and the gauges (in flight, held) keep running.
     pub(crate) fn reset(&self) {
-        for counter in [&self.total, &self.accepted, &self.rejected, &self.hung]
-            .into_iter()
-            .chain(self.bulk.all())
+        let fetch = [
+            &self.fetch.requests,
+            &self.fetch.found,
+            &self.fetch.not_found,
+        ];
+        for counter in [
+            &self.total,
+            &self.accepted,
+            &self.rejected,
+            &self.hung,
+            &self.unknown,
+        ]
+        .into_iter()
+        .chain(self.bulk.all())
+        .chain(fetch)
         {
             counter.store(0, Ordering::Relaxed);
         }
@@ -333,6 +422,7 @@ impl Recorder {
             uptime_ms: u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX),
             total: self.total.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
+            updates_to_unknown_profiles: self.unknown.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
             resets: self.resets.load(Ordering::Relaxed),
@@ -349,8 +439,15 @@ impl Recorder {
                 batches_refused: self.bulk.batches_refused.load(Ordering::Relaxed),
                 rows_received: self.bulk.rows_received.load(Ordering::Relaxed),
                 rows_applied: self.bulk.rows_applied.load(Ordering::Relaxed),
+                profiles_created: self.bulk.profiles_created.load(Ordering::Relaxed),
+                rows_not_found: self.bulk.rows_not_found.load(Ordering::Relaxed),
                 status_polls: self.bulk.status_polls.load(Ordering::Relaxed),
                 throttled: self.bulk.throttled.load(Ordering::Relaxed),
+            },
+            fetch: FetchStats {
+                requests: self.fetch.requests.load(Ordering::Relaxed),
+                found: self.fetch.found.load(Ordering::Relaxed),
+                not_found: self.fetch.not_found.load(Ordering::Relaxed),
             },
         }
     }
@@ -426,14 +523,21 @@ mod tests {
     }
 
     #[test]
-    fn bulk_counts_are_kept_apart_and_reset_with_the_rest() {
+    fn bulk_fetch_and_unknown_profile_counts_are_kept_apart_and_reset_with_the_rest() {
         let recorder = Recorder::new();
         recorder.batch_submitted(3);
         recorder.batch_submitted(2);
         recorder.batch_refused();
-        recorder.rows_applied(4);
+        recorder.batch_rows_settled(Settled {
+            applied: 4,
+            created: 3,
+            not_found: 1,
+        });
         recorder.status_polled();
         recorder.bulk_throttled();
+        recorder.fetched(true);
+        recorder.fetched(false);
+        recorder.update_to_unknown_profile();
         let stats = recorder.snapshot();
         assert_eq!(
             stats.bulk,
@@ -442,13 +546,27 @@ mod tests {
                 batches_refused: 1,
                 rows_received: 5,
                 rows_applied: 4,
+                profiles_created: 3,
+                rows_not_found: 1,
                 status_polls: 1,
                 throttled: 1,
             }
         );
+        assert_eq!(
+            stats.fetch,
+            FetchStats {
+                requests: 2,
+                found: 1,
+                not_found: 1
+            }
+        );
+        assert_eq!(stats.updates_to_unknown_profiles, 1);
         assert_eq!((stats.total, stats.accepted, stats.rejected), (0, 0, 0));
         recorder.reset();
-        assert_eq!(recorder.snapshot().bulk, BulkStats::default());
+        let stats = recorder.snapshot();
+        assert_eq!(stats.bulk, BulkStats::default());
+        assert_eq!(stats.fetch, FetchStats::default());
+        assert_eq!(stats.updates_to_unknown_profiles, 0);
     }
 
     #[test]

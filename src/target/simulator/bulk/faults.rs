@@ -1,5 +1,7 @@
 //! What can go wrong on the bulk path, as plain data: how long batches take, which get
-//! stuck, which rows fail, and Adobe's limit of calls a minute.
+//! stuck, which rows fail, Adobe's limit of calls a minute, and the quirks of Adobe's
+//! status answers (a bare `&` in the status URL, status URLs on `http://`, statuses
+//! forgotten after newer batches).
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -9,13 +11,19 @@ use crate::target::simulator::faults::InvalidFaults;
 /// Adobe's documented limit for bulk and admin calls together.
 pub const ADOBE_CALLS_PER_MINUTE: u32 = 50;
 
+/// How many batch statuses Adobe keeps per client ("only the previous 10 statuses are
+/// stored").
+pub const ADOBE_STATUSES_KEPT: u32 = 10;
+
 /// The bulk path's faults (`"bulk"` inside [`super::super::Faults`]). The default is a
-/// well-behaved Target: batches complete at the first poll, none is stuck, no row
-/// fails, and Adobe's 50 calls a minute are enforced.
+/// well-behaved Target: batches complete at once, none is stuck, no row fails, status
+/// URLs are well-formed and every status is kept, and Adobe's 50 calls a minute are
+/// enforced.
 ///
 /// As JSON, every field is optional:
 /// `{"completion_delay_ms":200,"stuck_probability":0.1,"row_failure_ids":["CRM-9"],
-///   "row_failure_probability":0.01,"calls_per_minute":50}`
+///   "row_failure_probability":0.01,"calls_per_minute":50,
+///   "status_url_bare_ampersand":true,"status_url_plain_http":true,"statuses_kept":10}`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkFaults {
@@ -30,6 +38,16 @@ pub struct BulkFaults {
     /// Bulk calls (submits and status polls together) allowed in any 60 s; more are
     /// answered 503. 0 means no limit.
     pub calls_per_minute: u32,
+    /// The submit answer's status URL reads `...batchStatus?client=C&batchId=ID` with
+    /// the `&` left bare inside the XML, as in Adobe's older sample.
+    pub status_url_bare_ampersand: bool,
+    /// The status URL says `http://` even when the simulator serves HTTPS, as Adobe's
+    /// edge hosts do (`http://mboxedge45.tt.omtrdc.net/...`).
+    pub status_url_plain_http: bool,
+    /// Only the statuses of this many latest batches are kept; an older batch's status
+    /// is answered as an unknown batch's (it is still applied). Adobe keeps 10; 0 keeps
+    /// every status.
+    pub statuses_kept: u32,
 }
 
 impl Default for BulkFaults {
@@ -40,6 +58,9 @@ impl Default for BulkFaults {
             row_failure_ids: Vec::new(),
             row_failure_probability: 0.0,
             calls_per_minute: ADOBE_CALLS_PER_MINUTE,
+            status_url_bare_ampersand: false,
+            status_url_plain_http: false,
+            statuses_kept: 0,
         }
     }
 }

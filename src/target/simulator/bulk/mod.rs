@@ -1,5 +1,6 @@
-//! The simulator's bulk profile update API v2: submit a `batch=<CSV>` form, poll its
-//! status until `complete`, with the faults of [`BulkFaults`]. See the table in the
+//! The simulator's bulk profile update APIs, v2 (creates missing profiles) and v1 (does
+//! not): submit a `batch=<CSV>` form, poll its status until `complete`, with the faults
+//! of [`BulkFaults`]. See the table in the
 //! simulator's module docs for the routes; the rooms are:
 //!
 //! - [`decode`]: the form and CSV as Adobe reads them (pure);
@@ -15,7 +16,7 @@ mod registry;
 mod routes;
 mod window;
 
-pub use faults::{BulkFaults, ADOBE_CALLS_PER_MINUTE};
-pub(crate) use registry::BatchRegistry;
+pub use faults::{BulkFaults, ADOBE_CALLS_PER_MINUTE, ADOBE_STATUSES_KEPT};
+pub(crate) use registry::{BatchRegistry, Settled};
 pub(crate) use routes::routes;
 pub(crate) use window::CallWindow;

@@ -1,0 +1,130 @@
+//! Profiles Target may not have (`docs/contract.md`, section 13): a fetch
+//! decides whether a profile's update goes as a single update (Target has
+//! it) or, as `existence.policy` says, through a bulk v2 batch (which creates
+//! it) or to the dead-letter topic as `profile_not_found`. The profile stays
+//! in flight in the queues throughout, so its order and coalescing hold
+//! whichever way its events go.
+
+use super::*;
+use crate::target::fetch::FetchOutcome;
+
+impl Coordinator {
+    /// Fetches a profile before its update goes anywhere; its events were
+    /// counted in flight when they left the queue.
+    pub(super) fn start_fetch(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        retry: RetryState,
+    ) {
+        let Some(fetcher) = self.settings.existence.fetcher.clone() else {
+            // No fetcher (trust): nothing to ask, the update goes as it is.
+            self.start_update(profile, items, retry);
+            return;
+        };
+        let Some(first) = items.first() else {
+            self.queues.finish(&profile);
+            return;
+        };
+        let cancel = self.cancel_token_of(&first.event);
+        self.fetches_in_flight += 1;
+        let identity = profile.clone();
+        let handle = self.tasks.spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                outcome = fetcher.fetch(&identity) => Some(outcome),
+            };
+            TaskDone::Fetched(outcome)
+        });
+        self.running.insert(
+            handle.id(),
+            Work::Fetch {
+                profile,
+                items,
+                retry,
+            },
+        );
+    }
+
+    /// A fetch ended (`None`: it was cancelled).
+    pub(super) fn on_fetch_done(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        mut retry: RetryState,
+        outcome: Option<FetchOutcome>,
+    ) {
+        self.fetches_in_flight -= 1;
+        let now = Instant::now();
+        let Some(outcome) = outcome else {
+            self.abandoned(profile, items, retry, Next::Fetch);
+            return;
+        };
+        match outcome {
+            FetchOutcome::Found { .. } => {
+                self.directory.confirmed(profile.clone(), now);
+                // Sent under the concurrency limit, before newer work.
+                let fresh = self.fresh_retry();
+                self.back_off(profile, items, fresh, Duration::ZERO, Next::Update);
+            }
+            FetchOutcome::NotFound => {
+                self.directory.absent(profile.clone(), now);
+                if self.settings.existence.policy == ExistencePolicy::DeadLetter {
+                    self.not_found(profile, items);
+                } else {
+                    self.send_through_batch(profile, items, now);
+                }
+            }
+            FetchOutcome::Retry { retry_after, .. } => {
+                let delay = retry
+                    .schedule
+                    .next_delay()
+                    .max(retry_after.unwrap_or_default());
+                self.back_off(profile, items, retry, delay, Next::Fetch);
+            }
+            FetchOutcome::AuthFailed { status } => {
+                // Wrong for every call: the pod pauses and is not ready.
+                self.sender.gate.auth_failed(status, false);
+                let delay = retry.schedule.next_delay();
+                self.back_off(profile, items, retry, delay, Next::Fetch);
+            }
+            FetchOutcome::Rejected { status } => {
+                if self.settings.existence.policy == ExistencePolicy::DeadLetter {
+                    let reason = format!("Target refused the profile fetch with HTTP {status}");
+                    self.dead_letter_all(&profile, items, "target_rejected", &reason, Some(status));
+                } else {
+                    // Whether Target has it cannot be told; a v2 batch lands either way.
+                    self.send_through_batch(profile, items, now);
+                }
+            }
+        }
+    }
+
+    /// The profile's events go into a bulk v2 batch, which creates the
+    /// profile if Target has none. Its later events join the row while the
+    /// batch is open, and wait while it is out.
+    pub(super) fn send_through_batch(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        now: Instant,
+    ) {
+        if self.batches.is_none() {
+            // Only with a policy that never routes to batches; a single update
+            // is the best left.
+            let fresh = self.fresh_retry();
+            self.start_update(profile, items, fresh);
+            return;
+        }
+        self.queues.finish(&profile);
+        self.add_to_batch(profile, items, now);
+    }
+
+    /// Target has no profile for these events (`existence.policy =
+    /// "dead_letter"`): each becomes a `profile_not_found` dead letter.
+    pub(super) fn not_found(&mut self, profile: Identity, items: Vec<Pending>) {
+        let reason = "Target has no profile for this customer (a profile fetch answered 404); its single update would change nothing";
+        self.dead_letter_all(&profile, items, "profile_not_found", reason, Some(404));
+    }
+}

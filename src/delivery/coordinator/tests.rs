@@ -1,0 +1,564 @@
+//! The coordinator driven by hand: the test plays the consumer thread
+//! (assignments, records, revokes) against a real coordinator task, a real
+//! broker (librdkafka's mock cluster, for pauses, commits and dead letters)
+//! and the Target simulator over HTTP. Rebalance orders that a live group
+//! produces only under load (a revoke answered late, a partition assigned
+//! again meanwhile) are played here exactly.
+
+use super::*;
+use crate::delivery::gate::{RateShare, SendGate};
+use crate::delivery::retry::RetryPolicy;
+use crate::mapping::Mapping;
+use crate::ops::config::{BulkMode, KafkaSettings, TargetSettings, TimeOrder};
+use crate::target::simulator::{
+    Existence, Failure, Faults, Simulator, SimulatorConfig, SimulatorHandle,
+};
+use crate::target::TargetClient;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+const TOPIC: &str = "pos.purchases";
+
+/// A coordinator task and what it talks to.
+struct Harness {
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+    sim: SimulatorHandle,
+    events: mpsc::Sender<ConsumerEvent>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    consumer_stopped: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ConsumerStopped>>,
+    mapping: Mapping,
+}
+
+/// What a coordinator built for a test talks to.
+struct Parts {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    sim: SimulatorHandle,
+    events: mpsc::Sender<ConsumerEvent>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// Coordinator settings for the tests: a short drain, no coalescing.
+fn settings(drain: Duration, max_buffered: usize) -> CoordinatorSettings {
+    CoordinatorSettings {
+        max_buffered_per_partition: 10_000,
+        max_buffered,
+        commit_interval: Duration::from_millis(100),
+        drain_timeout: drain,
+        per_second: 1_000_000.0,
+        burst: 1_000,
+        daily_quota: 1_000_000,
+        coalesce_window: Duration::ZERO,
+        group_id: Arc::from("coordinator-tests"),
+        bulk_mode: BulkMode::Off,
+        overflow_after_seconds: 60,
+        bulk: None,
+        verify: None,
+        existence: ExistenceRouting::trust(),
+        time_order: TimeOrder::Arrival,
+    }
+}
+
+/// A coordinator (not running) over a fresh mock cluster and simulator.
+async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, Parts) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, 2, 1).expect("topic");
+    cluster
+        .create_topic("pos.purchases.dlq", 1, 1)
+        .expect("topic");
+    let mut config = SimulatorConfig::new("acme");
+    config.faults = faults;
+    // Every customer has a profile: these tests are about delivery, not existence.
+    config.existence = Existence::all_known();
+    let sim = Simulator::start("127.0.0.1:0".parse().expect("address"), config)
+        .await
+        .expect("simulator");
+    let kafka = KafkaSettings {
+        brokers: cluster.bootstrap_servers(),
+        group_id: "coordinator-tests".into(),
+        ..KafkaSettings::default()
+    };
+    let target = TargetSettings {
+        client_code: "acme".into(),
+        base_url: sim.base_url(),
+        timeout_ms: 2_000,
+        ..TargetSettings::default()
+    };
+    let retry = RetryPolicy {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(50),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let gate = Arc::new(SendGate::new(RateShare::of_group(1e6, 1000, 0, 1), retry));
+    let health = Arc::new(Health::new(gate.clone()));
+    let sender = Sender {
+        client: Arc::new(TargetClient::new(&target, 8).expect("client")),
+        gate,
+        concurrency: crate::delivery::concurrency::AdaptiveConcurrency::new(
+            64,
+            metrics.concurrency_limit.clone(),
+        ),
+        retry,
+        max_attempts: 0,
+        metrics: metrics.clone(),
+    };
+    let dead_letters = Arc::new(
+        DeadLetterWriter::new(&kafka, retry, metrics.clone()).expect("dead-letter writer"),
+    );
+    let consumer = Arc::new(crate::kafka::consumer::detached(&kafka));
+    let (events, events_rx) = mpsc::channel(64);
+    let coordinator = Coordinator::new(
+        settings,
+        consumer,
+        events_rx,
+        sender,
+        dead_letters,
+        metrics.clone(),
+        health.clone(),
+    );
+    let parts = Parts {
+        cluster,
+        sim,
+        events,
+        metrics,
+        health,
+    };
+    (coordinator, parts)
+}
+
+impl Harness {
+    async fn start(settings: CoordinatorSettings, faults: Faults) -> Harness {
+        let (coordinator, parts) = build(settings, faults).await;
+        let shutdown = CancellationToken::new();
+        let consumer_stopped = CancellationToken::new();
+        let task = tokio::spawn(
+            coordinator
+                .watch_consumer(consumer_stopped.clone())
+                .run(shutdown.clone()),
+        );
+        let harness = Harness {
+            _cluster: parts.cluster,
+            sim: parts.sim,
+            events: parts.events,
+            metrics: parts.metrics,
+            health: parts.health,
+            shutdown,
+            consumer_stopped,
+            task,
+            mapping: Mapping::default(),
+        };
+        harness.send(ConsumerEvent::PartitionCount(2)).await;
+        harness
+    }
+
+    async fn send(&self, event: ConsumerEvent) {
+        self.events.send(event).await.expect("coordinator running");
+    }
+
+    async fn assign(&self, partitions: &[i32]) {
+        self.send(ConsumerEvent::Assigned(
+            partitions.iter().map(|&p| tp(p)).collect(),
+        ))
+        .await;
+    }
+
+    /// A sale of `customer` (or an anonymous one) at `offset` of `partition`.
+    async fn record(&self, partition: i32, offset: i64, customer: Option<&str>) {
+        self.send(ConsumerEvent::Record(record(
+            &self.mapping,
+            partition,
+            offset,
+            customer,
+        )))
+        .await;
+    }
+
+    /// Revokes partitions; the answer arrives on the receiver.
+    async fn revoke(
+        &self,
+        partitions: &[i32],
+        lost: bool,
+    ) -> std::sync::mpsc::Receiver<Vec<(TopicPartition, i64)>> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(ConsumerEvent::Revoked {
+            partitions: partitions.iter().map(|&p| tp(p)).collect(),
+            lost,
+            reply,
+        })
+        .await;
+        answer
+    }
+
+    fn requests(&self) -> u64 {
+        self.sim.stats().total
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+fn record(mapping: &Mapping, partition: i32, offset: i64, customer: Option<&str>) -> Record {
+    record_of(mapping, partition, offset, customer, sale(offset, customer))
+}
+
+fn record_of(
+    mapping: &Mapping,
+    partition: i32,
+    offset: i64,
+    customer: Option<&str>,
+    json: String,
+) -> Record {
+    let payload = json.into_bytes();
+    Record {
+        tp: tp(partition),
+        offset,
+        key: customer.map(|c| c.as_bytes().to_vec()),
+        decision: mapping.decide(&payload),
+        payload,
+        timestamp_ms: None,
+        trace_context: None,
+    }
+}
+
+fn tp(partition: i32) -> TopicPartition {
+    TopicPartition {
+        topic: Arc::from(TOPIC),
+        partition,
+    }
+}
+
+fn sale(offset: i64, customer: Option<&str>) -> String {
+    let customer = match customer {
+        Some(id) => format!(r#"{{"third_party_id":"{id}"}}"#),
+        None => "{}".to_owned(),
+    };
+    format!(
+        r#"{{"event_id":"e{offset}","event_type":"sale","occurred_at":"2026-11-28T10:15:{:02}Z","store_id":"S{offset}","customer":{customer},"currency":"EUR","total":"1.00","items":[]}}"#,
+        offset % 60
+    )
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` passes.
+async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for a revoke's answer without blocking the runtime.
+async fn answer_of(
+    answer: &std::sync::mpsc::Receiver<Vec<(TopicPartition, i64)>>,
+    limit: Duration,
+) -> Vec<(TopicPartition, i64)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(offsets) = answer.try_recv() {
+            return offsets;
+        }
+        assert!(Instant::now() < deadline, "the revoke was not answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn always_503() -> Faults {
+    Faults {
+        failures: vec![Failure::new(503, 1.0)],
+        ..Faults::none()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partitions_retrying_update_stops_at_the_revoke_deadline() {
+    let h = Harness::start(settings(Duration::from_millis(300), 1000), always_503()).await;
+    // Partition 1 stays: the pod keeps a share of the budget to send with.
+    h.assign(&[0, 1]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "retries", || h.requests() >= 3).await;
+    let answer = h.revoke(&[0], false).await;
+    let offsets = answer_of(&answer, Duration::from_secs(5)).await;
+    assert_eq!(offsets, [(tp(0), 0)], "nothing past the unaccepted record");
+    // Let a request that was on the wire at the deadline land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_revoke = h.requests();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.requests(),
+        after_revoke,
+        "the old owner kept sending a revoked partition's update"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_partitions_work_stops_at_once() {
+    let h = Harness::start(settings(Duration::from_secs(30), 1000), always_503()).await;
+    // Partition 1 stays: the pod keeps a share of the budget to send with.
+    h.assign(&[0, 1]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "retries", || h.requests() >= 3).await;
+    let answer = h.revoke(&[0], true).await;
+    assert!(answer_of(&answer, Duration::from_secs(1)).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_loss = h.requests();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.requests(),
+        after_loss,
+        "a lost partition's update kept retrying"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_profile_failing_forever_does_not_hold_back_the_others() {
+    let faults = Faults {
+        failing_ids: vec!["CRM-stuck".into()],
+        ..Faults::none()
+    };
+    let h = Harness::start(settings(Duration::from_secs(1), 1000), faults).await;
+    h.assign(&[0, 1]).await;
+    h.record(0, 0, Some("CRM-stuck")).await;
+    eventually(Duration::from_secs(5), "the stuck profile failing", || {
+        h.sim.stats().rejected >= 5
+    })
+    .await;
+    for offset in 0..50 {
+        h.record(1, offset, Some(&format!("CRM-{offset}"))).await;
+    }
+    eventually(Duration::from_secs(10), "the other profiles", || {
+        (0..50).all(|i| h.sim.profile_third_party(&format!("CRM-{i}")).is_some())
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_paused_for_a_full_pod_resumes_when_a_revoke_frees_the_buffer() {
+    let h = Harness::start(settings(Duration::from_millis(200), 4), Faults::none()).await;
+    h.sim.hold();
+    h.assign(&[0, 1]).await;
+    for offset in 0..4 {
+        h.record(1, offset, Some(&format!("CRM-{offset}"))).await;
+    }
+    // An anonymous sale finishes at once, but arrives while the pod is full.
+    h.record(0, 0, None).await;
+    eventually(Duration::from_secs(5), "both partitions paused", || {
+        h.metrics.paused_partitions.get() == 2
+    })
+    .await;
+    let answer = h.revoke(&[1], false).await;
+    answer_of(&answer, Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(5), "partition 0 fetching again", || {
+        h.metrics.paused_partitions.get() == 0
+    })
+    .await;
+    h.sim.release();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_revoke_answer_leaves_the_partitions_new_assignment_alone() {
+    let h = Harness::start(settings(Duration::from_millis(300), 1000), Faults::none()).await;
+    h.sim.hold();
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-old")).await;
+    eventually(Duration::from_secs(5), "the first update held", || {
+        h.sim.stats().held == 1
+    })
+    .await;
+    // The consumer stopped waiting for this answer and the partition came back.
+    let answer = h.revoke(&[0], false).await;
+    h.assign(&[0]).await;
+    answer_of(&answer, Duration::from_secs(5)).await;
+    h.sim.release();
+    h.record(0, 1, Some("CRM-new")).await;
+    eventually(
+        Duration::from_secs(5),
+        "the new assignment's update",
+        || h.sim.profile_third_party("CRM-new").is_some(),
+    )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_on_its_own_ends_the_run_with_an_error_and_not_ready() {
+    let h = Harness::start(settings(Duration::from_millis(300), 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the update", || {
+        h.sim.profile_third_party("CRM-1").is_some()
+    })
+    .await;
+    // What the consumer thread's drop guard does when the thread ends.
+    h.consumer_stopped.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), h.task)
+        .await
+        .expect("the run ends")
+        .expect("no panic");
+    assert_eq!(ended, Err(ConsumerStopped));
+    assert_eq!(
+        h.health.not_ready_reason(),
+        Some("the Kafka consumer stopped")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_a_pending_revoke_with_what_was_finished() {
+    let h = Harness::start(settings(Duration::from_secs(1), 1000), Faults::none()).await;
+    h.assign(&[0, 1]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the first update", || {
+        h.sim.profile_third_party("CRM-1").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.sim.hold();
+    h.record(0, 1, Some("CRM-2")).await;
+    eventually(Duration::from_secs(5), "the second update held", || {
+        h.sim.stats().held == 1
+    })
+    .await;
+    // The pod is told to stop; a revoke arrives during its drain, so its own
+    // deadline would come after the drain's.
+    h.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = h.revoke(&[0], false).await;
+    let offsets = answer_of(&answer, Duration::from_secs(10)).await;
+    assert_eq!(
+        offsets,
+        [(tp(0), 1)],
+        "offset 0 was accepted: commit up to it"
+    );
+    h.sim.release();
+    let _ = tokio::time::timeout(Duration::from_secs(10), h.task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
+    let (mut c, parts) = build(settings(Duration::from_secs(1), 1000), Faults::none()).await;
+    c.on_event(ConsumerEvent::PartitionCount(2));
+    c.on_event(ConsumerEvent::Assigned(vec![tp(0)]));
+    c.on_event(ConsumerEvent::Record(record(
+        &Mapping::default(),
+        0,
+        0,
+        Some("CRM-1"),
+    )));
+    // The update leaves its queue as dispatch would take it, into a task that panics.
+    let (profile, items) = c.queues.next_ready(1).expect("queued");
+    c.partitions.get_mut(&tp(0)).expect("owned").in_flight += 1;
+    c.updates_in_flight += 1;
+    let handle = c.tasks.spawn(async { panic!("a bug in a delivery task") });
+    let retry = RetryState {
+        attempts: 1,
+        failures: 0,
+        schedule: c.sender.retry.schedule(),
+    };
+    c.running.insert(
+        handle.id(),
+        Work::Update {
+            profile,
+            items,
+            retry,
+        },
+    );
+    let done = c.tasks.join_next_with_id().await.expect("the task ended");
+    c.on_task(done);
+    assert_eq!(
+        c.updates_in_flight, 0,
+        "the panicked attempt holds no place"
+    );
+    assert_eq!(c.backoffs.len(), 1, "its events wait for another attempt");
+    // The next attempt is a real one and lands.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    c.dispatch();
+    let done = c
+        .tasks
+        .join_next_with_id()
+        .await
+        .expect("the attempt ended");
+    c.on_task(done);
+    assert!(parts.sim.profile_third_party("CRM-1").is_some());
+    assert_eq!(c.partitions[&tp(0)].watermark.committable(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_time_order_by_occurrence_a_late_event_never_overwrites_what_a_newer_one_delivered() {
+    let mut settings = settings(Duration::from_secs(1), 1000);
+    settings.time_order = TimeOrder::OccurredAt;
+    let h = Harness::start(settings, Faults::none()).await;
+    h.assign(&[0]).await;
+    let at = |time: &str, store: &str, kind: &str| {
+        format!(
+            r#"{{"event_id":"e-{time}","event_type":"{kind}","occurred_at":"2026-11-28T{time}Z","store_id":"{store}","customer":{{"third_party_id":"CRM-1"}},"currency":"EUR","total":"1.00","items":[]}}"#
+        )
+    };
+    let send = |offset: i64, json: String| {
+        ConsumerEvent::Record(record_of(&h.mapping, 0, offset, Some("CRM-1"), json))
+    };
+    h.send(send(0, at("10:00:00", "S-new", "sale"))).await;
+    eventually(Duration::from_secs(5), "the newer sale", || {
+        h.sim.profile_third_party("CRM-1").is_some()
+    })
+    .await;
+    // A till uploads late: a sale and a return, both older.
+    h.send(send(1, at("09:00:00", "S-late", "sale"))).await;
+    h.send(send(2, at("09:30:00", "S-late", "return"))).await;
+    eventually(Duration::from_secs(5), "the late return", || {
+        h.sim
+            .profile_third_party("CRM-1")
+            .is_some_and(|p| p.contains_key("lastReturnAt"))
+    })
+    .await;
+    let profile = h.sim.profile_third_party("CRM-1").expect("the profile");
+    assert_eq!(profile["lastPurchaseAt"], "2026-11-28T10:00:00Z");
+    assert_eq!(profile["lastPurchaseStore"], "S-new");
+    assert_eq!(profile["lastReturnAt"], "2026-11-28T09:30:00Z");
+    assert_eq!(
+        h.metrics.events_superseded.get(),
+        1,
+        "the late sale was not sent"
+    );
+    assert_eq!(h.sim.stats().accepted, 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_each_update_goes_in_arrival_order_even_a_late_one() {
+    let h = Harness::start(settings(Duration::from_secs(1), 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    let newer = sale(0, Some("CRM-1")).replace("10:15:00", "11:00:00");
+    let late = sale(1, Some("CRM-1")).replace("10:15:01", "09:00:00");
+    h.send(ConsumerEvent::Record(record_of(
+        &h.mapping,
+        0,
+        0,
+        Some("CRM-1"),
+        newer,
+    )))
+    .await;
+    h.send(ConsumerEvent::Record(record_of(
+        &h.mapping,
+        0,
+        1,
+        Some("CRM-1"),
+        late,
+    )))
+    .await;
+    eventually(Duration::from_secs(5), "both updates", || {
+        h.sim.stats().accepted == 2
+    })
+    .await;
+    let profile = h.sim.profile_third_party("CRM-1").expect("the profile");
+    assert_eq!(profile["lastPurchaseAt"], "2026-11-28T09:00:00Z");
+    assert_eq!(h.metrics.events_superseded.get(), 0);
+    h.stop().await;
+}

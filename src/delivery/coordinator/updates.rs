@@ -1,0 +1,179 @@
+//! What becomes of one attempt of a single update: accepted events finish,
+//! rejected or exhausted ones are dead-lettered, retryable failures put the
+//! profile in backoff (holding nothing a sender could use), and abandoned
+//! work of partitions still owned goes back to wait its turn.
+
+use super::*;
+
+impl Coordinator {
+    /// An attempt of `profile`'s update ended with `outcome`.
+    pub(super) fn on_update_done(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        mut retry: RetryState,
+        outcome: AttemptOutcome,
+    ) {
+        self.updates_in_flight -= 1;
+        match outcome {
+            AttemptOutcome::Accepted => {
+                self.queues.finish(&profile);
+                self.delivered(&items);
+                self.accepted(items);
+            }
+            AttemptOutcome::Rejected { status } => {
+                let reason = format!("Target rejected the update with HTTP {status}");
+                self.dead_letter_all(&profile, items, "target_rejected", &reason, Some(status));
+            }
+            AttemptOutcome::Retry {
+                status,
+                retry_after,
+            } => {
+                retry.failures += 1;
+                let max_attempts = self.sender.max_attempts;
+                if max_attempts > 0 && retry.failures >= max_attempts {
+                    let reason = match status {
+                        Some(status) => format!("gave up after delivery.max_attempts retryable failures; last HTTP {status}"),
+                        None => "gave up after delivery.max_attempts retryable failures; last attempt got no response".to_owned(),
+                    };
+                    self.dead_letter_all(&profile, items, "retries_exhausted", &reason, status);
+                    return;
+                }
+                let delay = retry
+                    .schedule
+                    .next_delay()
+                    .max(retry_after.unwrap_or_default());
+                self.back_off(profile, items, retry, delay, Next::Update);
+            }
+            // The gate holds every attempt until a probe succeeds; this one
+            // waits there again (not counted against max_attempts).
+            AttemptOutcome::AuthFailed => {
+                self.back_off(profile, items, retry, Duration::ZERO, Next::Update)
+            }
+            AttemptOutcome::Abandoned => self.abandoned(profile, items, retry, Next::Update),
+        }
+    }
+
+    /// Accepted events finish (and may be committed).
+    fn accepted(&mut self, items: Vec<Pending>) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.daily.add(now as u64 / 60, 1);
+        for item in items {
+            self.metrics.events_accepted.inc();
+            if let Some(ms) = item.timestamp_ms {
+                self.counters
+                    .age_from_kafka
+                    .observe((now - ms as f64 / 1000.0).max(0.0));
+            }
+            self.counters
+                .age_from_occurred_at
+                .observe((now - item.update.occurred_at.unix_seconds_f64()).max(0.0));
+            if let Some(verify) = &self.settings.verify {
+                verify.offer(&item.update);
+            }
+            self.finish(&item.event);
+            item.span.finish(Outcome::Accepted);
+        }
+    }
+
+    /// The profile waits `delay` before its next attempt, in flight in the
+    /// queues (its later events wait) but holding no task.
+    pub(super) fn back_off(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        retry: RetryState,
+        delay: Duration,
+        next: Next,
+    ) {
+        let at = Instant::now() + delay;
+        self.backoff_seq += 1;
+        self.backoffs.push(Reverse(Due(
+            at,
+            self.backoff_seq,
+            Backoff {
+                profile,
+                items,
+                retry,
+                next,
+            },
+        )));
+    }
+
+    /// Work cancelled before an answer: events of partitions given up are
+    /// dropped (unfinished, so never committed: their new owner reads them
+    /// again); events of partitions still owned try again.
+    pub(super) fn abandoned(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        retry: RetryState,
+        next: Next,
+    ) {
+        let (live, gone) = self.split_live(items);
+        for item in gone {
+            item.span.finish(Outcome::Abandoned);
+        }
+        if live.is_empty() || self.draining {
+            for item in live {
+                if let Some(p) = self.partition(&item.event) {
+                    p.in_flight -= 1;
+                }
+                item.span.finish(Outcome::Abandoned);
+            }
+            self.queues.finish(&profile);
+        } else {
+            self.back_off(profile, live, retry, Duration::ZERO, next);
+        }
+    }
+
+    /// Splits events into those of partitions still owned and not being
+    /// given up, and the others.
+    fn split_live(&self, items: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
+        items.into_iter().partition(|item| {
+            self.partitions
+                .get(&item.event.tp)
+                .is_some_and(|p| p.epoch == item.event.epoch && !p.cancel.is_cancelled())
+        })
+    }
+
+    /// Drops the backoffs of partitions given up (revoke deadline, loss):
+    /// their events stay unfinished; the profiles may send again.
+    pub(super) fn drop_backoffs_of(&mut self, gone: &[TopicPartition]) {
+        if gone.is_empty() || self.backoffs.is_empty() {
+            return;
+        }
+        let backoffs = std::mem::take(&mut self.backoffs).into_vec();
+        for Reverse(Due(at, seq, backoff)) in backoffs {
+            let Backoff {
+                profile,
+                items,
+                retry,
+                next,
+            } = backoff;
+            let (gone_items, kept): (Vec<Pending>, Vec<Pending>) = items
+                .into_iter()
+                .partition(|item| gone.contains(&item.event.tp));
+            for item in gone_items {
+                item.span.finish(Outcome::Abandoned);
+            }
+            if kept.is_empty() {
+                self.queues.finish(&profile);
+            } else {
+                self.backoffs.push(Reverse(Due(
+                    at,
+                    seq,
+                    Backoff {
+                        profile,
+                        items: kept,
+                        retry,
+                        next,
+                    },
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The budget of profile fetches, apart from the update budget and the daily
+//! quota: `existence.fetch_per_second` and `existence.fetch_burst` are for the
+//! whole group, and each pod takes its partition share of them, as it does of
+//! `rate_limit`. A fetch is not a single update (it spends no daily quota) but
+//! it is a call to Target all the same, so it is paced.
+//!
+//! [`ProfileFetcher`] is what callers use: wait for the budget, fetch, count
+//! the outcome in `pps_target_fetches_total{outcome}`.
+
+use super::gate::RateShare;
+use crate::event::Identity;
+use crate::ops::metrics::Metrics;
+use crate::target::fetch::{FetchClient, FetchOutcome};
+use governor::DefaultDirectRateLimiter;
+use std::sync::{Arc, Mutex};
+
+/// Where a pod's fraction of the group comes from: asked before every fetch,
+/// so the share follows rebalances without anyone pushing it.
+pub type FractionSource = Box<dyn Fn() -> f64 + Send + Sync>;
+
+/// The pod's share of the group's fetch budget.
+pub struct FetchBudget {
+    per_second: f64,
+    burst: u32,
+    fraction: FractionSource,
+    /// The fraction in force and its limiter.
+    limiter: Mutex<(f64, RateShare, Arc<DefaultDirectRateLimiter>)>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for FetchBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchBudget")
+            .field("per_second", &self.per_second)
+            .field("burst", &self.burst)
+            .field("share", &self.share())
+            .finish()
+    }
+}
+
+impl FetchBudget {
+    /// The group's `per_second` and `burst`, of which this pod takes `fraction()`.
+    pub fn new(
+        per_second: f64,
+        burst: u32,
+        fraction: FractionSource,
+        metrics: Arc<Metrics>,
+    ) -> FetchBudget {
+        let share = share_of(per_second, burst, 0.0);
+        let budget = FetchBudget {
+            per_second,
+            burst,
+            fraction,
+            limiter: Mutex::new((0.0, share, Arc::new(share.limiter()))),
+            metrics,
+        };
+        budget.refresh();
+        budget
+    }
+
+    /// The whole group's budget, for a one-off tool that owns no partitions.
+    pub fn whole(per_second: f64, burst: u32, metrics: Arc<Metrics>) -> FetchBudget {
+        FetchBudget::new(per_second, burst, Box::new(|| 1.0), metrics)
+    }
+
+    /// This pod's share now.
+    pub fn share(&self) -> RateShare {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Re-reads the fraction; a new one gets a new limiter (and the gauge).
+    fn refresh(&self) -> Arc<DefaultDirectRateLimiter> {
+        let fraction = (self.fraction)();
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let mut guard = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.0 != fraction {
+            let share = share_of(self.per_second, self.burst, fraction);
+            *guard = (fraction, share, Arc::new(share.limiter()));
+            self.metrics.fetch_share.set(share.per_second);
+        }
+        guard.2.clone()
+    }
+
+    /// Waits for one fetch.
+    pub async fn acquire(&self) {
+        self.refresh().until_ready().await;
+    }
+}
+
+/// `per_second × fraction`, burst likewise (at least 1).
+fn share_of(per_second: f64, burst: u32, fraction: f64) -> RateShare {
+    RateShare {
+        per_second: per_second * fraction,
+        burst: ((f64::from(burst) * fraction).floor() as u32).max(1),
+    }
+}
+
+/// Fetches a profile within the budget and counts the outcome.
+#[derive(Debug, Clone)]
+pub struct ProfileFetcher {
+    /// The HTTP client.
+    pub client: Arc<FetchClient>,
+    /// The pod's share of fetches.
+    pub budget: Arc<FetchBudget>,
+    /// `pps_target_fetches_total`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ProfileFetcher {
+    /// One fetch, once the budget allows it.
+    pub async fn fetch(&self, identity: &Identity) -> FetchOutcome {
+        self.budget.acquire().await;
+        let outcome = self.client.fetch(identity).await;
+        self.metrics.count_fetch(outcome.label());
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_share_follows_the_fraction_and_shows_in_its_gauge() {
+        let metrics = Arc::new(Metrics::new());
+        let fraction = Arc::new(AtomicU64::new(0.5f64.to_bits()));
+        let source = fraction.clone();
+        let budget = FetchBudget::new(
+            8.0,
+            4,
+            Box::new(move || f64::from_bits(source.load(Ordering::Relaxed))),
+            metrics.clone(),
+        );
+        assert_eq!(
+            budget.share(),
+            RateShare {
+                per_second: 4.0,
+                burst: 2
+            }
+        );
+        assert_eq!(metrics.fetch_share.get(), 4.0);
+        fraction.store(0.25f64.to_bits(), Ordering::Relaxed);
+        budget.refresh();
+        assert_eq!(budget.share().per_second, 2.0);
+        assert_eq!(budget.share().burst, 1, "never below one");
+        assert!(metrics.encode().contains("pps_fetch_share_per_second 2.0"));
+    }
+
+    #[tokio::test]
+    async fn fetches_wait_for_the_budget_after_the_burst() {
+        // 20 a second, burst 2: two at once, then one every 50 ms.
+        let budget = FetchBudget::whole(20.0, 2, Arc::new(Metrics::new()));
+        let start = Instant::now();
+        for _ in 0..5 {
+            budget.acquire().await;
+        }
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(140), "{waited:?}");
+    }
+}

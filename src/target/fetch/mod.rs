@@ -1,0 +1,153 @@
+//! The HTTP client for Target's profile fetch API: whether Target has a
+//! profile, and what its attributes are.
+//!
+//! - `mbox3rdPartyId`: `GET {base_url}/rest/v1/profiles/thirdPartyId/{id}?client={client_code}`
+//! - `mboxPC`: `GET {base_url}/rest/v1/profiles/{id}?client={client_code}`
+//!
+//! The id is one path segment, percent-encoded (a `/` in it is `%2F`). The call
+//! sends `Authorization: Bearer <token>` when `target.token_file` is set (with
+//! profile authentication on, Adobe requires it on every profile API call),
+//! re-reads the token after a 401/403, and honours `target.timeout_ms`. What an
+//! answer means is decided by [`answer::judge`].
+//!
+//! Fetches are neither single updates nor bulk calls: they spend neither the
+//! update budget nor the daily quota. Pacing them is the caller's job
+//! ([`crate::delivery::fetch_budget`]).
+
+pub mod answer;
+
+pub use answer::{judge, FetchAnswer, FetchOutcome, FetchedAttribute, FetchedAttributes};
+
+use super::client::{http_client, retry_after_of, ClientError};
+use super::request::PARAMETER;
+use super::token::TokenSource;
+use crate::event::Identity;
+use crate::ops::config::TargetSettings;
+use percent_encoding::utf8_percent_encode;
+use std::time::SystemTime;
+
+/// The longest body read: Adobe keeps at most 64 KB of profile data.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Fetches profiles. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct FetchClient {
+    http: reqwest::Client,
+    /// `{base_url}/rest/v1/profiles/`.
+    profiles_url: String,
+    /// `?client={client_code}`, encoded.
+    query: String,
+    token: Option<TokenSource>,
+}
+
+impl FetchClient {
+    /// A client for these settings; `pool` is the number of idle connections to keep.
+    pub fn new(settings: &TargetSettings, pool: usize) -> Result<FetchClient, ClientError> {
+        let profiles_url = format!("{}/rest/v1/profiles/", settings.effective_base_url());
+        reqwest::Url::parse(&profiles_url)
+            .map_err(|error| ClientError::Url(format!("{profiles_url}: {error}")))?;
+        Ok(FetchClient {
+            http: http_client(settings, pool)?,
+            profiles_url,
+            query: format!(
+                "?client={}",
+                utf8_percent_encode(&settings.client_code, PARAMETER)
+            ),
+            token: settings.token_path().map(TokenSource::new),
+        })
+    }
+
+    /// The URL a profile is fetched from.
+    pub fn url_of(&self, identity: &Identity) -> String {
+        let id = utf8_percent_encode(identity.id(), PARAMETER);
+        match identity {
+            Identity::ThirdParty(_) => {
+                format!("{}thirdPartyId/{id}{}", self.profiles_url, self.query)
+            }
+            Identity::Pc(_) => format!("{}{id}{}", self.profiles_url, self.query),
+        }
+    }
+
+    /// Fetches one profile and decides what the answer means.
+    pub async fn fetch(&self, identity: &Identity) -> FetchOutcome {
+        let mut request = self.http.get(self.url_of(identity));
+        if let Some(token) = self.token.as_ref().and_then(TokenSource::current) {
+            request = request.bearer_auth(token);
+        }
+        let outcome = match request.send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after = retry_after_of(&response);
+                let mut body = Vec::new();
+                let mut failed = None;
+                loop {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
+                            body.extend_from_slice(&chunk);
+                        }
+                        // Too long to be a profile: what was read does not parse.
+                        Ok(Some(_)) | Ok(None) => break,
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(error) if error.is_timeout() => {
+                        judge(FetchAnswer::Timeout, SystemTime::now())
+                    }
+                    Some(_) => judge(FetchAnswer::Connection, SystemTime::now()),
+                    None => judge(
+                        FetchAnswer::Response {
+                            status,
+                            retry_after: retry_after.as_deref(),
+                            body: &body,
+                        },
+                        SystemTime::now(),
+                    ),
+                }
+            }
+            Err(error) if error.is_timeout() => judge(FetchAnswer::Timeout, SystemTime::now()),
+            Err(_) => judge(FetchAnswer::Connection, SystemTime::now()),
+        };
+        if let (FetchOutcome::AuthFailed { .. }, Some(token)) = (&outcome, &self.token) {
+            token.invalidate();
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_one_encoded_path_segment_under_their_namespace() {
+        let settings = TargetSettings {
+            client_code: "acme".into(),
+            base_url: "https://acme.tt.omtrdc.net/".into(),
+            ..TargetSettings::default()
+        };
+        let client = FetchClient::new(&settings, 1).unwrap();
+        assert_eq!(
+            client.url_of(&Identity::ThirdParty("CRM 1/a+b?c#d".into())),
+            "https://acme.tt.omtrdc.net/rest/v1/profiles/thirdPartyId/CRM%201%2Fa%2Bb%3Fc%23d?client=acme"
+        );
+        assert_eq!(
+            client.url_of(&Identity::Pc("1368007744041-575948.01_00".into())),
+            "https://acme.tt.omtrdc.net/rest/v1/profiles/1368007744041-575948.01_00?client=acme"
+        );
+        let default = FetchClient::new(
+            &TargetSettings {
+                client_code: "acme".into(),
+                ..TargetSettings::default()
+            },
+            1,
+        )
+        .unwrap();
+        assert!(default
+            .url_of(&Identity::Pc("p".into()))
+            .starts_with("https://acme.tt.omtrdc.net/rest/v1/profiles/p?"));
+    }
+}

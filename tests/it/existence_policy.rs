@@ -1,0 +1,148 @@
+//! The existence policy end to end (`docs/contract.md`, section 13): the real
+//! binary against a simulator that follows Adobe (a single update to a profile
+//! Target does not have answers 200 and changes nothing; v2 batches create
+//! profiles), with a share of the customers known at start.
+
+use crate::helpers::*;
+use pos_profile_sync::generator::{customer_id, GeneratorConfig};
+use pos_profile_sync::target::simulator::{
+    known_at_start, BulkFaults, Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle,
+};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const GROUP: &str = "pos-profile-sync";
+
+/// A faithful simulator with `known_share` of the customers known at start,
+/// batches that stay incomplete `completion_delay_ms`, and no bulk call limit.
+async fn faithful(known_share: f64, completion_delay_ms: u64) -> SimulatorHandle {
+    let config = SimulatorConfig {
+        existence: Existence {
+            known_share,
+            ..Existence::faithful()
+        },
+        faults: Faults {
+            bulk: BulkFaults {
+                completion_delay_ms,
+                calls_per_minute: 0,
+                ..BulkFaults::default()
+            },
+            ..Faults::none()
+        },
+        ..SimulatorConfig::new(CLIENT)
+    };
+    Simulator::start(([127, 0, 0, 1], 0).into(), config)
+        .await
+        .expect("simulator")
+}
+
+/// The customers of a workload, split into those known at start and the others.
+fn known_and_unknown(work: &Workload, share: f64) -> (BTreeSet<String>, BTreeSet<String>) {
+    work.expected_profiles()
+        .keys()
+        .map(|n| customer_id(*n).1)
+        .partition(|id| known_at_start(id, share))
+}
+
+fn workload(events: u64, customers: u64) -> Workload {
+    Workload::new(GeneratorConfig {
+        events,
+        customers,
+        bad_ratio: 0.0,
+        anonymous_ratio: 0.0,
+        ..GeneratorConfig::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_customers_are_created_through_batches_and_a_kill_during_a_creating_batch_loses_nothing(
+) {
+    let kafka = Kafka::start(4);
+    let work = workload(1500, 300);
+    kafka.produce(&work.events);
+    let sim = faithful(0.3, 3_000).await;
+    let (known, unknown) = known_and_unknown(&work, 0.3);
+    assert!(!known.is_empty() && !unknown.is_empty());
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.per_second = 300.0;
+    config.burst = 30;
+    // The default policy ("create"), with fetches that do not hold the test up.
+    config.existence = "fetch_per_second = 2000.0\nfetch_burst = 200".into();
+    config.extra = "[bulk]\nmax_age_ms = 300\ncalls_per_minute = 6000\n".into();
+    let mut app = spawn_app(&config);
+
+    wait_for(
+        Duration::from_secs(60),
+        "a creating batch submitted",
+        || sim.stats().bulk.batches_submitted >= 1,
+    )
+    .await;
+    // The batch stays incomplete for 3 s: the pod dies with it out.
+    assert_eq!(
+        sim.stats().bulk.profiles_created,
+        0,
+        "the batch is incomplete"
+    );
+    app.kill();
+    let mut app = spawn_app(&config);
+    wait_all_committed(&kafka, GROUP, Duration::from_secs(120)).await;
+
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let stats = sim.stats();
+    assert_eq!(
+        stats.updates_to_unknown_profiles, 0,
+        "no single update went to a profile Target did not have"
+    );
+    assert_eq!(
+        stats.bulk.profiles_created,
+        unknown.len() as u64,
+        "every unknown customer was created by a batch, once"
+    );
+    assert!(
+        stats.accepted > 0,
+        "known customers got single updates: {stats:?}"
+    );
+    let fetches = app
+        .metric("pps_target_fetches_total{outcome=\"found\"}")
+        .await;
+    assert!(fetches.unwrap_or(0.0) > 0.0, "profiles were fetched first");
+    assert!(kafka.read_all(DLQ).is_empty(), "nothing was dead-lettered");
+    let (status, _) = app.terminate(Duration::from_secs(15));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_dead_letter_policy_unknown_customers_become_profile_not_found_dead_letters() {
+    let kafka = Kafka::start(2);
+    let work = workload(300, 60);
+    kafka.produce(&work.events);
+    let sim = faithful(0.5, 0).await;
+    let (known, unknown) = known_and_unknown(&work, 0.5);
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.existence =
+        "policy = \"dead_letter\"\nfetch_per_second = 2000.0\nfetch_burst = 200".into();
+    let mut app = spawn_app(&config);
+    wait_all_committed(&kafka, GROUP, Duration::from_secs(90)).await;
+
+    let stats = sim.stats();
+    assert_eq!(stats.updates_to_unknown_profiles, 0);
+    assert_eq!(stats.bulk.batches_submitted, 0, "no batch with this policy");
+    let letters = kafka.read_all(DLQ);
+    assert!(letters.iter().all(|l| l
+        .headers
+        .get("pps-error-class")
+        .is_some_and(|class| class == "profile_not_found")));
+    let dead: BTreeSet<String> = letters
+        .iter()
+        .map(|l| String::from_utf8_lossy(l.key.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(dead, unknown, "exactly the unknown customers' events");
+    for id in &known {
+        assert!(
+            sim.profile_third_party(id).is_some() || sim.profile_pc(id).is_some(),
+            "{id} got its updates"
+        );
+    }
+    let (status, _) = app.terminate(Duration::from_secs(15));
+    assert!(status.success());
+}
