@@ -28,7 +28,7 @@
 //!   levels used) when the requests sent with that many requests in flight
 //!   or more failed significantly more often than those sent with fewer; when
 //!   the levels used fail more but too little is known of lower ones, it
-//!   drops to half of them for a moment to learn (at most once in 5 s). After
+//!   drops to half of them for a moment to learn (at most once a second). After
 //!   either it stays put for 100 ms, and such decreases come at most that
 //!   often;
 //! - it **grows** when the cycle used the whole limit, answers showed that
@@ -49,7 +49,7 @@
 //! flight for the controller, so a pod held back by its budget never uses
 //! the limit in full and never grows it.
 
-use super::failure_shares::{FailureShares, Trend, RECENT};
+use super::failure_shares::{FailureShares, Trend};
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -68,6 +68,15 @@ const RTT_MIN_RISE: f64 = 0.5;
 /// Failures growing with the load shrink the limit at most this often, and
 /// the limit does not grow for this long after such a decrease.
 const SHARE_DECREASE_SPACING: Duration = Duration::from_millis(100);
+
+/// The limit falls to learn about lower levels at most this often. A pod
+/// using its limit in full sends almost every request at the limit's level,
+/// so it learns about lower levels only by going there; waiting long between
+/// such looks kept an overloaded Target at a third of its requests failed for
+/// seconds after the start. One look is cheap where failures do not grow
+/// with the load: it leaves the lower levels known, and the next one comes
+/// only when the levels used move past them.
+const PROBE_SPACING: Duration = Duration::from_millis(1000);
 
 /// What an answered request says about Target's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +279,7 @@ impl Aimd {
         // see, at most once in a while.
         let may_probe = self
             .last_probe
-            .is_none_or(|at| now.saturating_duration_since(at) >= RECENT);
+            .is_none_or(|at| now.saturating_duration_since(at) >= PROBE_SPACING);
         (may_probe && self.shares.trend(lowest..=top, now) == Trend::Unclear)
             .then_some(ShareDecrease::Probe { to: lowest - 1 })
     }

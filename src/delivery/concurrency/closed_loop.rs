@@ -28,22 +28,49 @@ struct Run {
     rate: f64,
     /// Share of them that failed.
     failed: f64,
+    /// Share of all requests that failed, from the start.
+    failed_from_start: f64,
+    /// The limit every 250 ms.
+    limits: Vec<usize>,
 }
 
 /// Runs the loop for `seconds` in steps of 100 µs with a budget of
 /// `budget` requests per second (a bucket of one request).
 fn run(model: Model, rtt: Duration, budget: f64, seconds: u64) -> Run {
+    run_with_overhead(model, rtt, Duration::ZERO, budget, seconds)
+}
+
+/// [`run`] where each request spends `overhead` on its way to Target and
+/// back (the pod's client, a proxy, the network) on top of the `service`
+/// time Target works on it: the pod counts a request in flight for
+/// `service + overhead`, Target for `service` only, so the requests in
+/// flight at the pod overstate Target's.
+fn run_with_overhead(
+    model: Model,
+    service: Duration,
+    overhead: Duration,
+    budget: f64,
+    seconds: u64,
+) -> Run {
+    let rtt = service + overhead;
     let start = Instant::now();
     let step = Duration::from_micros(100);
     let steps = seconds * 10_000;
     let mut aimd = Aimd::new(256, start);
     let mut answers: VecDeque<(Instant, Sent, bool)> = VecDeque::new();
+    // When each request still at Target was sent.
+    let mut at_target: VecDeque<Instant> = VecDeque::new();
     let mut tokens = 1.0_f64;
     let mut rng = SmallRng::seed_from_u64(15);
     let (mut sent, mut failed) = (0u64, 0u64);
+    let (mut sent_from_start, mut failed_from_start) = (0u64, 0u64);
+    let mut limits = Vec::new();
     for i in 0..steps {
         let now = start + step * i as u32;
         let counting = i >= steps / 2;
+        if i % 2_500 == 0 {
+            limits.push(aimd.limit());
+        }
         while answers.front().is_some_and(|(at, _, _)| *at <= now) {
             let Some((_, request, failure)) = answers.pop_front() else {
                 break;
@@ -59,7 +86,11 @@ fn run(model: Model, rtt: Duration, budget: f64, seconds: u64) -> Run {
         while tokens >= 1.0 && aimd.in_flight() < aimd.limit() {
             tokens -= 1.0;
             let request = aimd.started();
-            let in_flight = answers.len() + 1;
+            while at_target.front().is_some_and(|sent| *sent + service <= now) {
+                at_target.pop_front();
+            }
+            at_target.push_back(now);
+            let in_flight = at_target.len();
             let share = match model {
                 Model::Random(share) => share,
                 Model::RandomAfter(share, after) => {
@@ -73,6 +104,8 @@ fn run(model: Model, rtt: Duration, budget: f64, seconds: u64) -> Run {
             };
             let failure = rng.random_bool(share);
             answers.push_back((now + rtt, request, failure));
+            sent_from_start += 1;
+            failed_from_start += u64::from(failure);
             if counting {
                 sent += 1;
                 failed += u64::from(failure);
@@ -83,6 +116,8 @@ fn run(model: Model, rtt: Duration, budget: f64, seconds: u64) -> Run {
     Run {
         rate: sent as f64 / counted,
         failed: failed as f64 / sent.max(1) as f64,
+        failed_from_start: failed_from_start as f64 / sent_from_start.max(1) as f64,
+        limits,
     }
 }
 
@@ -138,6 +173,43 @@ fn failures_that_grow_with_the_rate_settle_the_pod_near_the_capacity() {
             run.failed < 0.15,
             "capacity {capacity} at {rtt_ms} ms: {run:?}"
         );
+    }
+}
+
+#[test]
+fn an_overloaded_target_seen_through_a_slower_client_settles_the_pod_near_its_capacity() {
+    // The pod's round trip is longer than Target's work on a request (by
+    // `overhead`), so the pod sees more requests in flight than Target does,
+    // and its levels map onto Target's only loosely. Holding `capacity`
+    // requests in flight at the pod is the least it should manage
+    // (`capacity / (service + overhead)` per second); Target's capacity
+    // (`capacity / service`) the most. Failures count from the start: the
+    // first seconds, before the controller knows the levels, are part of
+    // what a pod costs an overloaded Target.
+    // Not covered: an overhead several times Target's time (5 + 20 ms),
+    // where a pod held back by its budget sends at one level only and the
+    // failures cannot be seen to grow with it.
+    // (capacity in requests in flight at Target, Target's time, overhead)
+    let table = [
+        (2, 5, 3),
+        (2, 5, 5),
+        (20, 50, 25),
+        (20, 50, 50),
+        (10, 20, 30),
+    ];
+    for (capacity, service_ms, overhead_ms) in table {
+        let run = run_with_overhead(
+            Model::Overload(capacity),
+            Duration::from_millis(service_ms),
+            Duration::from_millis(overhead_ms),
+            BUDGET,
+            20,
+        );
+        let least = capacity as f64 / ((service_ms + overhead_ms) as f64 / 1000.0);
+        let most = capacity as f64 / (service_ms as f64 / 1000.0);
+        let case = format!("capacity {most}/s at {service_ms} + {overhead_ms} ms: {run:?}");
+        assert!((0.7 * least..=1.1 * most).contains(&run.rate), "{case}");
+        assert!(run.failed_from_start < 0.15, "{case}");
     }
 }
 
