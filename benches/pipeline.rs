@@ -419,7 +419,7 @@ async fn pipeline(
     let group = format!("bench-pipeline-{latency_ms}ms");
     let simulator = start_simulator(simulators, latency_ms).await?;
     let settings = service_settings(options, kafka, &simulator, &group);
-    settings.validate()?;
+    pos_profile_sync::kafka::validate(&settings)?;
     let watcher = CommitWatcher::start(kafka, &group, ends)?;
     let updates_needed = workload.updates as u64;
     println!(

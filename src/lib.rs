@@ -37,6 +37,7 @@
 //!   fetch budget and read-back verification.
 //! - [`kafka`]: consumer thread, rebalances, dead-letter producer.
 //! - [`ops`]: configuration, metrics, probes, logs, shutdown.
+//! - [`retry`]: the retry delays, shared by delivery and the dead-letter producer.
 //! - [`service`]: the `run` job wired together.
 //! - [`cli`]: the subcommands.
 
@@ -47,5 +48,6 @@ pub mod generator;
 pub mod kafka;
 pub mod mapping;
 pub mod ops;
+pub mod retry;
 pub mod service;
 pub mod target;

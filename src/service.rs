@@ -10,7 +10,7 @@ use crate::delivery::coordinator::{
 };
 use crate::delivery::fetch_budget::{FetchBudget, ProfileFetcher};
 use crate::delivery::gate::{RateShare, SendGate};
-use crate::delivery::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::delivery::sender::Sender;
 use crate::delivery::verify::{self, Verifier};
 use crate::kafka::consumer::ConsumerThread;
@@ -70,7 +70,7 @@ pub async fn run(
         ),
         retry,
     ));
-    let health = Arc::new(Health::new(gate.clone()));
+    let health = Arc::new(Health::new(gate.readiness()));
     let server_stop = CancellationToken::new();
     let listen: SocketAddr = settings
         .server

@@ -256,7 +256,7 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(settings: Settings) -> anyhow::Result<InProcess> {
-        settings.validate()?;
+        pos_profile_sync::kafka::validate(&settings)?;
         let shutdown = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<ServiceHandle>();
         let mut task = tokio::spawn(service::run(settings, shutdown.clone(), move |handle| {
@@ -313,7 +313,7 @@ pub struct ChildService {
 
 impl ChildService {
     pub fn start(settings: &Settings, name: &str) -> anyhow::Result<ChildService> {
-        settings.validate()?;
+        pos_profile_sync::kafka::validate(&settings)?;
         let config =
             std::env::temp_dir().join(format!("pps-bench-{name}-{}.toml", std::process::id()));
         std::fs::write(&config, toml::to_string(settings)?)?;

@@ -20,7 +20,7 @@ pub(super) fn main(args: CheckConfigArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(error) = settings.validate() {
+    if let Err(error) = crate::kafka::validate(&settings) {
         eprintln!("{error}");
         return ExitCode::from(EXIT_USAGE);
     }

@@ -22,7 +22,7 @@ pub struct RunArgs {
 
 pub(super) fn main(args: RunArgs) -> ExitCode {
     let settings = match Settings::load(args.config.config.as_deref())
-        .and_then(|s| s.validate().map(|()| s))
+        .and_then(|s| crate::kafka::validate(&s).map(|()| s))
     {
         Ok(settings) => settings,
         Err(error) => {

@@ -18,7 +18,7 @@
 use super::gate::SendGate;
 pub use super::resubmissions::MAX_RESUBMISSIONS;
 use super::resubmissions::{BatchKey, Resubmissions};
-use super::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::ops::metrics::Metrics;
 use crate::target::bulk::{BatchState, BulkClient, BulkError, RetryCause};
 use bytes::Bytes;
@@ -330,7 +330,7 @@ impl BatchSender {
         &self,
         call: &'static str,
         error: &BulkError,
-        schedule: &mut super::retry::RetrySchedule,
+        schedule: &mut crate::retry::RetrySchedule,
     ) -> Duration {
         let (outcome, retry_after) = match error {
             BulkError::Retry { retry_after, .. } => ("retryable", *retry_after),

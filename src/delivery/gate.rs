@@ -3,10 +3,11 @@
 //! pod-wide pause after a `Retry-After`, and the credentials pause after a
 //! 401/403, during which only one probe request at a time goes out.
 
-use super::retry::{RetryPolicy, RetrySchedule};
+use crate::ops::health::TargetReadiness;
+use crate::retry::{RetryPolicy, RetrySchedule};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -83,7 +84,8 @@ pub struct SendGate {
     /// The share, its limiter, and a generation that changes with it.
     limiter: RwLock<(RateShare, Arc<DefaultDirectRateLimiter>, u64)>,
     paused_until: Mutex<Option<Instant>>,
-    auth_paused: AtomicBool,
+    /// Credentials refused and Target reachable, as `/readyz` reads them.
+    readiness: Arc<TargetReadiness>,
     /// While credentials are refused, one request at a time probes Target,
     /// on one pod-wide schedule that backs off with every refused probe.
     probe: Arc<Semaphore>,
@@ -91,8 +93,6 @@ pub struct SendGate {
     /// Wakes senders waiting on a limiter that was just replaced.
     share_changed: tokio::sync::Notify,
     retry_after_pauses: AtomicU64,
-    /// Whether the last attempt got an HTTP answer (for `/readyz`).
-    reachable: AtomicBool,
     /// Nanoseconds spent waiting on the budget, summed over requests.
     limiter_wait_nanos: AtomicU64,
 }
@@ -125,7 +125,7 @@ impl SendGate {
         SendGate {
             limiter: RwLock::new((share, Arc::new(share.limiter()), 0)),
             paused_until: Mutex::new(None),
-            auth_paused: AtomicBool::new(false),
+            readiness: Arc::new(TargetReadiness::default()),
             probe: Arc::new(Semaphore::new(1)),
             share_changed: tokio::sync::Notify::new(),
             probe_schedule: Mutex::new(ProbeSchedule {
@@ -134,7 +134,6 @@ impl SendGate {
                 next_at: None,
             }),
             retry_after_pauses: AtomicU64::new(0),
-            reachable: AtomicBool::new(true),
             limiter_wait_nanos: AtomicU64::new(0),
         }
     }
@@ -170,13 +169,13 @@ impl SendGate {
     pub async fn acquire(&self) -> SendPermit {
         loop {
             self.wait_out_pause().await;
-            let probe = if self.auth_paused.load(Ordering::Acquire) {
+            let probe = if self.readiness.is_auth_refused() {
                 let permit = self.probe.clone().acquire_owned().await.ok();
                 let next_at = self.lock_probe().next_at;
                 if let Some(at) = next_at {
                     tokio::time::sleep_until(at).await;
                 }
-                if self.auth_paused.load(Ordering::Acquire) {
+                if self.readiness.is_auth_refused() {
                     permit
                 } else {
                     None
@@ -266,7 +265,7 @@ impl SendGate {
                 schedule.next_at = Some(Instant::now() + delay);
             }
         }
-        if !self.auth_paused.swap(true, Ordering::AcqRel) {
+        if !self.readiness.set_auth_refused(true) {
             tracing::error!(
                 status,
                 "Target refused the credentials; sending paused until it accepts again (check target.token_file)."
@@ -276,7 +275,7 @@ impl SendGate {
 
     /// Target accepted a request: credentials are fine again.
     pub fn auth_ok(&self) {
-        if self.auth_paused.swap(false, Ordering::AcqRel) {
+        if self.readiness.set_auth_refused(false) {
             let mut schedule = self.lock_probe();
             schedule.bounds = None;
             schedule.next_at = None;
@@ -285,9 +284,14 @@ impl SendGate {
         }
     }
 
+    /// What `/readyz` reads of this gate: credentials and reachability.
+    pub fn readiness(&self) -> Arc<TargetReadiness> {
+        Arc::clone(&self.readiness)
+    }
+
     /// Whether sending is paused for credentials (`/readyz` is false then).
     pub fn is_auth_paused(&self) -> bool {
-        self.auth_paused.load(Ordering::Acquire)
+        self.readiness.is_auth_refused()
     }
 
     /// Whether a `Retry-After` pause is in force now.
@@ -297,7 +301,7 @@ impl SendGate {
 
     /// Records whether Target answered the last attempt at all.
     pub fn set_reachable(&self, reachable: bool) {
-        if self.reachable.swap(reachable, Ordering::AcqRel) != reachable {
+        if self.readiness.set_reachable(reachable) != reachable {
             if reachable {
                 tracing::info!("Target is reachable again.");
             } else {
@@ -308,7 +312,7 @@ impl SendGate {
 
     /// Whether the last attempt got an HTTP answer.
     pub fn is_reachable(&self) -> bool {
-        self.reachable.load(Ordering::Acquire)
+        self.readiness.is_reachable()
     }
 
     /// `Retry-After` pauses so far.

@@ -12,7 +12,6 @@ pub mod gate;
 pub mod queues;
 pub mod quota;
 pub mod resubmissions;
-pub mod retry;
 pub mod routing;
 pub mod sender;
 pub mod spans;

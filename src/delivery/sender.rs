@@ -8,7 +8,7 @@
 
 use super::concurrency::{AdaptiveConcurrency, Signal};
 use super::gate::SendGate;
-use super::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use super::spans::RequestTrace;
 use crate::mapping::ProfileUpdate;
 use crate::ops::metrics::Metrics;

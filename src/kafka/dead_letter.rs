@@ -5,7 +5,7 @@
 //! dead-letter topic stops progress instead of skipping events.
 
 use super::TopicPartition;
-use crate::delivery::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::ops::config::KafkaSettings;
 use crate::ops::metrics::Metrics;
 use rdkafka::message::{Header, OwnedHeaders};

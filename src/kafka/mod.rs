@@ -9,7 +9,7 @@ pub mod replay;
 pub mod trace_context;
 
 use crate::mapping::Decision;
-use crate::ops::config::KafkaSettings;
+use crate::ops::config::{ConfigError, KafkaSettings, Settings};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext};
@@ -172,6 +172,21 @@ pub fn dead_letter_producer_config(settings: &KafkaSettings) -> Result<ClientCon
         .set("message.timeout.ms", "30000")
         .set("linger.ms", "5");
     Ok(config)
+}
+
+/// Every problem with `settings` for the `run` job, listed at once: the
+/// values ([`Settings::value_problems`]) and librdkafka's own verdict on the
+/// Kafka properties ([`check_clients`]).
+pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
+    let mut problems = settings.value_problems();
+    if let Err(error) = check_clients(&settings.kafka) {
+        problems.push(error);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 /// Builds, without using them, the consumer and producer the service would

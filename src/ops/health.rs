@@ -6,7 +6,6 @@
 //! for refused credentials (401/403); else 503 with the reason.
 
 use super::metrics::Metrics;
-use crate::delivery::gate::SendGate;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -17,23 +16,64 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// Target's part of readiness: written by whatever sends to Target (the
+/// send gate), read by `/readyz`.
+#[derive(Debug)]
+pub struct TargetReadiness {
+    /// Sending is paused because Target refused the credentials (401/403).
+    auth_refused: AtomicBool,
+    /// The last attempt got an HTTP answer.
+    reachable: AtomicBool,
+}
+
+impl Default for TargetReadiness {
+    fn default() -> Self {
+        TargetReadiness {
+            auth_refused: AtomicBool::new(false),
+            reachable: AtomicBool::new(true),
+        }
+    }
+}
+
+impl TargetReadiness {
+    /// Records whether Target refuses the credentials; returns the previous value.
+    pub fn set_auth_refused(&self, refused: bool) -> bool {
+        self.auth_refused.swap(refused, Ordering::AcqRel)
+    }
+
+    /// Whether Target refuses the credentials.
+    pub fn is_auth_refused(&self) -> bool {
+        self.auth_refused.load(Ordering::Acquire)
+    }
+
+    /// Records whether the last attempt got an HTTP answer; returns the previous value.
+    pub fn set_reachable(&self, reachable: bool) -> bool {
+        self.reachable.swap(reachable, Ordering::AcqRel)
+    }
+
+    /// Whether the last attempt got an HTTP answer.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+}
+
 /// What readiness is made of.
 #[derive(Debug)]
 pub struct Health {
     /// Partitions assigned now.
     pub assigned: AtomicUsize,
-    /// The send gate (credentials pause).
-    pub gate: Arc<SendGate>,
+    /// Target's side: credentials and reachability, as the send gate saw them.
+    pub target: Arc<TargetReadiness>,
     /// The Kafka consumer stopped on its own: nothing is read any more.
     pub consumer_stopped: AtomicBool,
 }
 
 impl Health {
     /// Fresh: not ready until assigned.
-    pub fn new(gate: Arc<SendGate>) -> Health {
+    pub fn new(target: Arc<TargetReadiness>) -> Health {
         Health {
             assigned: AtomicUsize::new(0),
-            gate,
+            target,
             consumer_stopped: AtomicBool::new(false),
         }
     }
@@ -44,9 +84,9 @@ impl Health {
             Some("the Kafka consumer stopped")
         } else if self.assigned.load(Ordering::Acquire) == 0 {
             Some("no partition assignment")
-        } else if self.gate.is_auth_paused() {
+        } else if self.target.is_auth_refused() {
             Some("Target refuses the credentials (401/403); sending paused")
-        } else if !self.gate.is_reachable() {
+        } else if !self.target.is_reachable() {
             Some("Target is not reachable")
         } else {
             None

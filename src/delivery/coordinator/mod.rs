@@ -11,7 +11,7 @@
 use super::existence::{Knowledge, ProfileDirectory};
 use super::freshness::{attribute_times, Freshness};
 use super::queues::ProfileQueues;
-use super::retry::RetrySchedule;
+use crate::retry::RetrySchedule;
 use super::sender::{AttemptOutcome, Sender};
 use super::spans::{EventSpan, Outcome, RequestTrace};
 use super::watermark::CommitWatermark;

@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::delivery::gate::{RateShare, SendGate};
-use crate::delivery::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::mapping::Mapping;
 use crate::ops::config::{BulkMode, KafkaSettings, TargetSettings, TimeOrder};
 use crate::target::simulator::{
@@ -93,7 +93,7 @@ async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, P
     };
     let metrics = Arc::new(Metrics::new());
     let gate = Arc::new(SendGate::new(RateShare::of_group(1e6, 1000, 0, 1), retry));
-    let health = Arc::new(Health::new(gate.clone()));
+    let health = Arc::new(Health::new(gate.readiness()));
     let sender = Sender {
         client: Arc::new(TargetClient::new(&target, 8).expect("client")),
         gate,

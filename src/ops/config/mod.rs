@@ -397,7 +397,7 @@ const PROPERTIES_ENV: &str = "kafka__properties__";
 
 impl Settings {
     /// Loads defaults, then the file (if any), then `PPS_` environment
-    /// variables; checks keys and types but not values (see [`Settings::validate`]).
+    /// variables; checks keys and types but not values (see [`Settings::value_problems`]).
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = path {
@@ -460,22 +460,9 @@ impl Settings {
     }
 
     /// Every value checked, for the `run` job: client code, addresses,
-    /// budgets, deadlines, mapping. Lists all problems at once.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = self.value_problems();
-        // librdkafka itself judges the properties (names, values, files).
-        if let Err(error) = crate::kafka::check_clients(&self.kafka) {
-            problems.push(error);
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
-        }
-    }
-
-    /// Every problem [`Settings::validate`] finds except librdkafka's own
-    /// verdict on the Kafka properties (which needs clients built).
+    /// budgets, deadlines, mapping; one line per problem, all at once.
+    /// librdkafka's own verdict on the Kafka properties needs clients built:
+    /// the Kafka side adds it (`kafka::validate` checks both).
     pub fn value_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut need = |ok: bool, problem: &str| {

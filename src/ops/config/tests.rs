@@ -133,7 +133,7 @@ fn the_client_code_is_required_and_every_problem_is_listed() {
     let mut settings = Settings::default();
     settings.rate_limit.per_second = 0.0;
     settings.delivery.max_in_flight = 0;
-    let text = problems(settings.validate());
+    let text = problems(crate::kafka::validate(&settings));
     assert!(text.contains("target.client_code: required"), "{text}");
     assert!(text.contains("rate_limit.per_second"), "{text}");
     assert!(text.contains("delivery.max_in_flight"), "{text}");
@@ -143,15 +143,15 @@ fn the_client_code_is_required_and_every_problem_is_listed() {
 fn the_drain_deadline_must_be_below_the_session_timeout() {
     let mut settings = Settings::default();
     settings.target.client_code = "acme".into();
-    assert!(settings.validate().is_ok());
+    assert!(crate::kafka::validate(&settings).is_ok());
     settings.delivery.drain_timeout_ms = 45_000;
-    assert!(problems(settings.validate())
+    assert!(problems(crate::kafka::validate(&settings))
         .contains("delivery.drain_timeout_ms: 45000 must be below the session timeout (45000 ms"));
     settings
         .kafka
         .properties
         .insert("session.timeout.ms".into(), PropertyValue::Int(60_000));
-    assert!(settings.validate().is_ok());
+    assert!(crate::kafka::validate(&settings).is_ok());
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn offset_properties_owned_by_the_service_cannot_be_overridden() {
         .kafka
         .properties
         .insert("enable.auto.commit".into(), PropertyValue::Bool(true));
-    assert!(problems(settings.validate()).contains("kafka.properties.enable.auto.commit"));
+    assert!(problems(crate::kafka::validate(&settings)).contains("kafka.properties.enable.auto.commit"));
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn file_indirections_are_read_and_secrets_are_masked() {
         PropertyValue::Text("/nonexistent/pw".into()),
     );
     settings.target.client_code = "acme".into();
-    assert!(problems(settings.validate())
+    assert!(problems(crate::kafka::validate(&settings))
         .contains("kafka.properties.sasl.password_file: cannot read /nonexistent/pw"));
 }
 
@@ -216,7 +216,7 @@ fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
     let mut settings: Settings = Settings::default();
     settings.target.client_code = "acme".into();
     settings.target.ca_file = dir.path().join("missing-ca.pem").display().to_string();
-    let shown = problems(settings.validate());
+    let shown = problems(crate::kafka::validate(&settings));
     assert!(
         shown.contains("target.ca_file: cannot read") && shown.contains("missing-ca.pem"),
         "{shown}"
@@ -225,7 +225,7 @@ fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
     let garbage = dir.path().join("garbage-ca.pem");
     std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
     settings.target.ca_file = garbage.display().to_string();
-    let shown = problems(settings.validate());
+    let shown = problems(crate::kafka::validate(&settings));
     assert!(
         shown.contains("target.ca_file:") && shown.contains("garbage-ca.pem"),
         "{shown}"
@@ -234,13 +234,13 @@ fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
     let empty = dir.path().join("empty-ca.pem");
     std::fs::write(&empty, "").unwrap();
     settings.target.ca_file = empty.display().to_string();
-    assert!(problems(settings.validate()).contains("empty-ca.pem is not a PEM bundle"));
+    assert!(problems(crate::kafka::validate(&settings)).contains("empty-ca.pem is not a PEM bundle"));
 
     let ca = crate::target::simulator::TlsIdentity::generate().unwrap();
     let good = dir.path().join("ca.pem");
     std::fs::write(&good, ca.trust_pem()).unwrap();
     settings.target.ca_file = good.display().to_string();
-    assert_eq!(settings.validate(), Ok(()));
+    assert_eq!(crate::kafka::validate(&settings), Ok(()));
     assert_eq!(settings.target.ca_certificates().unwrap().len(), 1);
 }
 
@@ -255,7 +255,7 @@ fn unreadable_certificate_files_and_unknown_sasl_mechanisms_are_named() {
     properties.insert("ssl.ca.location".into(), text("/nonexistent/ca.pem"));
     properties.insert("ssl.key.location".into(), text("/nonexistent/client.key"));
     properties.insert("sasl.mechanism".into(), text("SCRAM-SHA-1"));
-    let shown = problems(settings.validate());
+    let shown = problems(crate::kafka::validate(&settings));
     assert!(
         shown.contains("kafka.properties.ssl.ca.location: cannot read /nonexistent/ca.pem"),
         "{shown}"

@@ -11,7 +11,7 @@
 //!   lasting one: its documented causes are an unencoded `%` ("Unexpected error") or
 //!   a bad header, which [`super::BatchEncoder`] cannot produce, so a refusal of one
 //!   of our batches is more likely Adobe's trouble than ours. The caller bounds it
-//!   ([`crate::delivery::batch_sender`] gives up on a batch after a few refusals
+//!   (the delivery side's batch sender gives up on a batch after a few refusals
 //!   and dead-letters its events with Adobe's message).
 //! - An answer that does not parse is retried too: never drop events over an answer
 //!   the API does not document.

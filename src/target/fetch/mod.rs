@@ -12,7 +12,7 @@
 //!
 //! Fetches are neither single updates nor bulk calls: they spend neither the
 //! update budget nor the daily quota. Pacing them is the caller's job
-//! ([`crate::delivery::fetch_budget`]).
+//! (the delivery side's fetch budget).
 
 pub mod answer;
 
