@@ -313,7 +313,7 @@ pub struct ChildService {
 
 impl ChildService {
     pub fn start(settings: &Settings, name: &str) -> anyhow::Result<ChildService> {
-        pos_profile_sync::kafka::validate(&settings)?;
+        pos_profile_sync::kafka::validate(settings)?;
         let config =
             std::env::temp_dir().join(format!("pps-bench-{name}-{}.toml", std::process::id()));
         std::fs::write(&config, toml::to_string(settings)?)?;

@@ -30,8 +30,6 @@ struct Run {
     failed: f64,
     /// Share of all requests that failed, from the start.
     failed_from_start: f64,
-    /// The limit every 250 ms.
-    limits: Vec<usize>,
 }
 
 /// Runs the loop for `seconds` in steps of 100 µs with a budget of
@@ -64,13 +62,9 @@ fn run_with_overhead(
     let mut rng = SmallRng::seed_from_u64(15);
     let (mut sent, mut failed) = (0u64, 0u64);
     let (mut sent_from_start, mut failed_from_start) = (0u64, 0u64);
-    let mut limits = Vec::new();
     for i in 0..steps {
         let now = start + step * i as u32;
         let counting = i >= steps / 2;
-        if i % 2_500 == 0 {
-            limits.push(aimd.limit());
-        }
         while answers.front().is_some_and(|(at, _, _)| *at <= now) {
             let Some((_, request, failure)) = answers.pop_front() else {
                 break;
@@ -117,7 +111,6 @@ fn run_with_overhead(
         rate: sent as f64 / counted,
         failed: failed as f64 / sent.max(1) as f64,
         failed_from_start: failed_from_start as f64 / sent_from_start.max(1) as f64,
-        limits,
     }
 }
 
