@@ -10,7 +10,6 @@ use crate::delivery::coordinator::{
 };
 use crate::delivery::fetch_budget::{FetchBudget, ProfileFetcher};
 use crate::delivery::gate::{RateShare, SendGate};
-use crate::retry::RetryPolicy;
 use crate::delivery::sender::Sender;
 use crate::delivery::verify::{self, Verifier};
 use crate::kafka::consumer::ConsumerThread;
@@ -19,6 +18,7 @@ use crate::mapping::Mapping;
 use crate::ops::config::{BulkMode, ExistencePolicy, Settings};
 use crate::ops::health::{self, Health};
 use crate::ops::metrics::Metrics;
+use crate::retry::RetryPolicy;
 use crate::target::bulk::{BatchLimits, BulkClient};
 use crate::target::fetch::FetchClient;
 use crate::target::TargetClient;

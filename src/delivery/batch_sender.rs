@@ -18,8 +18,8 @@
 use super::gate::SendGate;
 pub use super::resubmissions::MAX_RESUBMISSIONS;
 use super::resubmissions::{BatchKey, Resubmissions};
-use crate::retry::RetryPolicy;
 use crate::ops::metrics::Metrics;
+use crate::retry::RetryPolicy;
 use crate::target::bulk::{BatchState, BulkClient, BulkError, RetryCause};
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};

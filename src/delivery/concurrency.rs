@@ -25,8 +25,10 @@
 //!   cycle's mean round trip rose above the past mean by more than 2.5 mean
 //!   deviations (and at least 50%);
 //! - it shrinks **below the level where failures grow** (at most to half the
-//!   levels used) when the requests sent with that many requests in flight
-//!   or more failed significantly more often than those sent with fewer; when
+//!   levels used) when the requests that met that many requests in flight
+//!   or more failed significantly more often than those that met fewer (a
+//!   request is filed under the most requests in flight at once while it
+//!   was, not the number when it was sent: later ones may overtake it); when
 //!   the levels used fail more but too little is known of lower ones, it
 //!   drops to half of them for a moment to learn (at most once a second). After
 //!   either it stays put for 100 ms, and such decreases come at most that
@@ -51,6 +53,7 @@
 
 use super::failure_shares::{FailureShares, Trend};
 use prometheus_client::metrics::gauge::Gauge;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -94,12 +97,55 @@ pub enum Signal {
     Neutral,
 }
 
-/// A request sent: the cycle it was sent in and the requests in flight then
-/// (itself included), to give back with its answer.
+/// A request sent: the cycle it was sent in, its place in the order of
+/// sending and the requests in flight then (itself included), to give back
+/// with its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
     cycle: u64,
+    seq: u64,
     level: usize,
+}
+
+/// The most requests in flight at once since any request still in flight was
+/// sent, so an answer is filed under the busiest moment of its life.
+///
+/// A request sent with one other in flight can still meet three more at
+/// Target: requests sent just after it overtake it on other connections, or
+/// the answers of earlier ones are read late. Target only ever has fewer of
+/// the pod's requests than the pod has in flight, so the peak during a
+/// request's life bounds what it met there; the level at sending does not,
+/// and filing failures under it made a Target overloaded past two requests
+/// look as if it failed requests sent alone (seen in the overload bench at
+/// 5 ms). Kept as a stack of (order of sending, level) with levels falling
+/// from bottom to top: the peak since request `n` is the level of the first
+/// entry at or after `n`. It holds at most one entry per level.
+#[derive(Debug, Clone, Default)]
+struct Peaks {
+    next_seq: u64,
+    stack: VecDeque<(u64, usize)>,
+}
+
+impl Peaks {
+    /// A request is sent with `level` in flight; returns its order of sending.
+    fn started(&mut self, level: usize) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        while self.stack.back().is_some_and(|&(_, top)| top <= level) {
+            self.stack.pop_back();
+        }
+        self.stack.push_back((seq, level));
+        seq
+    }
+
+    /// The most in flight at once since request `seq` was sent (at least `level`,
+    /// the level it was sent at).
+    fn since(&self, seq: u64, level: usize) -> usize {
+        let first = self.stack.partition_point(|&(at, _)| at < seq);
+        self.stack
+            .get(first)
+            .map_or(level, |&(_, peak)| peak.max(level))
+    }
 }
 
 /// An exponentially weighted mean and mean absolute deviation.
@@ -170,6 +216,8 @@ pub struct Aimd {
     last_decrease: Option<u64>,
     /// Failure shares by requests in flight.
     shares: FailureShares,
+    /// The busiest moment since each request in flight was sent.
+    peaks: Peaks,
     /// When failures growing with the load last shrank the limit: the next
     /// such decrease waits [`SHARE_DECREASE_SPACING`], so that one unlucky
     /// tally costs one decrease.
@@ -190,6 +238,7 @@ impl Aimd {
             cycle: Cycle::new(0, now, false),
             last_decrease: None,
             shares: FailureShares::new(max.max(1)),
+            peaks: Peaks::default(),
             last_share_decrease: None,
             last_probe: None,
         }
@@ -214,6 +263,7 @@ impl Aimd {
         self.cycle.top_level = self.cycle.top_level.max(self.in_flight);
         Sent {
             cycle: self.cycle.id,
+            seq: self.peaks.started(self.in_flight),
             level: self.in_flight,
         }
     }
@@ -233,18 +283,19 @@ impl Aimd {
         signal: Signal,
     ) -> Option<usize> {
         self.in_flight = self.in_flight.saturating_sub(1);
+        let level = self.peaks.since(sent.seq, sent.level);
         match signal {
             Signal::Answered => {
                 self.cycle.rtt_sum += rtt.as_secs_f64();
                 self.cycle.rtt_count += 1;
-                self.shares.record(sent.level, false, now);
+                self.shares.record(level, false, now);
             }
             Signal::Overload => {
                 if self.last_decrease.is_none_or(|cycle| sent.cycle > cycle) {
                     self.cycle.overload = true;
                 }
             }
-            Signal::Failed => self.shares.record(sent.level, true, now),
+            Signal::Failed => self.shares.record(level, true, now),
             Signal::Neutral => {}
         }
         let cycle_length = match self.past_rtt {
@@ -460,6 +511,61 @@ mod tests {
         }
         assert_eq!(aimd.limit(), limit);
         aimd
+    }
+
+    #[test]
+    fn the_peak_since_a_request_is_the_most_in_flight_at_once_after_it_was_sent() {
+        let mut peaks = Peaks::default();
+        // Levels at sending: 1 2 3 2 1 4 1.
+        let seqs: Vec<u64> = [1, 2, 3, 2, 1, 4, 1]
+            .into_iter()
+            .map(|level| peaks.started(level))
+            .collect();
+        let since: Vec<usize> = seqs
+            .iter()
+            .zip([1, 2, 3, 2, 1, 4, 1])
+            .map(|(&seq, level)| peaks.since(seq, level))
+            .collect();
+        assert_eq!(since, [4, 4, 4, 4, 4, 4, 1]);
+        assert!(peaks.stack.len() <= 2, "one entry per level at most");
+        let mut quiet = Peaks::default();
+        let first = quiet.started(1);
+        let second = quiet.started(2);
+        let _third = quiet.started(1);
+        assert_eq!((quiet.since(first, 1), quiet.since(second, 2)), (2, 2));
+    }
+
+    #[test]
+    fn a_failure_is_filed_under_the_most_requests_its_life_met_not_its_level_at_sending() {
+        // Target sheds two of every three requests that meet three in flight,
+        // and none below. Each round, three go out close together and the
+        // last one sent overtakes the others and passes; then two go out and
+        // pass. Filed under the level at sending, levels 1 and 2 would carry
+        // every failure and level 3 none: no sign of load at all.
+        let mut now = Instant::now();
+        let mut aimd = grown_to(4, 8, &mut now);
+        for _ in 0..60 {
+            let sent: Vec<Sent> = (0..3).map(|_| aimd.started()).collect();
+            now += RTT;
+            aimd.answered(now, sent[2], RTT, Signal::Answered);
+            aimd.answered(now, sent[0], RTT, Signal::Failed);
+            aimd.answered(now, sent[1], RTT, Signal::Failed);
+            let pair: Vec<Sent> = (0..2).map(|_| aimd.started()).collect();
+            now += RTT;
+            for sent in pair {
+                aimd.answered(now, sent, RTT, Signal::Answered);
+            }
+        }
+        assert_eq!(
+            aimd.shares.trend(3..=3, now),
+            Trend::Grows,
+            "requests that met three in flight fail more than those that met fewer"
+        );
+        assert!(
+            aimd.limit() < 3,
+            "the limit left the failing level: {}",
+            aimd.limit()
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@
 
 use super::concurrency::{AdaptiveConcurrency, Signal};
 use super::gate::SendGate;
-use crate::retry::RetryPolicy;
 use super::spans::RequestTrace;
 use crate::mapping::ProfileUpdate;
 use crate::ops::metrics::Metrics;
+use crate::retry::RetryPolicy;
 use crate::target::{TargetClient, Verdict};
 use std::sync::Arc;
 use std::time::Duration;

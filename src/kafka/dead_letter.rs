@@ -5,9 +5,9 @@
 //! dead-letter topic stops progress instead of skipping events.
 
 use super::TopicPartition;
-use crate::retry::RetryPolicy;
 use crate::ops::config::KafkaSettings;
 use crate::ops::metrics::Metrics;
+use crate::retry::RetryPolicy;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;

@@ -13,10 +13,10 @@ use pos_profile_sync::delivery::batch_sender::{
 };
 use pos_profile_sync::delivery::gate::{RateShare, SendGate};
 use pos_profile_sync::delivery::resubmissions::Resubmissions;
-use pos_profile_sync::retry::RetryPolicy;
 use pos_profile_sync::event::Identity;
 use pos_profile_sync::ops::config::TargetSettings;
 use pos_profile_sync::ops::metrics::Metrics;
+use pos_profile_sync::retry::RetryPolicy;
 use pos_profile_sync::target::bulk::{BatchEncoder, BatchKind, BulkClient};
 use pos_profile_sync::target::simulator::{BulkFaults, SimulatorHandle};
 use std::sync::Arc;

@@ -11,7 +11,6 @@
 use super::existence::{Knowledge, ProfileDirectory};
 use super::freshness::{attribute_times, Freshness};
 use super::queues::ProfileQueues;
-use crate::retry::RetrySchedule;
 use super::sender::{AttemptOutcome, Sender};
 use super::spans::{EventSpan, Outcome, RequestTrace};
 use super::watermark::CommitWatermark;
@@ -23,6 +22,7 @@ use crate::mapping::{merge_updates, Decision, ProfileUpdate};
 use crate::ops::config::{ExistencePolicy, TimeOrder};
 use crate::ops::health::Health;
 use crate::ops::metrics::{Metrics, PartitionLabels};
+use crate::retry::RetrySchedule;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer};

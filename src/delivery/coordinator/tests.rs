@@ -7,9 +7,9 @@
 
 use super::*;
 use crate::delivery::gate::{RateShare, SendGate};
-use crate::retry::RetryPolicy;
 use crate::mapping::Mapping;
 use crate::ops::config::{BulkMode, KafkaSettings, TargetSettings, TimeOrder};
+use crate::retry::RetryPolicy;
 use crate::target::simulator::{
     Existence, Failure, Faults, Simulator, SimulatorConfig, SimulatorHandle,
 };

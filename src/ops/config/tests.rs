@@ -162,7 +162,9 @@ fn offset_properties_owned_by_the_service_cannot_be_overridden() {
         .kafka
         .properties
         .insert("enable.auto.commit".into(), PropertyValue::Bool(true));
-    assert!(problems(crate::kafka::validate(&settings)).contains("kafka.properties.enable.auto.commit"));
+    assert!(
+        problems(crate::kafka::validate(&settings)).contains("kafka.properties.enable.auto.commit")
+    );
 }
 
 #[test]
@@ -234,7 +236,9 @@ fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
     let empty = dir.path().join("empty-ca.pem");
     std::fs::write(&empty, "").unwrap();
     settings.target.ca_file = empty.display().to_string();
-    assert!(problems(crate::kafka::validate(&settings)).contains("empty-ca.pem is not a PEM bundle"));
+    assert!(
+        problems(crate::kafka::validate(&settings)).contains("empty-ca.pem is not a PEM bundle")
+    );
 
     let ca = crate::target::simulator::TlsIdentity::generate().unwrap();
     let good = dir.path().join("ca.pem");
