@@ -28,7 +28,8 @@
 //!   levels used) when the requests that met that many requests in flight
 //!   or more failed significantly more often than those that met fewer (a
 //!   request is filed under the most requests in flight at once while it
-//!   was, not the number when it was sent: later ones may overtake it); when
+//!   was out, not the number when it was sent: later ones may overtake it);
+//!   when
 //!   the levels used fail more but too little is known of lower ones, it
 //!   drops to half of them for a moment to learn (at most once a second). After
 //!   either it stays put for 100 ms, and such decreases come at most that
