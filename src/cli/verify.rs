@@ -253,11 +253,7 @@ fn load(config: &ConfigArg) -> Result<Settings, ConfigError> {
                 .any(|prefix| problem.starts_with(prefix))
         })
         .collect();
-    if problems.is_empty() {
-        Ok(settings)
-    } else {
-        Err(ConfigError { problems })
-    }
+    ConfigError::from_problems(problems).map(|()| settings)
 }
 
 async fn run(settings: &Settings, profiles: &[ExpectedProfile]) -> anyhow::Result<Tally> {

@@ -182,11 +182,7 @@ pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
     if let Err(error) = check_clients(&settings.kafka) {
         problems.push(error);
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { problems })
-    }
+    ConfigError::from_problems(problems)
 }
 
 /// Builds, without using them, the consumer and producer the service would

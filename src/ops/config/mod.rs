@@ -385,6 +385,15 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// `Ok` when there is no problem, else every problem at once.
+    pub fn from_problems(problems: Vec<String>) -> Result<(), ConfigError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
     fn one(problem: String) -> Self {
         ConfigError {
             problems: vec![problem],
