@@ -47,7 +47,10 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
             .profiles
             .entry(key.clone())
             .or_insert_with(|| ProfileState {
-                pending: VecDeque::new(),
+                // Room for one: most profiles of a backlog wait with a single
+                // update, and the default first growth (to four) would make
+                // each buffered event cost three empty slots.
+                pending: VecDeque::with_capacity(1),
                 in_flight: false,
             });
         state.pending.push_back((arrival, item));
@@ -159,7 +162,10 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         self.profiles
             .entry(key)
             .or_insert_with(|| ProfileState {
-                pending: VecDeque::new(),
+                // Room for one: most profiles of a backlog wait with a single
+                // update, and the default first growth (to four) would make
+                // each buffered event cost three empty slots.
+                pending: VecDeque::with_capacity(1),
                 in_flight: false,
             })
             .in_flight = true;
@@ -170,6 +176,17 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_profile_waiting_with_one_item_holds_room_for_one() {
+        // A backlog is mostly profiles with one buffered event each: spare
+        // slots there are the pod's memory, paid per event.
+        let mut q = ProfileQueues::default();
+        q.push("a", [0u8; 128]);
+        assert_eq!(q.profiles[&"a"].pending.capacity(), 1);
+        q.push("a", [1u8; 128]);
+        assert_eq!(q.profiles[&"a"].pending.len(), 2);
+    }
 
     #[test]
     fn one_profile_sends_one_at_a_time_in_order_while_others_run() {

@@ -117,6 +117,9 @@ impl Mapping {
             }
         }
         attributes.extend(self.constants.iter().cloned());
+        // An update may wait in the buffer a long time: keep no empty room
+        // for the attributes this event did not have.
+        attributes.shrink_to_fit();
         Some(ProfileUpdate {
             identity,
             attributes,
