@@ -622,7 +622,7 @@ fn http_client(pool: usize) -> reqwest::Result<reqwest::Client> {
 }
 
 async fn send(client: &reqwest::Client, request: &UpdateRequest) -> bool {
-    let mut builder = client.post(&request.url);
+    let mut builder = client.post(request.url.clone());
     if let Some(body) = &request.form_body {
         builder = builder
             .header(
@@ -1098,6 +1098,15 @@ impl Report {
                     rate(needed, p.delivery) / baseline,
                     rate(needed * 0.8, p.middle) / middle
                 ),
+            );
+            let service = (p.cpu.total_s - p.cpu.part("simulator") - p.cpu.part("mock brokers"))
+                / p.events.max(1) as f64;
+            let client =
+                (result.cpu.total_s - result.cpu.part("simulator")) / result.requests.max(1) as f64;
+            let ratio = service / client;
+            row(
+                "  service CPU per event / client CPU per request (goal <= 1.3)",
+                format!("{ratio:.2} {}", if ratio <= 1.3 { "met" } else { "MISSED" }),
             );
         }
     }

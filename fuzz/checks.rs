@@ -75,7 +75,10 @@ pub fn decide(bytes: &[u8]) {
             let endpoint = UpdateEndpoint::new("https://demo.tt.omtrdc.net", "demo")
                 .expect("a fixed endpoint");
             let request = endpoint.request(&update);
-            let url = reqwest::Url::parse(&request.url).expect("the update URL parses");
+            // What goes on the wire is the URL's text: it must parse back to
+            // the same URL.
+            let url = reqwest::Url::parse(request.url.as_str()).expect("the update URL parses");
+            assert_eq!(url, request.url, "the update URL does not round-trip");
             let identities = url
                 .query_pairs()
                 .chain(

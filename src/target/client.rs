@@ -95,7 +95,7 @@ impl TargetClient {
     /// Sends one update and classifies what came back.
     pub async fn send(&self, update: &ProfileUpdate) -> Attempt {
         let request = self.endpoint.request(update);
-        let mut builder = self.http.post(&request.url);
+        let mut builder = self.http.post(request.url);
         if let Some(body) = request.form_body {
             builder = builder
                 .header(

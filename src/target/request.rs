@@ -5,7 +5,7 @@
 
 use crate::mapping::ProfileUpdate;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use std::fmt::Write;
+use reqwest::Url;
 
 /// Everything but RFC 3986's unreserved characters is encoded; a space is `%20`.
 pub(crate) const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
@@ -20,7 +20,7 @@ pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
 /// Where update requests go, computed once from the settings.
 #[derive(Debug, Clone)]
 pub struct UpdateEndpoint {
-    url: String,
+    url: Url,
     path_len: usize,
 }
 
@@ -32,24 +32,28 @@ impl UpdateEndpoint {
             "{base}/m2/{}/profile/update",
             utf8_percent_encode(client_code, PARAMETER)
         );
-        let parsed = reqwest::Url::parse(&url).map_err(|error| format!("{url}: {error}"))?;
+        let url = Url::parse(&url).map_err(|error| format!("{url}: {error}"))?;
         Ok(UpdateEndpoint {
-            path_len: parsed.path().len(),
+            path_len: url.path().len(),
             url,
         })
     }
 
     /// The URL without a query.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
-    /// The request for one update.
+    /// The request for one update. The URL is the endpoint's, parsed once,
+    /// with the query set: the parameters are encoded already, so only they
+    /// are looked at again, not the scheme, host and path of every request.
     pub fn request(&self, update: &ProfileUpdate) -> UpdateRequest {
         let parameters = encode_parameters(update);
         if self.path_len + 1 + parameters.len() <= MAX_REQUEST_TARGET {
+            let mut url = self.url.clone();
+            url.set_query(Some(&parameters));
             UpdateRequest {
-                url: format!("{}?{parameters}", self.url),
+                url,
                 form_body: None,
             }
         } else {
@@ -65,7 +69,7 @@ impl UpdateEndpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateRequest {
     /// The full URL (with the query when there is no body).
-    pub url: String,
+    pub url: Url,
     /// `application/x-www-form-urlencoded` parameters, for long updates.
     pub form_body: Option<String>,
 }
@@ -86,8 +90,9 @@ pub fn encode_parameters(update: &ProfileUpdate) -> String {
 }
 
 fn push_encoded(out: &mut String, text: &str) {
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{}", utf8_percent_encode(text, PARAMETER));
+    // The encoder yields runs of text: appended as they come, with no
+    // formatting machinery in between.
+    out.extend(utf8_percent_encode(text, PARAMETER));
 }
 
 #[cfg(test)]
@@ -121,7 +126,7 @@ mod tests {
             ],
         ));
         assert_eq!(
-            request.url,
+            request.url.as_str(),
             "https://acme.tt.omtrdc.net/m2/acme/profile/update?mbox3rdPartyId=CRM-1\
              &profile.lastPurchaseAt=2026-11-28T10%3A15%3A00Z\
              &profile.store=Z%C3%BCrich%20S%C3%BCd%20%26%20Co%2B%3D%25"
@@ -136,7 +141,10 @@ mod tests {
             Identity::Pc("1368007744041-575948.01_00".into()),
             &[],
         ));
-        assert!(request.url.ends_with("?mboxPC=1368007744041-575948.01_00"));
+        assert!(request
+            .url
+            .as_str()
+            .ends_with("?mboxPC=1368007744041-575948.01_00"));
     }
 
     #[test]
@@ -150,7 +158,10 @@ mod tests {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         let request = endpoint.request(&update(Identity::ThirdParty("x".into()), &refs));
-        assert_eq!(request.url, "http://127.0.0.1:1/m2/acme/profile/update");
+        assert_eq!(
+            request.url.as_str(),
+            "http://127.0.0.1:1/m2/acme/profile/update"
+        );
         let body = request.form_body.unwrap();
         assert!(body.len() > MAX_REQUEST_TARGET);
         assert!(body.starts_with("mbox3rdPartyId=x&profile.a0=%E6%97%A5"));
@@ -160,13 +171,7 @@ mod tests {
         let request = endpoint.request(&update(Identity::ThirdParty(filler), &[]));
         assert_eq!(request.form_body, None);
         assert_eq!(
-            reqwest::Url::parse(&request.url).unwrap().path().len()
-                + 1
-                + reqwest::Url::parse(&request.url)
-                    .unwrap()
-                    .query()
-                    .unwrap()
-                    .len(),
+            request.url.path().len() + 1 + request.url.query().unwrap().len(),
             MAX_REQUEST_TARGET
         );
     }
