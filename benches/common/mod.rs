@@ -106,7 +106,12 @@ impl Kafka {
         }
     }
 
-    fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    /// Whether this is librdkafka's mock cluster.
+    pub fn is_mock(&self) -> bool {
+        matches!(self.broker, Broker::Mock(_))
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         match &self.broker {
             Broker::Mock(cluster) => cluster.create_topic(topic, partitions, BROKERS)?,
             Broker::Tansu(tansu) => tansu.create_topic(topic, partitions),
