@@ -19,17 +19,27 @@ impl Timestamp {
         let seconds = self.0.unix_timestamp();
         let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
         let of_day = seconds.rem_euclid(86_400);
-        let year = if (0..=9999).contains(&year) {
-            format!("{year:04}")
-        } else {
-            format!("{year:+05}")
-        };
-        format!(
-            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-            of_day / 3600,
-            of_day / 60 % 60,
-            of_day % 60
-        )
+        let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+        if !(0..=9999).contains(&year) {
+            return format!("{year:+05}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+        }
+        // The usual case, written digit by digit: this runs for every event.
+        let mut out = String::with_capacity(20);
+        for (value, width, after) in [
+            (year, 4, '-'),
+            (i64::from(month), 2, '-'),
+            (i64::from(day), 2, 'T'),
+            (hour, 2, ':'),
+            (minute, 2, ':'),
+            (second, 2, 'Z'),
+        ] {
+            for place in (0..width).rev() {
+                let digit = (value / 10_i64.pow(place) % 10) as u8;
+                out.push(char::from(b'0' + digit));
+            }
+            out.push(after);
+        }
+        out
     }
 
     /// Seconds since the Unix epoch (with the fraction), for ages and metrics.
