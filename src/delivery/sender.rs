@@ -9,9 +9,9 @@
 use super::concurrency::{AdaptiveConcurrency, Signal};
 use super::gate::SendGate;
 use super::spans::RequestTrace;
-use crate::mapping::ProfileUpdate;
 use crate::ops::metrics::Metrics;
 use crate::retry::RetryPolicy;
+use crate::target::request::UpdateRequest;
 use crate::target::{TargetClient, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,7 @@ impl Sender {
     /// by `trace`.
     pub async fn attempt(
         &self,
-        update: &ProfileUpdate,
+        request: UpdateRequest,
         cancel: &CancellationToken,
         trace: &RequestTrace,
         attempt: u32,
@@ -83,7 +83,7 @@ impl Sender {
         let answer = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
-            answer = self.client.send(update) => Some(answer),
+            answer = self.client.send_request(request) => Some(answer),
         };
         self.metrics.target_in_flight.dec();
         let Some(answer) = answer else {

@@ -368,11 +368,7 @@ impl PollLoop {
                             None
                         },
                     };
-                    if self
-                        .events
-                        .blocking_send(ConsumerEvent::Record(record))
-                        .is_err()
-                    {
+                    if self.hand_over(ConsumerEvent::Record(record)).is_err() {
                         break;
                     }
                 }
@@ -383,6 +379,19 @@ impl PollLoop {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&self.consumer) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Hands an event to the coordinator, waiting while the channel is
+    /// full; `Err` when the coordinator is gone. Trying first spares the
+    /// blocking path's set-up when there is room, as there nearly always is.
+    fn hand_over(&self, event: ConsumerEvent) -> Result<(), ()> {
+        match self.events.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                self.events.blocking_send(event).map_err(|_| ())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
         }
     }
 

@@ -3,7 +3,7 @@
 //! response turned into a [`Verdict`] by [`classify`].
 
 use super::classify::{classify, AttemptResult, Verdict};
-use super::request::UpdateEndpoint;
+use super::request::{UpdateEndpoint, UpdateRequest};
 use super::token::TokenSource;
 use crate::mapping::ProfileUpdate;
 use crate::ops::config::TargetSettings;
@@ -94,7 +94,17 @@ impl TargetClient {
 
     /// Sends one update and classifies what came back.
     pub async fn send(&self, update: &ProfileUpdate) -> Attempt {
-        let request = self.endpoint.request(update);
+        self.send_request(self.request(update)).await
+    }
+
+    /// The request that sends `update`.
+    pub fn request(&self, update: &ProfileUpdate) -> UpdateRequest {
+        self.endpoint.request(update)
+    }
+
+    /// Sends a request made by [`TargetClient::request`] and classifies
+    /// what came back.
+    pub async fn send_request(&self, request: UpdateRequest) -> Attempt {
         let mut builder = self.http.post(request.url);
         if let Some(body) = request.form_body {
             builder = builder

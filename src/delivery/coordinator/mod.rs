@@ -27,6 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::collections::HashMap;
@@ -40,6 +41,11 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the pause state is told to librdkafka again (see `reconcile_pauses`).
 const RECONCILE_PAUSES_EVERY: Duration = Duration::from_secs(5);
+
+/// Events from the consumer thread taken in one turn of the loop at most,
+/// so that finished requests and commits are not kept waiting behind a
+/// long backlog of records.
+const EVENTS_AT_ONCE: usize = 256;
 
 /// The consumer stopped while the service was running: nothing is read any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -418,7 +424,10 @@ impl Coordinator {
                 }
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task(done),
                 event = self.events.recv() => match event {
-                    Some(event) => self.on_event(event),
+                    Some(event) => {
+                        self.on_event(event);
+                        self.take_waiting_events();
+                    }
                     None => {
                         tracing::error!("The Kafka consumer stopped; draining and exiting.");
                         self.health.consumer_stopped.store(true, Ordering::Release);
@@ -442,6 +451,20 @@ impl Coordinator {
         }
         self.drain().await;
         result
+    }
+
+    /// Takes what else the consumer thread has handed over already, up to
+    /// [`EVENTS_AT_ONCE`], before the loop dispatches and waits again: in
+    /// the same order, with one turn of the loop per handful of records
+    /// instead of per record.
+    fn take_waiting_events(&mut self) {
+        for _ in 1..EVENTS_AT_ONCE {
+            match self.events.try_recv() {
+                Ok(event) => self.on_event(event),
+                // Empty, or closed: the next `recv` says so.
+                Err(_) => break,
+            }
+        }
     }
 
     /// Watches the consumer thread: when `stopped` is cancelled while the
@@ -565,7 +588,13 @@ impl Coordinator {
     /// Starts one attempt of a profile's update; its events were counted in
     /// flight when they left the queue.
     fn start_update(&mut self, profile: Identity, items: Vec<Pending>, mut retry: RetryState) {
-        let (Some(update), Some(first)) = (self.current_update(&items), items.first()) else {
+        // The request is built here, from the events' own update: the task
+        // takes only the request, not a copy of the update.
+        let (Some(request), Some(first)) = (
+            self.current_update(&items)
+                .map(|update| self.sender.client.request(&update)),
+            items.first(),
+        ) else {
             // Nothing to send (no events, or every attribute superseded).
             self.superseded(profile, items);
             return;
@@ -577,7 +606,7 @@ impl Coordinator {
         let sender = self.sender.clone();
         let trace = RequestTrace::of(items.iter().map(|i| &i.span));
         let handle = self.tasks.spawn(async move {
-            TaskDone::Update(sender.attempt(&update, &cancel, &trace, attempt).await)
+            TaskDone::Update(sender.attempt(request, &cancel, &trace, attempt).await)
         });
         self.running.insert(
             handle.id(),
@@ -622,13 +651,15 @@ impl Coordinator {
     /// The update a profile's events make now: merged, and with
     /// `delivery.time_order = "occurred_at"` less the attributes a newer event
     /// of the profile already delivered; `None` when nothing is left to send.
-    fn current_update(&self, items: &[Pending]) -> Option<ProfileUpdate> {
+    fn current_update<'a>(&self, items: &'a [Pending]) -> Option<Cow<'a, ProfileUpdate>> {
         let update = merged_update(items)?;
         if self.settings.time_order == TimeOrder::Arrival {
             return Some(update);
         }
         let times = attribute_times(items.iter().map(|i| &i.update));
-        self.freshness.current(update, &times)
+        self.freshness
+            .current(update.into_owned(), &times)
+            .map(Cow::Owned)
     }
 
     /// Target accepted the update of these events: their attributes are the
@@ -658,14 +689,15 @@ impl Coordinator {
 /// One update for a profile's events: the single one as is, several merged
 /// (latest `(occurred_at, offset)` per attribute). `None` only for no
 /// events at all, which the queues never hand out.
-fn merged_update(items: &[Pending]) -> Option<ProfileUpdate> {
+fn merged_update(items: &[Pending]) -> Option<Cow<'_, ProfileUpdate>> {
     let (first, rest) = items.split_first()?;
     Some(match rest {
-        [] => first.update.clone(),
-        _ => merge_updates(
+        // One event (the usual case): its own update, not a copy.
+        [] => Cow::Borrowed(&first.update),
+        _ => Cow::Owned(merge_updates(
             (&first.update, first.event.offset),
             rest.iter().map(|i| (&i.update, i.event.offset)),
-        ),
+        )),
     })
 }
 
