@@ -32,6 +32,10 @@
 //! `PPS_BENCH_MAX_ROWS` [service default 500000], `PPS_BENCH_PHASES` [bulk,single],
 //! `PPS_BENCH_TIMEOUT_S` [600]; `RUST_LOG` [warn].
 
+/// The allocator the binary ships with (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[path = "common/mod.rs"]
 mod common;
 

@@ -40,6 +40,10 @@
 //! `PPS_BENCH_TIMEOUT_S` [180, per phase], `PPS_BENCH_THREADS` [0; 1 lists CPU by
 //! thread name]; `RUST_LOG` [warn] for the service's own logs.
 
+/// The allocator the binary ships with (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::{bail, ensure};
 use futures::StreamExt as _;
 use pos_profile_sync::generator::{GeneratedEvent, Generator, GeneratorConfig};

@@ -28,6 +28,10 @@
 //! `RUST_LOG` [warn]. The failure phases alone:
 //! `PPS_BENCH_PHASES=failures,overload cargo bench --bench limits`.
 
+/// The allocator the binary ships with (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[path = "../common/mod.rs"]
 mod common;
 mod failures;
