@@ -3,6 +3,8 @@
 //! offset not yet finished (accepted, dead-lettered or skipped).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One seen offset: whether it is finished, and when it was consumed (for
@@ -19,18 +21,42 @@ struct Seen {
 /// Offsets arrive in increasing order (with gaps: compaction, transaction
 /// markers). The committable position is the first unfinished offset, or one
 /// past the last seen offset when everything seen is finished.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct CommitWatermark {
     /// Seen offsets from the first unfinished one on.
     window: VecDeque<Seen>,
     /// One past the highest offset seen.
     next: Option<i64>,
+    /// The pod's count of entries over all its watermarks, kept with every
+    /// change here (and on drop), so the pod's total is read without a
+    /// walk over its partitions for every record.
+    pod: Option<Arc<AtomicUsize>>,
 }
 
 impl CommitWatermark {
     /// An empty watermark: nothing to commit yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty watermark whose entries are also counted in `pod`.
+    pub fn counted(pod: Arc<AtomicUsize>) -> Self {
+        CommitWatermark {
+            window: VecDeque::new(),
+            next: None,
+            pod: Some(pod),
+        }
+    }
+
+    fn count(&self, added: usize, removed: usize) {
+        if let Some(pod) = &self.pod {
+            if added > 0 {
+                pod.fetch_add(added, Ordering::Relaxed);
+            }
+            if removed > 0 {
+                pod.fetch_sub(removed, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Records a consumed offset as unfinished. Returns `false` (and changes
@@ -53,6 +79,7 @@ impl CommitWatermark {
             finished: false,
             consumed_at,
         });
+        self.count(1, 0);
         self.next = Some(offset + 1);
         true
     }
@@ -71,9 +98,11 @@ impl CommitWatermark {
             return false;
         }
         entry.finished = true;
+        let before = self.window.len();
         while self.window.front().is_some_and(|seen| seen.finished) {
             self.window.pop_front();
         }
+        self.count(0, before - self.window.len());
         true
     }
 
@@ -101,6 +130,12 @@ impl CommitWatermark {
     /// Whether every offset seen is finished.
     pub fn is_idle(&self) -> bool {
         self.window.is_empty()
+    }
+}
+
+impl Drop for CommitWatermark {
+    fn drop(&mut self) {
+        self.count(0, self.window.len());
     }
 }
 
@@ -198,6 +233,28 @@ mod tests {
             }
             prop_assert_eq!(w.committable(), Some(offsets[offsets.len() - 1] + 1));
             prop_assert!(w.is_idle());
+        }
+
+        #[test]
+        fn the_pod_count_is_the_sum_of_its_watermarks_entries_through_any_changes(
+            steps in prop::collection::vec((0usize..3, 0u8..3, 0i64..40), 1..300),
+        ) {
+            let pod = Arc::new(AtomicUsize::new(0));
+            let mut marks: Vec<Option<CommitWatermark>> = (0..3).map(|_| None).collect();
+            for (which, action, offset) in steps {
+                match action {
+                    // Assigned (again): a fresh watermark replaces (drops) the old one.
+                    0 if offset % 5 == 0 => marks[which] = Some(CommitWatermark::counted(pod.clone())),
+                    // Revoked: dropped with whatever it held.
+                    0 => marks[which] = None,
+                    1 => { if let Some(w) = &mut marks[which] { w.track(offset); } }
+                    _ => { if let Some(w) = &mut marks[which] { w.finish(offset); } }
+                }
+                let sum: usize = marks.iter().flatten().map(CommitWatermark::buffered).sum();
+                prop_assert_eq!(pod.load(Ordering::Relaxed), sum);
+            }
+            marks.clear();
+            prop_assert_eq!(pod.load(Ordering::Relaxed), 0);
         }
     }
 }

@@ -13,7 +13,7 @@ impl Coordinator {
                     self.next_epoch += 1;
                     let state = PartitionState {
                         epoch: self.next_epoch,
-                        watermark: CommitWatermark::new(),
+                        watermark: CommitWatermark::counted(self.buffered_total.clone()),
                         in_flight: 0,
                         paused: false,
                         revoking: false,
@@ -161,6 +161,7 @@ impl Coordinator {
             return;
         }
         state.paused = true;
+        self.maybe_paused = true;
         tracing::info!(partition = %tp, buffered = state.watermark.buffered(), "Partition paused: too much work buffered.");
         let mut list = TopicPartitionList::new();
         let _ = list.add_partition(&tp.topic, tp.partition);
@@ -198,11 +199,9 @@ impl Coordinator {
         }
     }
 
-    /// Records held by the pod: read and not finished, over all partitions.
+    /// Records held by the pod: read and not finished, over all partitions
+    /// (kept by the partitions' watermarks as they change).
     pub(super) fn buffered(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|state| state.watermark.buffered())
-            .sum()
+        self.buffered_total.load(Ordering::Relaxed)
     }
 }

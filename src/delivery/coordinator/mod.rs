@@ -325,6 +325,12 @@ pub struct Coordinator {
     /// Open batches were closed because the pod's buffer filled; not again
     /// until partitions resume.
     sealed_when_full: bool,
+    /// Records held over all partitions, kept by their watermarks.
+    buffered_total: Arc<std::sync::atomic::AtomicUsize>,
+    /// Some partition may be paused: false only once a look over every
+    /// partition found none, so the check made for every finished event
+    /// needs no such look while nothing is paused.
+    maybe_paused: bool,
 }
 
 /// What a commit attempted and whether the broker took it.
@@ -394,6 +400,8 @@ impl Coordinator {
             batches,
             router,
             sealed_when_full: false,
+            buffered_total: Arc::default(),
+            maybe_paused: false,
         }
     }
 

@@ -222,9 +222,12 @@ impl Coordinator {
     /// Resumes paused partitions once both their own buffer and the pod's
     /// are down to half their limits (so fetching does not flap).
     pub(super) fn resume_if_room(&mut self) {
-        if !self.partitions.values().any(|p| p.paused && !p.revoking)
-            || self.buffered() > self.settings.max_buffered / 2
-        {
+        // Cheap checks first: this runs for every finished event.
+        if !self.maybe_paused || self.buffered() > self.settings.max_buffered / 2 {
+            return;
+        }
+        self.maybe_paused = self.partitions.values().any(|p| p.paused);
+        if !self.partitions.values().any(|p| p.paused && !p.revoking) {
             return;
         }
         let limit = self.settings.max_buffered_per_partition;
@@ -235,6 +238,7 @@ impl Coordinator {
                 let _ = list.add_partition(&tp.topic, tp.partition);
             }
         }
+        self.maybe_paused = self.partitions.values().any(|p| p.paused);
         if list.count() == 0 {
             return;
         }
