@@ -226,8 +226,8 @@ impl Coordinator {
         if !self.maybe_paused || self.buffered() > self.settings.max_buffered / 2 {
             return;
         }
-        self.maybe_paused = self.partitions.values().any(|p| p.paused);
         if !self.partitions.values().any(|p| p.paused && !p.revoking) {
+            self.maybe_paused = self.partitions.values().any(|p| p.paused);
             return;
         }
         let limit = self.settings.max_buffered_per_partition;
