@@ -853,6 +853,12 @@ impl CpuUse {
     fn part(&self, name: &str) -> f64 {
         self.parts.get(name).copied().unwrap_or_default()
     }
+
+    /// The service's (or the bare client's) own CPU: everything but the
+    /// simulator and the mock brokers.
+    fn own_s(&self) -> f64 {
+        self.total_s - self.part("simulator") - self.part("mock brokers")
+    }
 }
 
 /// Microseconds per item.
@@ -1025,7 +1031,7 @@ impl Report {
         }
         row(
             "    service (total - simulator - mock brokers)",
-            per_event(cpu.total_s - cpu.part("simulator") - cpu.part("mock brokers")),
+            per_event(cpu.own_s()),
         );
         if options.threads {
             for (name, used) in cpu.threads.iter().filter(|(_, s)| **s > 0.0) {
@@ -1086,7 +1092,7 @@ impl Report {
         row("    simulator", per_request(result.cpu.part("simulator")));
         row(
             "    client (total - simulator)",
-            per_request(result.cpu.total_s - result.cpu.part("simulator")),
+            per_request(result.cpu.own_s()),
         );
         let pipeline = [&self.pipeline, &self.floor]
             .into_iter()
@@ -1103,10 +1109,8 @@ impl Report {
                     rate(needed * 0.8, p.middle) / middle
                 ),
             );
-            let service = (p.cpu.total_s - p.cpu.part("simulator") - p.cpu.part("mock brokers"))
-                / p.events.max(1) as f64;
-            let client =
-                (result.cpu.total_s - result.cpu.part("simulator")) / result.requests.max(1) as f64;
+            let service = p.cpu.own_s() / p.events.max(1) as f64;
+            let client = result.cpu.own_s() / result.requests.max(1) as f64;
             let ratio = service / client;
             row(
                 "  service CPU per event / client CPU per request (goal <= 1.3)",

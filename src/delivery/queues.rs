@@ -27,6 +27,18 @@ struct ProfileState<T> {
     in_flight: bool,
 }
 
+impl<T> ProfileState<T> {
+    fn new() -> Self {
+        ProfileState {
+            // Room for one: most profiles of a backlog wait with a single
+            // update, and the default first growth (to four) would make
+            // each buffered event cost three empty slots.
+            pending: VecDeque::with_capacity(1),
+            in_flight: false,
+        }
+    }
+}
+
 impl<K: Clone + Eq + Hash + Ord, T> Default for ProfileQueues<K, T> {
     fn default() -> Self {
         ProfileQueues {
@@ -46,13 +58,7 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         let state = self
             .profiles
             .entry(key.clone())
-            .or_insert_with(|| ProfileState {
-                // Room for one: most profiles of a backlog wait with a single
-                // update, and the default first growth (to four) would make
-                // each buffered event cost three empty slots.
-                pending: VecDeque::with_capacity(1),
-                in_flight: false,
-            });
+            .or_insert_with(ProfileState::new);
         state.pending.push_back((arrival, item));
         self.waiting += 1;
         if !state.in_flight && state.pending.len() == 1 {
@@ -161,13 +167,7 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
     pub fn hold(&mut self, key: K) {
         self.profiles
             .entry(key)
-            .or_insert_with(|| ProfileState {
-                // Room for one: most profiles of a backlog wait with a single
-                // update, and the default first growth (to four) would make
-                // each buffered event cost three empty slots.
-                pending: VecDeque::with_capacity(1),
-                in_flight: false,
-            })
+            .or_insert_with(ProfileState::new)
             .in_flight = true;
     }
 }

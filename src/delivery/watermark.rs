@@ -48,14 +48,15 @@ impl CommitWatermark {
         }
     }
 
-    fn count(&self, added: usize, removed: usize) {
+    fn count_added(&self) {
         if let Some(pod) = &self.pod {
-            if added > 0 {
-                pod.fetch_add(added, Ordering::Relaxed);
-            }
-            if removed > 0 {
-                pod.fetch_sub(removed, Ordering::Relaxed);
-            }
+            pod.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count_removed(&self, entries: usize) {
+        if let (Some(pod), 1..) = (&self.pod, entries) {
+            pod.fetch_sub(entries, Ordering::Relaxed);
         }
     }
 
@@ -79,7 +80,7 @@ impl CommitWatermark {
             finished: false,
             consumed_at,
         });
-        self.count(1, 0);
+        self.count_added();
         self.next = Some(offset + 1);
         true
     }
@@ -102,7 +103,7 @@ impl CommitWatermark {
         while self.window.front().is_some_and(|seen| seen.finished) {
             self.window.pop_front();
         }
-        self.count(0, before - self.window.len());
+        self.count_removed(before - self.window.len());
         true
     }
 
@@ -135,7 +136,7 @@ impl CommitWatermark {
 
 impl Drop for CommitWatermark {
     fn drop(&mut self) {
-        self.count(0, self.window.len());
+        self.count_removed(self.window.len());
     }
 }
 
