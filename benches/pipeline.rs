@@ -854,10 +854,14 @@ impl CpuUse {
         self.parts.get(name).copied().unwrap_or_default()
     }
 
-    /// The service's (or the bare client's) own CPU: everything but the
-    /// simulator and the mock brokers.
-    fn own_s(&self) -> f64 {
+    /// The service's own CPU: everything but the simulator and the mock brokers.
+    fn service_s(&self) -> f64 {
         self.total_s - self.part("simulator") - self.part("mock brokers")
+    }
+
+    /// The bare client's CPU: everything but the simulator.
+    fn client_s(&self) -> f64 {
+        self.total_s - self.part("simulator")
     }
 }
 
@@ -1031,7 +1035,7 @@ impl Report {
         }
         row(
             "    service (total - simulator - mock brokers)",
-            per_event(cpu.own_s()),
+            per_event(cpu.service_s()),
         );
         if options.threads {
             for (name, used) in cpu.threads.iter().filter(|(_, s)| **s > 0.0) {
@@ -1092,7 +1096,7 @@ impl Report {
         row("    simulator", per_request(result.cpu.part("simulator")));
         row(
             "    client (total - simulator)",
-            per_request(result.cpu.own_s()),
+            per_request(result.cpu.client_s()),
         );
         let pipeline = [&self.pipeline, &self.floor]
             .into_iter()
@@ -1109,8 +1113,8 @@ impl Report {
                     rate(needed * 0.8, p.middle) / middle
                 ),
             );
-            let service = p.cpu.own_s() / p.events.max(1) as f64;
-            let client = result.cpu.own_s() / result.requests.max(1) as f64;
+            let service = p.cpu.service_s() / p.events.max(1) as f64;
+            let client = result.cpu.client_s() / result.requests.max(1) as f64;
             let ratio = service / client;
             row(
                 "  service CPU per event / client CPU per request (goal <= 1.3)",
