@@ -5,8 +5,9 @@
 //! commits) advance as early as possible and a crash repeats little work.
 //! Pure bookkeeping; the coordinator does the sending.
 
+use foldhash::{HashMap, HashMapExt as _};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::Hash;
 
 /// Work waiting per profile, and which profiles may send next.
