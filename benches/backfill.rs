@@ -43,7 +43,7 @@ use anyhow::bail;
 use common::{env_or, InProcess, Kafka};
 use pos_profile_sync::generator::{Generator, GeneratorConfig};
 use pos_profile_sync::ops::config::{BulkMode, Settings};
-use pos_profile_sync::target::simulator::{BulkFaults, Faults, SimStats};
+use pps_target_simulator::{BulkFaults, Faults, SimStats};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 

@@ -51,7 +51,7 @@ use pos_profile_sync::mapping::{Decision, Mapping, ProfileUpdate};
 use pos_profile_sync::ops::config::{ExistencePolicy, Settings};
 use pos_profile_sync::service::{self, ServiceHandle};
 use pos_profile_sync::target::request::{UpdateEndpoint, UpdateRequest};
-use pos_profile_sync::target::simulator::{
+use pps_target_simulator::{
     Existence, Faults, Latency, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

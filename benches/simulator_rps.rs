@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use pos_profile_sync::target::simulator::{Existence, Faults, Latency, Simulator, SimulatorConfig};
+use pps_target_simulator::{Existence, Faults, Latency, Simulator, SimulatorConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

@@ -13,7 +13,7 @@ mod helpers;
 
 use helpers::*;
 use pos_profile_sync::generator::GeneratorConfig;
-use pos_profile_sync::target::simulator::{Faults, Latency};
+use pps_target_simulator::{Faults, Latency};
 use std::time::Duration;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::ContainerAsync;

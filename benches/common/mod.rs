@@ -12,9 +12,7 @@ use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent};
 use pos_profile_sync::mapping::{Decision, Mapping};
 use pos_profile_sync::ops::config::{ExistencePolicy, Settings};
 use pos_profile_sync::service::{self, ServiceHandle};
-use pos_profile_sync::target::simulator::{
-    Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle,
-};
+use pps_target_simulator::{Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

@@ -29,7 +29,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use pos_profile_sync::generator::{EventKind, Generator, GeneratorConfig};
-use pos_profile_sync::target::simulator::{Failure, Faults, Latency, Overload};
+use pps_target_simulator::{Failure, Faults, Latency, Overload};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use pos_profile_sync::generator::{customer_id, EventKind, Generator, GeneratorConfig};
 use pos_profile_sync::ops::config::PropertyValue;
-use pos_profile_sync::target::simulator::Faults;
+use pps_target_simulator::Faults;
 use rdkafka::producer::Producer as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -41,7 +41,7 @@ mod rss;
 use anyhow::bail;
 use common::{env_or, InProcess, Kafka};
 use pos_profile_sync::generator::{EventKind, Generator, GeneratorConfig};
-use pos_profile_sync::target::simulator::Faults;
+use pps_target_simulator::Faults;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;

@@ -12,7 +12,7 @@
 
 use crate::common::{self, env_or, ChildService};
 use crate::Bench;
-use pos_profile_sync::target::simulator::Faults;
+use pps_target_simulator::Faults;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 

@@ -35,7 +35,7 @@ enum Command {
     /// Load and validate the configuration; print it with secrets masked.
     CheckConfig(check_config::CheckConfigArgs),
     /// Serve the Target simulator (update, read-back, fault injection).
-    SimulateTarget(crate::target::simulator::cli::SimulateTargetArgs),
+    SimulateTarget(pps_target_simulator::cli::SimulateTargetArgs),
     /// Publish generated POS events to a topic (load tests, staging, demos).
     Produce(produce::ProduceArgs),
     /// Dead-letter tools.
@@ -79,7 +79,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn simulate_target(args: crate::target::simulator::cli::SimulateTargetArgs) -> ExitCode {
+fn simulate_target(args: pps_target_simulator::cli::SimulateTargetArgs) -> ExitCode {
     crate::ops::telemetry::init(crate::ops::config::LogFormat::Text);
     let runtime = match runtime() {
         Ok(runtime) => runtime,
@@ -87,7 +87,7 @@ fn simulate_target(args: crate::target::simulator::cli::SimulateTargetArgs) -> E
     };
     let result = runtime.block_on(async {
         let stop = crate::ops::shutdown::on_signals(std::time::Duration::from_secs(10));
-        crate::target::simulator::cli::run(args, async move { stop.cancelled().await }).await
+        pps_target_simulator::cli::run(args, async move { stop.cancelled().await }).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

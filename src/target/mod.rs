@@ -1,14 +1,14 @@
 //! The Target side: requests built as the contract says, the one function that
 //! classifies responses, the client that sends them, the bulk profile update
-//! API ([`bulk`]), the profile fetch API ([`fetch`]), and the simulator that stands in for Target in tests,
-//! benchmarks and the demo.
+//! API ([`bulk`]) and the profile fetch API ([`fetch`]). The simulator that stands
+//! in for Target in tests, benchmarks and the demo is its own crate,
+//! `pps-target-simulator` (`crates/target-simulator`).
 
 pub mod bulk;
 pub mod classify;
 pub mod client;
 pub mod fetch;
 pub mod request;
-pub mod simulator;
 pub mod token;
 
 pub use classify::{classify, AttemptResult, Verdict};

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent, GeneratorConfig};
-use pos_profile_sync::target::simulator::{BulkFaults, Faults};
+use pps_target_simulator::{BulkFaults, Faults};
 use std::time::Duration;
 
 const GROUP: &str = "pos-profile-sync";

@@ -13,9 +13,7 @@ use pos_profile_sync::target::bulk::{
     BatchEncoder, BatchKind, BatchReport, BatchState, BulkClient, BulkError, EncodedBatch,
     RetryCause,
 };
-use pos_profile_sync::target::simulator::{
-    BulkFaults, Faults, Simulator, SimulatorConfig, SimulatorHandle,
-};
+use pps_target_simulator::{BulkFaults, Faults, Simulator, SimulatorConfig, SimulatorHandle};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

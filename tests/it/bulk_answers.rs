@@ -18,7 +18,7 @@ use pos_profile_sync::ops::config::TargetSettings;
 use pos_profile_sync::ops::metrics::Metrics;
 use pos_profile_sync::retry::RetryPolicy;
 use pos_profile_sync::target::bulk::{BatchEncoder, BatchKind, BulkClient};
-use pos_profile_sync::target::simulator::{BulkFaults, SimulatorHandle};
+use pps_target_simulator::{BulkFaults, SimulatorHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -7,8 +7,8 @@ use crate::helpers::*;
 use pos_profile_sync::event::{parse_rfc3339, Identity};
 use pos_profile_sync::mapping::{Attribute, ProfileUpdate};
 use pos_profile_sync::ops::config::TargetSettings;
-use pos_profile_sync::target::simulator::{Failure, Faults, RetryAfter};
 use pos_profile_sync::target::{TargetClient, Verdict};
+use pps_target_simulator::{Failure, Faults, RetryAfter};
 use std::time::Duration;
 
 fn settings(base_url: String, timeout_ms: u64, token_file: String) -> TargetSettings {

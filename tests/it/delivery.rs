@@ -5,7 +5,7 @@
 use crate::helpers::*;
 use pos_profile_sync::generator::{EventKind, GeneratorConfig};
 use pos_profile_sync::mapping::{Decision, Mapping};
-use pos_profile_sync::target::simulator::{Failure, Faults, Latency, RetryAfter};
+use pps_target_simulator::{Failure, Faults, Latency, RetryAfter};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pos_profile_sync::target::simulator::{
+use pps_target_simulator::{
     known_at_start, BulkFaults, Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle,
     TlsIdentity,
 };

@@ -5,7 +5,7 @@
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{customer_id, GeneratorConfig};
-use pos_profile_sync::target::simulator::{
+use pps_target_simulator::{
     known_at_start, BulkFaults, Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle,
 };
 use std::collections::BTreeSet;

@@ -9,7 +9,7 @@ use pos_profile_sync::generator::{
 };
 use pos_profile_sync::kafka::inspect::{Inspector, StoredRecord};
 use pos_profile_sync::mapping::{Decision, Mapping};
-use pos_profile_sync::target::simulator::{Existence, Simulator, SimulatorConfig, SimulatorHandle};
+use pps_target_simulator::{Existence, Simulator, SimulatorConfig, SimulatorHandle};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use pos_profile_sync::generator::GeneratorConfig;
-use pos_profile_sync::target::simulator::{Failure, Faults};
+use pps_target_simulator::{Failure, Faults};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

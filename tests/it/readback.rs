@@ -15,7 +15,7 @@ use pos_profile_sync::ops::config::{TargetSettings, VerifySettings};
 use pos_profile_sync::ops::metrics::Metrics;
 use pos_profile_sync::target::bulk::{BatchEncoder, BatchKind, BatchState, BulkClient};
 use pos_profile_sync::target::fetch::{FetchClient, FetchOutcome};
-use pos_profile_sync::target::simulator::{BulkFaults, SimulatorHandle};
+use pps_target_simulator::{BulkFaults, SimulatorHandle};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;

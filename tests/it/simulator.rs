@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use pos_profile_sync::target::simulator::{
+use pps_target_simulator::{
     Existence, Failure, Faults, Latency, ProfileCounts, RateLimit, RetryAfter, SimStats, Simulator,
     SimulatorConfig, SimulatorHandle,
 };

@@ -15,7 +15,7 @@
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{EventKind, GeneratorConfig};
-use pos_profile_sync::target::simulator::{Failure, Faults, Latency, SimulatorHandle};
+use pps_target_simulator::{Failure, Faults, Latency, SimulatorHandle};
 use rdkafka::mocking::MockCoordinator;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::collections::BTreeMap;

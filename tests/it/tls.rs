@@ -8,10 +8,8 @@ use pos_profile_sync::event::{parse_rfc3339, Identity};
 use pos_profile_sync::generator::GeneratorConfig;
 use pos_profile_sync::mapping::{Attribute, ProfileUpdate};
 use pos_profile_sync::ops::config::TargetSettings;
-use pos_profile_sync::target::simulator::{
-    Existence, Simulator, SimulatorConfig, SimulatorHandle, TlsIdentity,
-};
 use pos_profile_sync::target::{TargetClient, Verdict};
+use pps_target_simulator::{Existence, Simulator, SimulatorConfig, SimulatorHandle, TlsIdentity};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

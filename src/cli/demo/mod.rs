@@ -14,10 +14,10 @@ mod verify;
 use super::EXIT_USAGE;
 use crate::generator::{GeneratedEvent, Generator, GeneratorConfig};
 use crate::kafka::inspect::Inspector;
-use crate::target::simulator::{
+use anyhow::Context as _;
+use pps_target_simulator::{
     Existence, Failure, Faults, Latency, RetryAfter, Simulator, SimulatorConfig, SimulatorHandle,
 };
-use anyhow::Context as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;

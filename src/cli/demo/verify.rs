@@ -7,7 +7,7 @@ use super::readback::{fetch_all, Fetched, Wanted};
 use super::{World, CLIENT, DLQ, GROUP, TOPIC};
 use crate::generator::{customer_id, EventKind};
 use crate::mapping::{Decision, Mapping};
-use crate::target::simulator::known_at_start;
+use pps_target_simulator::known_at_start;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;

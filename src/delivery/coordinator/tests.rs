@@ -10,10 +10,10 @@ use crate::delivery::gate::{RateShare, SendGate};
 use crate::mapping::Mapping;
 use crate::ops::config::{BulkMode, KafkaSettings, TargetSettings, TimeOrder};
 use crate::retry::RetryPolicy;
-use crate::target::simulator::{
+use crate::target::TargetClient;
+use pps_target_simulator::{
     Existence, Failure, Faults, Simulator, SimulatorConfig, SimulatorHandle,
 };
-use crate::target::TargetClient;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 

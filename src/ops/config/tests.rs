@@ -240,7 +240,7 @@ fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_named() {
         problems(crate::kafka::validate(&settings)).contains("empty-ca.pem is not a PEM bundle")
     );
 
-    let ca = crate::target::simulator::TlsIdentity::generate().unwrap();
+    let ca = pps_target_simulator::TlsIdentity::generate().unwrap();
     let good = dir.path().join("ca.pem");
     std::fs::write(&good, ca.trust_pem()).unwrap();
     settings.target.ca_file = good.display().to_string();

@@ -1,7 +1,7 @@
 use super::*;
 use crate::event::parse_rfc3339;
 use crate::mapping::Attribute;
-use crate::target::simulator::bulk::decode::{decode_batch, DecodedBatch};
+use pps_target_simulator::{decode_batch, DecodedBatch};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -372,9 +372,9 @@ proptest! {
         prop_assert_eq!(
             decoded.kind,
             if pc {
-                crate::target::simulator::store::IdKind::Pc
+                pps_target_simulator::IdKind::Pc
             } else {
-                crate::target::simulator::store::IdKind::ThirdParty
+                pps_target_simulator::IdKind::ThirdParty
             }
         );
         prop_assert_eq!(rows_of(&decoded), expected);

@@ -9,7 +9,9 @@ use std::str::FromStr;
 use clap::Args;
 
 use super::faults::{BulkFaults, Failure, Faults, Latency, Overload, RateLimit, RetryAfter};
-use super::{Existence, Simulator, SimulatorConfig, TlsIdentity};
+#[cfg(feature = "tls")]
+use super::TlsIdentity;
+use super::{Existence, Simulator, SimulatorConfig, SimulatorHandle};
 
 /// Serve the Target simulator (single profile updates, bulk batches and profile read-back),
 /// faithful to Adobe by default: single updates to profiles that do not exist change
@@ -144,7 +146,16 @@ pub struct SimulateTargetArgs {
 }
 
 impl SimulateTargetArgs {
+    /// Whether any of the HTTPS flags is given.
+    pub fn wants_tls(&self) -> bool {
+        self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_self_signed
+            || self.tls_ca_out.is_some()
+    }
+
     /// The TLS identity these flags ask for, `None` for plain HTTP.
+    #[cfg(feature = "tls")]
     pub fn tls_identity(&self) -> anyhow::Result<Option<TlsIdentity>> {
         let identity = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
@@ -207,11 +218,7 @@ pub async fn run(
     args: SimulateTargetArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let config = args.config();
-    let simulator = match args.tls_identity()? {
-        Some(identity) => Simulator::start_tls(args.listen, config, &identity).await?,
-        None => Simulator::start(args.listen, config).await?,
-    };
+    let simulator = start(&args).await?;
     tracing::info!(
         listen = %simulator.addr(),
         base_url = %simulator.base_url(),
@@ -225,6 +232,28 @@ pub async fn run(
     tracing::info!("The Target simulator is stopping.");
     simulator.shutdown().await;
     Ok(())
+}
+
+/// Starts the simulator the flags describe, over HTTPS when they ask for it.
+#[cfg(feature = "tls")]
+async fn start(args: &SimulateTargetArgs) -> anyhow::Result<SimulatorHandle> {
+    let config = args.config();
+    Ok(match args.tls_identity()? {
+        Some(identity) => Simulator::start_tls(args.listen, config, &identity).await?,
+        None => Simulator::start(args.listen, config).await?,
+    })
+}
+
+/// Starts the simulator the flags describe; this build has no HTTPS.
+#[cfg(not(feature = "tls"))]
+async fn start(args: &SimulateTargetArgs) -> anyhow::Result<SimulatorHandle> {
+    anyhow::ensure!(
+        !args.wants_tls(),
+        "this build serves plain HTTP only: --tls-cert, --tls-key, --tls-self-signed and \
+         --tls-ca-out need the simulator's `tls` feature (pos-profile-sync: \
+         `cargo build --release --features simulator-tls`)"
+    );
+    Ok(Simulator::start(args.listen, args.config()).await?)
 }
 
 /// A command-line value that does not parse.
@@ -435,5 +464,39 @@ mod tests {
         let parsed: RateLimit = "100:5".parse().expect("valid");
         assert_eq!((parsed.per_second, parsed.burst), (100.0, 5));
         assert!("ten".parse::<RateLimit>().is_err());
+    }
+}
+
+#[cfg(all(test, not(feature = "tls")))]
+mod plain_build_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: SimulateTargetArgs,
+    }
+
+    fn args(flags: &[&str]) -> SimulateTargetArgs {
+        let line = ["simulate-target", "--listen", "127.0.0.1:0"];
+        Command::try_parse_from(line.iter().chain(flags))
+            .unwrap()
+            .args
+    }
+
+    #[tokio::test]
+    async fn a_build_without_tls_refuses_the_https_flags_by_name_and_serves_plain_http() {
+        for flags in [
+            &["--tls-self-signed"][..],
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+        ] {
+            let error = run(args(flags), async {}).await.unwrap_err().to_string();
+            assert!(
+                error.contains("plain HTTP only") && error.contains("--features simulator-tls"),
+                "{flags:?}: {error}"
+            );
+        }
+        run(args(&[]), async {}).await.unwrap();
     }
 }

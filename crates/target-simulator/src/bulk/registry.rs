@@ -19,9 +19,9 @@ use rand::Rng;
 
 use super::decode::{DecodedBatch, DecodedRow};
 use super::faults::BulkFaults;
-use crate::target::simulator::params::ProfileUpdate;
-use crate::target::simulator::sharded::lock;
-use crate::target::simulator::store::{IdKind, Landing, ProfileKey};
+use crate::params::ProfileUpdate;
+use crate::sharded::lock;
+use crate::store::{IdKind, Landing, ProfileKey};
 
 /// Every batch, in the order submitted.
 #[derive(Debug, Default)]

@@ -16,15 +16,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use percent_encoding::utf8_percent_encode;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt::Write;
 
 use super::decode::decode_batch;
 use super::faults::BulkFaults;
 use super::registry::{BatchView, BulkVersion, ViewState};
-use crate::target::request::PARAMETER;
-use crate::target::simulator::reply::{self, escape_xml};
-use crate::target::simulator::state::Shared;
+use crate::reply::{self, escape_xml};
+use crate::state::Shared;
+
+/// What a status URL's parameters escape: everything but RFC 3986's
+/// unreserved characters.
+const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Adobe: "The batch file must be under 50 MB".
 pub(crate) const MAX_BATCH_BYTES: usize = 50_000_000;

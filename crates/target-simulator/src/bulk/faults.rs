@@ -6,7 +6,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::target::simulator::faults::InvalidFaults;
+use crate::faults::InvalidFaults;
 
 /// Adobe's documented limit for bulk and admin calls together.
 pub const ADOBE_CALLS_PER_MINUTE: u32 = 50;

@@ -10,28 +10,31 @@
 
 use percent_encoding::percent_decode;
 
-use crate::target::simulator::store::IdKind;
+use crate::store::IdKind;
 
 /// A batch as read: the id kind, attribute names and rows in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DecodedBatch {
-    pub(crate) kind: IdKind,
+pub struct DecodedBatch {
+    /// Which namespace the id column names (its header cell).
+    pub kind: IdKind,
     /// Attribute names, bare (as in the header, after its id column).
-    pub(crate) columns: Vec<String>,
-    pub(crate) rows: Vec<DecodedRow>,
+    pub columns: Vec<String>,
+    /// The rows, in the order written.
+    pub rows: Vec<DecodedRow>,
 }
 
 /// One profile's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DecodedRow {
-    pub(crate) id: String,
+pub struct DecodedRow {
+    /// The profile id, decoded.
+    pub id: String,
     /// Values by column; a short row has fewer (the rest are empty).
-    pub(crate) values: Vec<String>,
+    pub values: Vec<String>,
 }
 
 /// Why a batch is refused (`success=false`, HTTP 200, no batch id).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum BadBatch {
+pub enum BadBatch {
     /// No `batch=` field in the form body.
     #[error("Batch is empty")]
     NoBatchField,
@@ -59,7 +62,7 @@ pub(crate) enum BadBatch {
 }
 
 /// Reads a form body `batch=<CSV>` of at most `max_rows` rows.
-pub(crate) fn decode_batch(body: &[u8], max_rows: usize) -> Result<DecodedBatch, BadBatch> {
+pub fn decode_batch(body: &[u8], max_rows: usize) -> Result<DecodedBatch, BadBatch> {
     let csv = form_field(body, b"batch").ok_or(BadBatch::NoBatchField)?;
     let csv = String::from_utf8(csv).map_err(|_| BadBatch::Undecodable)?;
     let mut lines = csv

@@ -111,7 +111,7 @@
 //! The connection-reset fault needs the plain listener: over TLS a drawn reset is a 503.
 
 mod admin;
-pub(crate) mod bulk;
+mod bulk;
 pub mod cli;
 mod existence;
 mod faults;
@@ -124,7 +124,8 @@ mod server;
 mod sharded;
 mod state;
 mod stats;
-pub(crate) mod store;
+mod store;
+#[cfg(feature = "tls")]
 mod tls;
 
 use std::collections::BTreeMap;
@@ -136,17 +137,19 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use bulk::decode::{decode_batch, BadBatch, DecodedBatch, DecodedRow};
 pub use bulk::{BulkFaults, ADOBE_CALLS_PER_MINUTE, ADOBE_STATUSES_KEPT};
 pub use cli::BadFaultArg;
 pub use existence::{known_at_start, Existence, InvalidExistence, ADOBE_PROFILE_LIFETIME};
 pub use faults::{Failure, Faults, InvalidFaults, Latency, Overload, RateLimit, RetryAfter};
 pub use state::InvalidSettings;
 pub use stats::{BulkStats, FetchStats, PerSecond, ProfileCounts, ProfileRequests, SimStats};
-pub use store::{ProfileDump, StoredProfile};
+pub use store::{IdKind, ProfileDump, StoredProfile};
+#[cfg(feature = "tls")]
 pub use tls::{TlsIdentity, TlsSetupError, GENERATED_NAMES};
 
 use state::Shared;
-use store::{IdKind, ProfileKey};
+use store::ProfileKey;
 
 /// How long [`SimulatorHandle::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -194,6 +197,7 @@ impl Simulator {
 
     /// Like [`Simulator::start`], but serves HTTPS with `identity`; clients trust
     /// [`TlsIdentity::trust_pem`]. A certificate rustls refuses is `InvalidInput`.
+    #[cfg(feature = "tls")]
     pub async fn start_tls(
         listen: SocketAddr,
         config: SimulatorConfig,

@@ -22,7 +22,7 @@ use super::sharded::{lock, Sharded};
 
 /// The two namespaces of profile ids; the same string names two different profiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum IdKind {
+pub enum IdKind {
     /// `mbox3rdPartyId`, the customer's id.
     ThirdParty,
     /// `mboxPC`, Target's visitor id (also called tnt id).
