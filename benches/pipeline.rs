@@ -38,38 +38,34 @@
 //! `PPS_BENCH_SEQUENTIAL_EVENTS` [500], `PPS_BENCH_PHASES`
 //! [pipeline,baseline,floor,floor-baseline,sequential], `PPS_BENCH_SIM_THREADS` [2],
 //! `PPS_BENCH_TIMEOUT_S` [180, per phase], `PPS_BENCH_THREADS` [0; 1 lists CPU by
-//! thread name]; `RUST_LOG` [warn] for the service's own logs.
+//! thread name]; `RUST_LOG` [warn] for the service's own logs; `PPS_TEST_BROKER=tansu`
+//! with `PPS_TANSU_BIN` puts the events in tansu instead of the mock cluster.
 
 /// The allocator the binary ships with (`src/main.rs`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod common;
+
 use anyhow::{bail, ensure};
+use common::{env_or, Kafka, CLIENT_CODE};
 use futures::StreamExt as _;
 use pos_profile_sync::generator::{GeneratedEvent, Generator, GeneratorConfig};
 use pos_profile_sync::mapping::{Decision, Mapping, ProfileUpdate};
-use pos_profile_sync::ops::config::{ExistencePolicy, Settings};
+use pos_profile_sync::ops::config::Settings;
 use pos_profile_sync::service::{self, ServiceHandle};
 use pos_profile_sync::target::request::{UpdateEndpoint, UpdateRequest};
-use pps_target_simulator::{
-    Existence, Faults, Latency, Simulator, SimulatorConfig, SimulatorHandle,
-};
+use pps_target_simulator::{Faults, Latency, SimulatorHandle};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "pos.purchases";
-const DLQ: &str = "pos.purchases.dlq";
-const CLIENT_CODE: &str = "bench";
-const BROKERS: i32 = 3;
 const BURST: u32 = 1_000_000;
 /// Linux reports `/proc` CPU times in USER_HZ, which is 100 on every architecture.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -126,19 +122,6 @@ const PHASES: [&str; 5] = [
     "sequential",
 ];
 
-fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|error| anyhow::anyhow!("{name}={text}: {error}")),
-        Err(_) => Ok(default),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -170,10 +153,10 @@ fn main() -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
-    let kafka = Kafka::start(options.partitions)?;
+    let kafka = Kafka::start()?;
+    report.broker = kafka.describe();
     // Streamed, not held: the baselines generate the same events again.
-    let workload = kafka.produce(generate(&options))?;
-    let ends = kafka.verified_end_offsets(workload.events)?;
+    let (workload, ends) = produce(&kafka, options.partitions, generate(&options))?;
     println!(
         "setup: {} events generated, produced (lz4) and verified in {:.1} s",
         workload.events,
@@ -258,104 +241,35 @@ impl Workload {
     }
 }
 
-/// The mock cluster with the source and dead-letter topics.
-struct Kafka {
-    _cluster: MockCluster<'static, DefaultProducerContext>,
-    bootstrap: String,
+/// Creates the source topic, produces the events into it (keyed as
+/// generated), waits for every ack and says what they were, with the
+/// verified end offsets.
+fn produce(
+    kafka: &Kafka,
     partitions: i32,
-}
-
-impl Kafka {
-    fn start(partitions: i32) -> anyhow::Result<Kafka> {
-        let cluster = MockCluster::new(BROKERS)?;
-        cluster.create_topic(TOPIC, partitions, BROKERS)?;
-        cluster.create_topic(DLQ, 1, BROKERS)?;
-        let bootstrap = cluster.bootstrap_servers();
-        Ok(Kafka {
-            _cluster: cluster,
-            bootstrap,
-            partitions,
-        })
+    events: impl Iterator<Item = GeneratedEvent>,
+) -> anyhow::Result<(Workload, Vec<i64>)> {
+    kafka.create_topic(TOPIC, partitions)?;
+    let producer = kafka.producer()?;
+    let (mapping, mut workload) = (Mapping::default(), Workload::default());
+    for event in events {
+        workload.count(&event, &mapping);
+        common::send(&producer, TOPIC, &event.key, &event.payload);
     }
-
-    fn config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        config
-    }
-
-    /// Produces the events (keyed as generated), waits for every ack, and says what they were.
-    fn produce(&self, events: impl Iterator<Item = GeneratedEvent>) -> anyhow::Result<Workload> {
-        let producer: ThreadedProducer<DefaultProducerContext> = self
-            .config()
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("enable.idempotence", "true")
-            .create()?;
-        let (mapping, mut workload) = (Mapping::default(), Workload::default());
-        for event in events {
-            workload.count(&event, &mapping);
-            let mut record = BaseRecord::to(TOPIC)
-                .key(&event.key[..])
-                .payload(&event.payload[..]);
-            while let Err((_, returned)) = producer.send(record) {
-                record = returned;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        producer.flush(Duration::from_secs(60))?;
-        Ok(workload)
-    }
-
-    /// End offsets, after checking that nothing was dropped or lost.
-    fn verified_end_offsets(&self, produced: usize) -> anyhow::Result<Vec<i64>> {
-        let consumer: BaseConsumer = self.config().create()?;
-        let mut ends = Vec::new();
-        for partition in 0..self.partitions {
-            let (low, high) =
-                consumer.fetch_watermarks(TOPIC, partition, Duration::from_secs(10))?;
-            ensure!(low == 0, "partition {partition} starts at {low}: the mock cluster dropped batches; use more partitions");
-            ends.push(high);
-        }
-        let total: i64 = ends.iter().sum();
-        ensure!(
-            total == produced as i64,
-            "end offsets add up to {total}, but {produced} events were produced"
-        );
-        Ok(ends)
-    }
-}
-
-/// The committed offset of every source partition for the consumer's group (-1 when none).
-fn committed(consumer: &BaseConsumer, partitions: i32) -> anyhow::Result<Vec<i64>> {
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(TOPIC, p);
-    }
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
-    Ok((0..partitions)
-        .map(
-            |p| match committed.find_partition(TOPIC, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => -1,
-            },
-        )
-        .collect())
+    producer.flush(Duration::from_secs(60))?;
+    let ends = kafka.verified_end_offsets(TOPIC, partitions, workload.events)?;
+    Ok((workload, ends))
 }
 
 async fn start_simulator(simulators: &Handle, latency_ms: u64) -> anyhow::Result<SimulatorHandle> {
-    let config = SimulatorConfig {
-        faults: Faults {
+    common::start_simulator(
+        simulators,
+        Faults {
             latency: Latency::fixed_ms(latency_ms),
             ..Faults::none()
         },
-        // Every customer's profile exists, so single updates land.
-        existence: Existence::all_known(),
-        ..SimulatorConfig::new(CLIENT_CODE)
-    };
-    Ok(simulators
-        .spawn(Simulator::start(([127, 0, 0, 1], 0).into(), config))
-        .await??)
+    )
+    .await
 }
 
 async fn stop_simulator(simulators: &Handle, simulator: SimulatorHandle) {
@@ -368,21 +282,12 @@ fn service_settings(
     simulator: &SimulatorHandle,
     group: &str,
 ) -> Settings {
-    let mut settings = Settings::default();
-    settings.kafka.brokers = kafka.bootstrap.clone();
-    settings.kafka.topics = vec![TOPIC.into()];
-    settings.kafka.group_id = group.into();
-    settings.kafka.dlq_topic = DLQ.into();
-    settings.target.client_code = CLIENT_CODE.into();
-    settings.target.base_url = simulator.base_url();
+    let mut settings = common::settings(kafka, &simulator.base_url(), TOPIC, group);
     settings.rate_limit.per_second = 1e9;
     settings.rate_limit.burst = BURST;
     settings.delivery.max_in_flight = options.in_flight;
     settings.delivery.commit_interval_ms = options.commit_interval_ms;
     settings.delivery.max_buffered_per_partition = options.max_buffered;
-    settings.server.listen = "127.0.0.1:0".into();
-    // The simulator knows every customer: the tenant `trust` is for.
-    settings.existence.policy = ExistencePolicy::Trust;
     settings
 }
 
@@ -570,7 +475,7 @@ struct CommitWatcher {
 impl CommitWatcher {
     fn start(kafka: &Kafka, group: &str, ends: &[i64]) -> anyhow::Result<CommitWatcher> {
         let consumer: BaseConsumer = kafka.config().set("group.id", group).create()?;
-        let partitions = kafka.partitions;
+        let partitions = ends.len() as i32;
         let ends = ends.to_vec();
         let (tx, done) = tokio::sync::watch::channel(None);
         let stop = CancellationToken::new();
@@ -579,7 +484,8 @@ impl CommitWatcher {
             .name("commit-watcher".into())
             .spawn(move || {
                 while !stopped.is_cancelled() {
-                    if committed(&consumer, partitions).ok().as_deref() == Some(&ends[..]) {
+                    let committed = common::committed_offsets(&consumer, TOPIC, partitions);
+                    if committed.ok().as_deref() == Some(&ends[..]) {
                         let _ = tx.send(Some(Instant::now()));
                         return;
                     }
@@ -732,7 +638,7 @@ fn sequential(
         .set("enable.auto.offset.store", "false")
         .create()?;
     let mut assignment = TopicPartitionList::new();
-    for p in 0..kafka.partitions {
+    for p in 0..options.partitions {
         assignment.add_partition_offset(TOPIC, p, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
@@ -894,6 +800,8 @@ fn proc_status_kb(field: &str) -> Option<u64> {
 
 #[derive(Default)]
 struct Report {
+    /// Which broker the events were in.
+    broker: String,
     /// The 1-minute load average at the start and the end (others share the cores).
     load_before: String,
     load_after: String,
@@ -926,8 +834,8 @@ impl Report {
             workload.payload_bytes / workload.events.max(1)
         );
         println!(
-            "kafka      librdkafka mock cluster, {BROKERS} brokers, {} partitions, lz4; end offsets verified",
-            options.partitions
+            "kafka      {}, {} partitions, lz4; end offsets verified",
+            self.broker, options.partitions
         );
         println!(
             "service    rate_limit.per_second = 1e9, burst = {BURST}, delivery.max_in_flight = {}, commit_interval_ms = {}, max_buffered_per_partition = {}, other settings default",

@@ -188,20 +188,30 @@ impl Kafka {
     /// The committed offset of every partition of `topic` for `group` (-1 when none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create()?;
-        let mut list = TopicPartitionList::new();
-        for p in 0..partitions {
-            list.add_partition(topic, p);
-        }
-        let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
-        Ok((0..partitions)
-            .map(
-                |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                },
-            )
-            .collect())
+        committed_offsets(&consumer, topic, partitions)
     }
+}
+
+/// The committed offset of every partition of `topic` for `consumer`'s group
+/// (-1 when none).
+pub fn committed_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<i64>> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+    Ok((0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect())
 }
 
 /// Sends one record, waiting while the producer's queue is full.
