@@ -5,6 +5,7 @@
 //! dead-letter topic stops progress instead of skipping events.
 
 use super::TopicPartition;
+use crate::event::ErrorClass;
 use crate::ops::config::KafkaSettings;
 use crate::ops::metrics::Metrics;
 use crate::retry::RetryPolicy;
@@ -18,7 +19,55 @@ use tokio_util::sync::CancellationToken;
 /// The longest `pps-error-reason`, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
-/// Every `pps-error-class` the contract defines (section 8).
+/// Why a record is a dead letter: its `pps-error-class` (contract section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterClass {
+    /// Not UTF-8, not JSON, or JSON no reader should be given.
+    InvalidJson,
+    /// JSON that breaks a rule of the event schema.
+    SchemaViolation,
+    /// A `schema_version` other than 1.
+    UnsupportedVersion,
+    /// Target refused for good: a 4xx other than 401, 403, 408 and 429, a batch
+    /// row reported failed, or a batch Target keeps refusing or losing.
+    TargetRejected,
+    /// `delivery.max_attempts` retryable failures.
+    RetriesExhausted,
+    /// `existence.policy = "dead_letter"` and Target has no such profile.
+    ProfileNotFound,
+}
+
+impl DeadLetterClass {
+    /// The header value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterClass::InvalidJson => "invalid_json",
+            DeadLetterClass::SchemaViolation => "schema_violation",
+            DeadLetterClass::UnsupportedVersion => "unsupported_version",
+            DeadLetterClass::TargetRejected => "target_rejected",
+            DeadLetterClass::RetriesExhausted => "retries_exhausted",
+            DeadLetterClass::ProfileNotFound => "profile_not_found",
+        }
+    }
+}
+
+impl From<ErrorClass> for DeadLetterClass {
+    fn from(class: ErrorClass) -> Self {
+        match class {
+            ErrorClass::InvalidJson => DeadLetterClass::InvalidJson,
+            ErrorClass::SchemaViolation => DeadLetterClass::SchemaViolation,
+            ErrorClass::UnsupportedVersion => DeadLetterClass::UnsupportedVersion,
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every `pps-error-class` the contract defines (section 8), as written.
 pub const ERROR_CLASSES: [&str; 6] = [
     "invalid_json",
     "schema_violation",
@@ -36,7 +85,7 @@ pub struct DeadLetter {
     /// The original value.
     pub payload: Vec<u8>,
     /// `pps-error-class`.
-    pub class: &'static str,
+    pub class: DeadLetterClass,
     /// `pps-error-reason` (made one line, at most 1 KB).
     pub reason: String,
     /// Where it came from.
@@ -107,7 +156,9 @@ impl DeadLetterWriter {
             };
             match sent {
                 Ok(_) => {
-                    self.metrics.dead_letter_counter(letter.class).inc();
+                    self.metrics
+                        .dead_letter_counter(letter.class.as_str())
+                        .inc();
                     return true;
                 }
                 Err((error, _)) => {
@@ -137,7 +188,7 @@ pub fn headers(letter: &DeadLetter) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new()
         .insert(Header {
             key: "pps-error-class",
-            value: Some(letter.class),
+            value: Some(letter.class.as_str()),
         })
         .insert(Header {
             key: "pps-error-reason",
@@ -247,7 +298,7 @@ mod tests {
         let letter = DeadLetter {
             key: Some(b"CRM-1".to_vec()),
             payload: br#"{"store_id":"S7","customer":{"third_party_id":"CRM-1"}}"#.to_vec(),
-            class: "schema_violation",
+            class: DeadLetterClass::SchemaViolation,
             reason: "total: required".into(),
             source: TopicPartition {
                 topic: "pos.purchases".into(),
@@ -274,11 +325,32 @@ mod tests {
     }
 
     #[test]
+    fn every_class_is_written_as_the_contract_names_it() {
+        use DeadLetterClass::*;
+        let all = [
+            InvalidJson,
+            SchemaViolation,
+            UnsupportedVersion,
+            TargetRejected,
+            RetriesExhausted,
+            ProfileNotFound,
+        ];
+        assert_eq!(all.map(DeadLetterClass::as_str), ERROR_CLASSES);
+        for class in [
+            ErrorClass::InvalidJson,
+            ErrorClass::SchemaViolation,
+            ErrorClass::UnsupportedVersion,
+        ] {
+            assert_eq!(DeadLetterClass::from(class).as_str(), class.as_str());
+        }
+    }
+
+    #[test]
     fn headers_carry_class_reason_provenance_and_status() {
         let letter = DeadLetter {
             key: None,
             payload: vec![],
-            class: "target_rejected",
+            class: DeadLetterClass::TargetRejected,
             reason: "Target answered 400".into(),
             source: TopicPartition {
                 topic: "pos.purchases".into(),

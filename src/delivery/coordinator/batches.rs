@@ -203,7 +203,8 @@ impl Coordinator {
         }
         for (_, items, reason) in refused {
             for item in items {
-                let letter = dead_letter_of(&item, "target_rejected", reason.clone(), None);
+                let letter =
+                    dead_letter_of(&item, DeadLetterClass::TargetRejected, reason.clone(), None);
                 self.spawn_dead_letter(item.event, letter, item.span, false);
             }
         }
@@ -379,8 +380,12 @@ impl Coordinator {
             match rejected(row) {
                 Some(reason) => {
                     for item in items {
-                        let letter =
-                            dead_letter_of(&item, "target_rejected", reason.clone(), status);
+                        let letter = dead_letter_of(
+                            &item,
+                            DeadLetterClass::TargetRejected,
+                            reason.clone(),
+                            status,
+                        );
                         self.spawn_dead_letter(item.event, letter, item.span, sealed.settled);
                     }
                 }

@@ -92,7 +92,13 @@ impl Coordinator {
             FetchOutcome::Rejected { status } => {
                 if self.settings.existence.policy == ExistencePolicy::DeadLetter {
                     let reason = format!("Target refused the profile fetch with HTTP {status}");
-                    self.dead_letter_all(&profile, items, "target_rejected", &reason, Some(status));
+                    self.dead_letter_all(
+                        &profile,
+                        items,
+                        DeadLetterClass::TargetRejected,
+                        &reason,
+                        Some(status),
+                    );
                 } else {
                     // Whether Target has it cannot be told; a v2 batch lands either way.
                     self.send_through_batch(profile, items, now);
@@ -125,6 +131,12 @@ impl Coordinator {
     /// "dead_letter"`): each becomes a `profile_not_found` dead letter.
     pub(super) fn not_found(&mut self, profile: Identity, items: Vec<Pending>) {
         let reason = "Target has no profile for this customer (a profile fetch answered 404); its single update would change nothing";
-        self.dead_letter_all(&profile, items, "profile_not_found", reason, Some(404));
+        self.dead_letter_all(
+            &profile,
+            items,
+            DeadLetterClass::ProfileNotFound,
+            reason,
+            Some(404),
+        );
     }
 }

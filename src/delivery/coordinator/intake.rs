@@ -118,7 +118,7 @@ impl Coordinator {
                 let letter = DeadLetter {
                     key: record.key,
                     payload: record.payload,
-                    class: error.class.as_str(),
+                    class: error.class.into(),
                     reason: error.reason,
                     source: event.tp.clone(),
                     offset: event.offset,

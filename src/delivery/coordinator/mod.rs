@@ -16,7 +16,7 @@ use super::spans::{EventSpan, Outcome, RequestTrace};
 use super::watermark::CommitWatermark;
 use crate::event::Identity;
 use crate::kafka::consumer::PipelineConsumer;
-use crate::kafka::dead_letter::{DeadLetter, DeadLetterWriter};
+use crate::kafka::dead_letter::{DeadLetter, DeadLetterClass, DeadLetterWriter};
 use crate::kafka::{ConsumerEvent, Record, TopicPartition};
 use crate::mapping::{merge_updates, Decision, ProfileUpdate};
 use crate::ops::config::{ExistencePolicy, TimeOrder};

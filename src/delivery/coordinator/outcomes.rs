@@ -24,7 +24,7 @@ impl Coordinator {
     ) {
         let writer = self.dead_letters.clone();
         let cancel = self.cancel_token_of(&event);
-        let write_span = span.dead_letter_write(writer.topic(), letter.class);
+        let write_span = span.dead_letter_write(writer.topic(), letter.class.as_str());
         let task_letter = letter.clone();
         let handle = self.tasks.spawn(async move {
             let written = writer.write(&task_letter, &cancel).await;
@@ -198,7 +198,7 @@ impl Coordinator {
         &mut self,
         profile: &Identity,
         items: Vec<Pending>,
-        class: &'static str,
+        class: DeadLetterClass,
         reason: &str,
         status: Option<u16>,
     ) {
@@ -255,7 +255,7 @@ impl Coordinator {
 /// The dead letter of an update Target did not take.
 pub(super) fn dead_letter_of(
     item: &Pending,
-    class: &'static str,
+    class: DeadLetterClass,
     reason: String,
     target_status: Option<u16>,
 ) -> DeadLetter {

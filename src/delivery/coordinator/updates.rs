@@ -23,7 +23,13 @@ impl Coordinator {
             }
             AttemptOutcome::Rejected { status } => {
                 let reason = format!("Target rejected the update with HTTP {status}");
-                self.dead_letter_all(&profile, items, "target_rejected", &reason, Some(status));
+                self.dead_letter_all(
+                    &profile,
+                    items,
+                    DeadLetterClass::TargetRejected,
+                    &reason,
+                    Some(status),
+                );
             }
             AttemptOutcome::Retry {
                 status,
@@ -36,7 +42,13 @@ impl Coordinator {
                         Some(status) => format!("gave up after delivery.max_attempts retryable failures; last HTTP {status}"),
                         None => "gave up after delivery.max_attempts retryable failures; last attempt got no response".to_owned(),
                     };
-                    self.dead_letter_all(&profile, items, "retries_exhausted", &reason, status);
+                    self.dead_letter_all(
+                        &profile,
+                        items,
+                        DeadLetterClass::RetriesExhausted,
+                        &reason,
+                        status,
+                    );
                     return;
                 }
                 let delay = retry
