@@ -41,7 +41,7 @@ mod common;
 
 use anyhow::bail;
 use common::{env_or, InProcess, Kafka};
-use pos_profile_sync::generator::{Generator, GeneratorConfig};
+use pos_profile_sync::generator::{expected_profiles, Generator, GeneratorConfig};
 use pos_profile_sync::ops::config::{BulkMode, Settings};
 use pps_target_simulator::{BulkFaults, Faults, SimStats};
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ fn main() -> anyhow::Result<()> {
     let kafka = Kafka::start()?;
     let ends = kafka.backlog(TOPIC, options.partitions, options.generator())?;
     let records: i64 = ends.iter().sum();
-    let customers = common::expected_profiles(options.generator()).len();
+    let customers = expected_profiles(options.generator()).len();
     let update_events = options
         .generator()
         .filter(|e| matches!(e.kind, pos_profile_sync::generator::EventKind::Customer(_)))
@@ -268,7 +268,7 @@ async fn bulk(
     }
     service.stop().await?;
     let stats = simulator.stats();
-    let lost = common::lost_profiles(&common::expected_profiles(options.generator()), &simulator);
+    let lost = common::lost_profiles(&expected_profiles(options.generator()), &simulator);
     let _ = simulators.spawn(simulator.shutdown()).await;
     Ok(BulkResult {
         elapsed,

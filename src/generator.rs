@@ -4,10 +4,13 @@
 //! seed, so `demo`, `produce` and the tests can say exactly what Target
 //! should end up with.
 
+use crate::mapping::{Decision, Mapping};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde_json::json;
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -257,10 +260,61 @@ impl Iterator for Generator {
     }
 }
 
+/// What Target must end up with for generated events: each customer's
+/// attributes (by customer number), the updates of its events folded in the
+/// order given, as `Mapping::default()` derives them.
+pub fn expected_profiles<E: Borrow<GeneratedEvent>>(
+    events: impl IntoIterator<Item = E>,
+) -> BTreeMap<u64, BTreeMap<String, String>> {
+    let mapping = Mapping::default();
+    let mut out: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
+    for event in events {
+        let event = event.borrow();
+        if let (EventKind::Customer(n), Decision::Update(update)) =
+            (&event.kind, mapping.decide(&event.payload))
+        {
+            let profile = out.entry(*n).or_default();
+            for attribute in update.attributes {
+                profile.insert(attribute.name.to_string(), attribute.value);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{Decision, Mapping};
+
+    #[test]
+    fn expected_profiles_fold_each_customers_updates_in_order() {
+        let event = |kind, store: &str, total: &str| GeneratedEvent {
+            key: b"CRM-7".to_vec(),
+            payload: format!(
+                r#"{{"event_id":"e","event_type":"sale","occurred_at":"2026-11-28T10:15:00Z",
+                "store_id":"{store}","customer":{{"third_party_id":"CRM-7"}},"currency":"EUR",
+                "total":"{total}","items":[]}}"#
+            )
+            .into_bytes(),
+            kind,
+        };
+        let events = [
+            event(EventKind::Customer(7), "S1", "1.00"),
+            event(EventKind::Customer(7), "S2", "2.00"),
+            event(EventKind::Anonymous, "S3", "3.00"),
+            event(EventKind::Malformed("schema_violation"), "S4", "x"),
+        ];
+        let expected = expected_profiles(&events);
+        assert_eq!(expected.keys().collect::<Vec<_>>(), [&7]);
+        let profile = &expected[&7];
+        assert_eq!(profile["lastPurchaseStore"], "S2");
+        assert_eq!(profile["lastPurchaseTotal"], "2.00");
+        let last = Mapping::default().decide(&events[1].payload);
+        let Decision::Update(last) = last else {
+            panic!("{last:?}")
+        };
+        assert!(last.attributes.iter().all(|a| profile[&*a.name] == a.value));
+    }
 
     #[test]
     fn generated_events_are_what_they_claim_to_be() {

@@ -8,8 +8,7 @@
 #![allow(dead_code)]
 
 use anyhow::{bail, ensure};
-use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent};
-use pos_profile_sync::mapping::{Decision, Mapping};
+use pos_profile_sync::generator::{customer_id, GeneratedEvent};
 use pos_profile_sync::ops::config::{ExistencePolicy, Settings};
 use pos_profile_sync::service::{self, ServiceHandle};
 use pps_target_simulator::{Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle};
@@ -387,25 +386,6 @@ pub fn status_kb(path: &str, field: &str) -> Option<u64> {
             .parse()
             .ok()
     })
-}
-
-/// Every customer's expected attributes: the events' updates folded in order.
-pub fn expected_profiles(
-    events: impl Iterator<Item = GeneratedEvent>,
-) -> BTreeMap<u64, BTreeMap<String, String>> {
-    let mapping = Mapping::default();
-    let mut out: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
-    for event in events {
-        if let (EventKind::Customer(n), Decision::Update(update)) =
-            (&event.kind, mapping.decide(&event.payload))
-        {
-            let profile = out.entry(*n).or_default();
-            for attribute in update.attributes {
-                profile.insert(attribute.name.to_string(), attribute.value);
-            }
-        }
-    }
-    out
 }
 
 /// The customers whose profile at the simulator differs from the expected one.

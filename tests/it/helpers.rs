@@ -5,10 +5,9 @@
 //! Kubernetes would.
 
 use pos_profile_sync::generator::{
-    customer_id, EventKind, GeneratedEvent, Generator, GeneratorConfig,
+    self, customer_id, EventKind, GeneratedEvent, Generator, GeneratorConfig,
 };
 use pos_profile_sync::kafka::inspect::{Inspector, StoredRecord};
-use pos_profile_sync::mapping::{Decision, Mapping};
 use pps_target_simulator::{Existence, Simulator, SimulatorConfig, SimulatorHandle};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -254,19 +253,7 @@ impl Workload {
 
     /// Every profile's expected attributes: the updates folded in order.
     pub fn expected_profiles(&self) -> BTreeMap<u64, BTreeMap<String, String>> {
-        let mapping = Mapping::default();
-        let mut out: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
-        for event in &self.events {
-            if let (EventKind::Customer(n), Decision::Update(update)) =
-                (&event.kind, mapping.decide(&event.payload))
-            {
-                let profile = out.entry(*n).or_default();
-                for attribute in update.attributes {
-                    profile.insert(attribute.name.to_string(), attribute.value);
-                }
-            }
-        }
-        out
+        generator::expected_profiles(&self.events)
     }
 
     /// Profiles whose state at the simulator differs from the expected one.

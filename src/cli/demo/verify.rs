@@ -5,7 +5,7 @@
 
 use super::readback::{fetch_all, Fetched, Wanted};
 use super::{World, CLIENT, DLQ, GROUP, TOPIC};
-use crate::generator::{customer_id, EventKind};
+use crate::generator::{customer_id, expected_profiles, EventKind};
 use crate::mapping::{Decision, Mapping};
 use pps_target_simulator::known_at_start;
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,18 +66,11 @@ pub(crate) async fn verify(world: &World, elapsed: Duration) -> Result<Report, S
     }
 
     // Profiles: each customer's events folded in order.
-    let mut expected: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
-    let mut needed = 0u64;
-    let mut anonymous = 0;
+    let expected = expected_profiles(&world.events);
+    let (mut needed, mut anonymous) = (0u64, 0);
     for event in &world.events {
         match (&event.kind, mapping.decide(&event.payload)) {
-            (EventKind::Customer(n), Decision::Update(update)) => {
-                needed += 1;
-                let profile = expected.entry(*n).or_default();
-                for attribute in update.attributes {
-                    profile.insert(attribute.name.to_string(), attribute.value);
-                }
-            }
+            (EventKind::Customer(_), Decision::Update(_)) => needed += 1,
             (EventKind::Anonymous, Decision::Skip(_)) => anonymous += 1,
             _ => {}
         }
