@@ -25,13 +25,7 @@ impl Coordinator {
     /// The broker answered a commit: only now do the offsets count as committed.
     pub(super) fn on_commit(&mut self, (offsets, result): CommitResult) {
         match result {
-            Ok(()) => {
-                for (tp, epoch, offset) in offsets {
-                    if let Some(state) = self.partitions.get_mut(&tp).filter(|p| p.epoch == epoch) {
-                        state.last_committed = Some(offset);
-                    }
-                }
-            }
+            Ok(()) => self.partitions.committed(&offsets),
             // Typically a rebalance in progress; the next tick tries again.
             Err(error) => {
                 tracing::debug!(error = %error, "Offset commit failed; retrying on the next tick.")
@@ -41,15 +35,8 @@ impl Coordinator {
     }
 
     /// Owned partitions whose committable offset is not yet confirmed.
-    pub(super) fn changed_offsets(&self) -> Vec<(TopicPartition, u64, i64)> {
-        self.partitions
-            .iter()
-            .filter(|(_, state)| !state.revoking)
-            .filter_map(|(tp, state)| {
-                let offset = state.watermark.committable()?;
-                (state.last_committed != Some(offset)).then(|| (tp.clone(), state.epoch, offset))
-            })
-            .collect()
+    pub(super) fn changed_offsets(&self) -> Vec<CommitOffset> {
+        self.partitions.changed_offsets()
     }
 
     /// Shutdown: stop taking work, finish or abandon in-flight work within
@@ -180,10 +167,10 @@ const FINAL_COMMIT_LIMIT: Duration = Duration::from_millis(2500);
 /// Commits offsets and waits for the broker's answer.
 pub(super) fn commit_sync(
     consumer: &PipelineConsumer,
-    offsets: &[(TopicPartition, u64, i64)],
+    offsets: &[CommitOffset],
 ) -> Result<(), String> {
     let mut list = TopicPartitionList::new();
-    for (tp, _, offset) in offsets {
+    for CommitOffset { tp, offset, .. } in offsets {
         list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
             .map_err(|error| error.to_string())?;
     }

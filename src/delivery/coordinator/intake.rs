@@ -10,17 +10,8 @@ impl Coordinator {
             ConsumerEvent::Record(record) => self.on_record(record),
             ConsumerEvent::Assigned(partitions) => {
                 for tp in partitions {
-                    self.next_epoch += 1;
-                    let state = PartitionState {
-                        epoch: self.next_epoch,
-                        watermark: CommitWatermark::counted(self.buffered_total.clone()),
-                        in_flight: 0,
-                        paused: false,
-                        revoking: false,
-                        last_committed: None,
-                        cancel: self.abandon.child_token(),
-                    };
-                    if let Some(earlier) = self.partitions.insert(tp.clone(), state) {
+                    let cancel = self.abandon.child_token();
+                    if let Some(earlier) = self.partitions.assign(tp.clone(), cancel) {
                         // Assigned again before the revoke of its earlier
                         // assignment was answered (the consumer stopped
                         // waiting): that assignment's work is stale.
@@ -42,7 +33,7 @@ impl Coordinator {
             }
             ConsumerEvent::HighWatermarks(marks) => {
                 for (tp, mark) in marks {
-                    if self.partitions.contains_key(&tp) {
+                    if self.partitions.contains(&tp) {
                         self.high_watermarks.insert(tp, mark);
                     }
                 }
@@ -56,7 +47,7 @@ impl Coordinator {
     /// and when a revoke starts (before they are handed over), so the pods'
     /// shares never add up to more than the group budget.
     pub(super) fn update_share(&mut self) {
-        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        let owned = self.partitions.owned();
         let share = crate::delivery::gate::RateShare::of_group(
             self.settings.per_second,
             self.settings.burst,
@@ -149,20 +140,19 @@ impl Coordinator {
     /// Pauses the partition that just grew, if its buffer is full or the
     /// pod's is (only a record can fill one, so only its partition needs a look).
     pub(super) fn pause_if_full(&mut self, tp: &TopicPartition) {
-        let limit = self.settings.max_buffered_per_partition;
-        if self.partitions.get(tp).is_none_or(|state| state.paused) {
+        let (limit, pod_limit) = (
+            self.settings.max_buffered_per_partition,
+            self.settings.max_buffered,
+        );
+        if !self.partitions.pause_if_full(tp, limit, pod_limit) {
             return;
         }
-        let pod_full = self.buffered() >= self.settings.max_buffered;
-        let Some(state) = self.partitions.get_mut(tp) else {
-            return;
-        };
-        if state.paused || (state.watermark.buffered() < limit && !pod_full) {
-            return;
-        }
-        state.paused = true;
-        self.maybe_paused = true;
-        tracing::info!(partition = %tp, buffered = state.watermark.buffered(), "Partition paused: too much work buffered.");
+        let pod_full = self.buffered() >= pod_limit;
+        let buffered = self
+            .partitions
+            .get(tp)
+            .map_or(0, |s| s.watermark.buffered());
+        tracing::info!(partition = %tp, buffered, "Partition paused: too much work buffered.");
         let mut list = TopicPartitionList::new();
         let _ = list.add_partition(&tp.topic, tp.partition);
         if let Err(error) = self.consumer.pause(&list) {
@@ -173,7 +163,7 @@ impl Coordinator {
         // only wait out their age, so they go now (once per time the pod fills,
         // not for every record still arriving from the prefetch).
         let first_time_full = pod_full && !self.sealed_when_full;
-        if first_time_full || self.partitions.values().all(|p| p.paused || p.revoking) {
+        if first_time_full || self.partitions.all_held_back() {
             self.sealed_when_full |= pod_full;
             self.seal_due_batches(Instant::now(), true);
         }
@@ -187,10 +177,8 @@ impl Coordinator {
     /// instead of never.
     pub(super) fn reconcile_pauses(&mut self) {
         let mut list = TopicPartitionList::new();
-        for (tp, state) in &self.partitions {
-            if !state.paused && !state.revoking {
-                let _ = list.add_partition(&tp.topic, tp.partition);
-            }
+        for tp in self.partitions.fetchable() {
+            let _ = list.add_partition(&tp.topic, tp.partition);
         }
         if list.count() > 0 {
             if let Err(error) = self.consumer.resume(&list) {
@@ -202,6 +190,6 @@ impl Coordinator {
     /// Records held by the pod: read and not finished, over all partitions
     /// (kept by the partitions' watermarks as they change).
     pub(super) fn buffered(&self) -> usize {
-        self.buffered_total.load(Ordering::Relaxed)
+        self.partitions.buffered()
     }
 }

@@ -13,7 +13,6 @@ use super::freshness::{attribute_times, Freshness};
 use super::queues::ProfileQueues;
 use super::sender::{AttemptOutcome, Sender};
 use super::spans::{EventSpan, Outcome, RequestTrace};
-use super::watermark::CommitWatermark;
 use crate::event::Identity;
 use crate::kafka::consumer::PipelineConsumer;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetterClass, DeadLetterWriter};
@@ -24,6 +23,7 @@ use crate::ops::health::Health;
 use crate::ops::metrics::{Metrics, PartitionLabels};
 use crate::retry::RetrySchedule;
 use foldhash::{HashMap, HashMapExt as _};
+use partitions::{CommitOffset, PartitionState, Partitions};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -243,20 +243,6 @@ impl Ord for Due {
     }
 }
 
-#[derive(Debug)]
-struct PartitionState {
-    epoch: u64,
-    watermark: CommitWatermark,
-    /// Events of this partition inside running tasks.
-    in_flight: usize,
-    paused: bool,
-    revoking: bool,
-    last_committed: Option<i64>,
-    /// Cancels this assignment's tasks: at the revoke deadline, when the
-    /// partition is lost, or at the shutdown deadline (a child of `abandon`).
-    cancel: CancellationToken,
-}
-
 struct PendingRevoke {
     /// Each partition with the assignment epoch the revoke is for: a later
     /// assignment of the same partition is not touched by a late answer.
@@ -283,7 +269,7 @@ pub struct Coordinator {
     dead_letters: Arc<DeadLetterWriter>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    partitions: HashMap<TopicPartition, PartitionState>,
+    partitions: Partitions,
     queues: ProfileQueues<Identity, Pending>,
     tasks: JoinSet<TaskDone>,
     /// What each running task is doing, by task id.
@@ -300,7 +286,6 @@ pub struct Coordinator {
     directory: ProfileDirectory,
     /// The newest delivered `occurred_at` per profile and attribute.
     freshness: Freshness,
-    next_epoch: u64,
     revokes: Vec<PendingRevoke>,
     /// Cancelled at the shutdown drain deadline: in-flight work is abandoned.
     abandon: CancellationToken,
@@ -325,16 +310,10 @@ pub struct Coordinator {
     /// Open batches were closed because the pod's buffer filled; not again
     /// until partitions resume.
     sealed_when_full: bool,
-    /// Records held over all partitions, kept by their watermarks.
-    buffered_total: Arc<std::sync::atomic::AtomicUsize>,
-    /// Some partition may be paused: false only once a look over every
-    /// partition found none, so the check made for every finished event
-    /// needs no such look while nothing is paused.
-    maybe_paused: bool,
 }
 
 /// What a commit attempted and whether the broker took it.
-type CommitResult = (Vec<(TopicPartition, u64, i64)>, Result<(), String>);
+type CommitResult = (Vec<CommitOffset>, Result<(), String>);
 
 impl Coordinator {
     /// A coordinator over a started consumer.
@@ -376,7 +355,7 @@ impl Coordinator {
             dead_letters,
             metrics,
             health,
-            partitions: HashMap::new(),
+            partitions: Partitions::default(),
             queues: ProfileQueues::default(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
@@ -386,7 +365,6 @@ impl Coordinator {
             fetches_in_flight: 0,
             directory,
             freshness,
-            next_epoch: 0,
             revokes: Vec::new(),
             abandon: CancellationToken::new(),
             consumer_stopped: CancellationToken::new(),
@@ -400,8 +378,6 @@ impl Coordinator {
             batches,
             router,
             sealed_when_full: false,
-            buffered_total: Arc::default(),
-            maybe_paused: false,
         }
     }
 
@@ -632,14 +608,13 @@ impl Coordinator {
     /// that spans several is cancelled with its first event's partition.
     fn cancel_token_of(&self, event: &EventRef) -> CancellationToken {
         self.partitions
-            .get(&event.tp)
-            .filter(|p| p.epoch == event.epoch)
+            .current(&event.tp, event.epoch)
             .map_or_else(|| self.abandon.clone(), |p| p.cancel.clone())
     }
 
     /// This pod's fraction of its topics' partitions (those it owns and is not giving up).
     fn owned_fraction(&self) -> f64 {
-        let owned = self.partitions.values().filter(|p| !p.revoking).count();
+        let owned = self.partitions.owned();
         if self.total_partitions == 0 {
             0.0
         } else {
@@ -649,9 +624,7 @@ impl Coordinator {
 
     /// The state of an event's partition, if it is still owned in the same assignment.
     fn partition(&mut self, event: &EventRef) -> Option<&mut PartitionState> {
-        self.partitions
-            .get_mut(&event.tp)
-            .filter(|p| p.epoch == event.epoch)
+        self.partitions.current_mut(&event.tp, event.epoch)
     }
 }
 
@@ -730,6 +703,7 @@ mod commits;
 mod existence;
 mod intake;
 mod outcomes;
+mod partitions;
 mod publish;
 mod rebalance;
 #[cfg(test)]

@@ -222,25 +222,16 @@ impl Coordinator {
     /// Resumes paused partitions once both their own buffer and the pod's
     /// are down to half their limits (so fetching does not flap).
     pub(super) fn resume_if_room(&mut self) {
-        // Cheap checks first: this runs for every finished event.
-        if !self.maybe_paused || self.buffered() > self.settings.max_buffered / 2 {
+        let resumed = self.partitions.resume_if_room(
+            self.settings.max_buffered_per_partition,
+            self.settings.max_buffered,
+        );
+        if resumed.is_empty() {
             return;
         }
-        if !self.partitions.values().any(|p| p.paused && !p.revoking) {
-            self.maybe_paused = self.partitions.values().any(|p| p.paused);
-            return;
-        }
-        let limit = self.settings.max_buffered_per_partition;
         let mut list = TopicPartitionList::new();
-        for (tp, state) in &mut self.partitions {
-            if state.paused && !state.revoking && state.watermark.buffered() <= limit / 2 {
-                state.paused = false;
-                let _ = list.add_partition(&tp.topic, tp.partition);
-            }
-        }
-        self.maybe_paused = self.partitions.values().any(|p| p.paused);
-        if list.count() == 0 {
-            return;
+        for tp in &resumed {
+            let _ = list.add_partition(&tp.topic, tp.partition);
         }
         self.sealed_when_full = false;
         if let Err(error) = self.consumer.resume(&list) {

@@ -7,14 +7,14 @@ use crate::ops::metrics::advance_to;
 impl Coordinator {
     /// Partitions owned, for `/readyz` and the metrics.
     pub(super) fn publish_assignment(&self) {
-        let assigned = self.partitions.values().filter(|p| !p.revoking).count();
+        let assigned = self.partitions.owned();
         self.health.assigned.store(assigned, Ordering::Release);
         self.metrics.assigned_partitions.set(assigned as i64);
     }
 
     /// Partitions paused for back-pressure.
     pub(super) fn publish_paused(&self) {
-        let paused = self.partitions.values().filter(|p| p.paused).count();
+        let paused = self.partitions.paused();
         self.metrics.paused_partitions.set(paused as i64);
     }
 
@@ -22,7 +22,7 @@ impl Coordinator {
     /// event's age, pauses and the daily count.
     pub(super) fn publish_offsets(&self) {
         let now = std::time::Instant::now();
-        for (tp, state) in &self.partitions {
+        for (tp, state) in self.partitions.iter() {
             let labels = PartitionLabels {
                 topic: tp.topic.to_string(),
                 partition: tp.partition,

@@ -13,13 +13,7 @@ impl Coordinator {
         lost: bool,
         reply: std::sync::mpsc::SyncSender<Vec<(TopicPartition, i64)>>,
     ) {
-        let mut revoked = Vec::with_capacity(partitions.len());
-        for tp in partitions {
-            if let Some(state) = self.partitions.get_mut(&tp) {
-                state.revoking = true;
-                revoked.push((tp, state.epoch));
-            }
-        }
+        let revoked = self.partitions.start_revoke(partitions);
         self.update_share();
         // Open batches go now, so the drain does not wait for their age.
         self.seal_due_batches(Instant::now(), true);
@@ -51,12 +45,7 @@ impl Coordinator {
         let mut i = 0;
         while i < self.revokes.len() {
             let revoke = &self.revokes[i];
-            let drained = revoke.partitions.iter().all(|(tp, epoch)| {
-                self.partitions
-                    .get(tp)
-                    .is_none_or(|p| p.epoch != *epoch || p.in_flight == 0)
-            });
-            if !drained && now < revoke.deadline {
+            if !self.partitions.drained(&revoke.partitions) && now < revoke.deadline {
                 i += 1;
                 continue;
             }
@@ -75,13 +64,7 @@ impl Coordinator {
     ) -> Vec<(TopicPartition, i64)> {
         let mut offsets = Vec::new();
         let mut gone = Vec::new();
-        for (tp, epoch) in partitions {
-            if self.partitions.get(tp).is_none_or(|p| p.epoch != *epoch) {
-                continue;
-            }
-            let Some(state) = self.partitions.remove(tp) else {
-                continue;
-            };
+        for (tp, state) in self.partitions.take(partitions) {
             if let Some(offset) = state.watermark.committable() {
                 offsets.push((tp.clone(), offset));
             }
@@ -91,9 +74,9 @@ impl Coordinator {
             // Running attempts and dead-letter writes stop now: a stale
             // attempt must not land after the new owner's newer updates.
             state.cancel.cancel();
-            self.high_watermarks.remove(tp);
-            self.forget_partition_series(tp);
-            gone.push(tp.clone());
+            self.high_watermarks.remove(&tp);
+            self.forget_partition_series(&tp);
+            gone.push(tp);
         }
         self.drop_backoffs_of(&gone);
         self.publish_assignment();

@@ -487,7 +487,10 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
         .expect("the attempt ended");
     c.on_task(done);
     assert!(parts.sim.profile_third_party("CRM-1").is_some());
-    assert_eq!(c.partitions[&tp(0)].watermark.committable(), Some(1));
+    assert_eq!(
+        c.partitions.get(&tp(0)).unwrap().watermark.committable(),
+        Some(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,8 +147,8 @@ impl Coordinator {
     fn split_live(&self, items: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
         items.into_iter().partition(|item| {
             self.partitions
-                .get(&item.event.tp)
-                .is_some_and(|p| p.epoch == item.event.epoch && !p.cancel.is_cancelled())
+                .current(&item.event.tp, item.event.epoch)
+                .is_some_and(|p| !p.cancel.is_cancelled())
         })
     }
 
