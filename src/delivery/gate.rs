@@ -78,11 +78,19 @@ pub(crate) fn carry_tokens(
     }
 }
 
+/// The pod's share of the budget and the limiter that spends it.
+#[derive(Debug, Clone)]
+struct ShareLimiter {
+    share: RateShare,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    /// Changes with every new share: a token from a replaced limiter does not count.
+    generation: u64,
+}
+
 /// Shared by every sending task of the pod.
 #[derive(Debug)]
 pub struct SendGate {
-    /// The share, its limiter, and a generation that changes with it.
-    limiter: RwLock<(RateShare, Arc<DefaultDirectRateLimiter>, u64)>,
+    limiter: RwLock<ShareLimiter>,
     paused_until: Mutex<Option<Instant>>,
     /// Credentials refused and Target reachable, as `/readyz` reads them.
     readiness: Arc<TargetReadiness>,
@@ -123,7 +131,11 @@ impl SendGate {
     /// A gate with this share; refused credentials are probed on `probe_backoff`.
     pub fn new(share: RateShare, probe_backoff: RetryPolicy) -> SendGate {
         SendGate {
-            limiter: RwLock::new((share, Arc::new(share.limiter()), 0)),
+            limiter: RwLock::new(ShareLimiter {
+                share,
+                limiter: Arc::new(share.limiter()),
+                generation: 0,
+            }),
             paused_until: Mutex::new(None),
             readiness: Arc::new(TargetReadiness::default()),
             probe: Arc::new(Semaphore::new(1)),
@@ -138,9 +150,11 @@ impl SendGate {
         }
     }
 
-    fn current_limiter(&self) -> (Arc<DefaultDirectRateLimiter>, u64) {
-        let guard = self.limiter.read().unwrap_or_else(|p| p.into_inner());
-        (guard.1.clone(), guard.2)
+    fn current_limiter(&self) -> ShareLimiter {
+        self.limiter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Changes the share (at every rebalance). The new limiter starts with
@@ -149,11 +163,14 @@ impl SendGate {
     /// exceed `burst + per_second × t` across frequent rebalances.
     pub fn set_share(&self, share: RateShare) {
         let mut guard = self.limiter.write().unwrap_or_else(|p| p.into_inner());
-        if guard.0 != share {
-            let generation = guard.2 + 1;
+        if guard.share != share {
             let limiter = share.limiter();
-            carry_tokens(&guard.1, guard.0.burst, &limiter, share.burst);
-            *guard = (share, Arc::new(limiter), generation);
+            carry_tokens(&guard.limiter, guard.share.burst, &limiter, share.burst);
+            *guard = ShareLimiter {
+                share,
+                limiter: Arc::new(limiter),
+                generation: guard.generation + 1,
+            };
             drop(guard);
             self.share_changed.notify_waiters();
         }
@@ -161,7 +178,7 @@ impl SendGate {
 
     /// The share in force.
     pub fn share(&self) -> RateShare {
-        self.limiter.read().unwrap_or_else(|p| p.into_inner()).0
+        self.limiter.read().unwrap_or_else(|p| p.into_inner()).share
     }
 
     /// Waits until a request may start: no `Retry-After` pause, a budget
@@ -188,7 +205,11 @@ impl SendGate {
             let share_changed = self.share_changed.notified();
             tokio::pin!(share_changed);
             share_changed.as_mut().enable();
-            let (limiter, generation) = self.current_limiter();
+            let ShareLimiter {
+                limiter,
+                generation,
+                ..
+            } = self.current_limiter();
             let started = std::time::Instant::now();
             let waited = tokio::select! {
                 _ = limiter.until_ready() => true,
@@ -203,7 +224,7 @@ impl SendGate {
             }
             // A token from a limiter replaced meanwhile (the share changed)
             // does not count: two limiters must never issue side by side.
-            if self.current_limiter().1 != generation {
+            if self.current_limiter().generation != generation {
                 continue;
             }
             // A pause that began while we waited for the budget wins: no new
@@ -362,7 +383,7 @@ mod tests {
         let share = |per_second, burst| RateShare { per_second, burst };
         // A slow refill, so nothing comes back during the test.
         let gate = SendGate::new(share(0.01, 8), probe_backoff());
-        let take = |gate: &SendGate| gate.current_limiter().0.check().is_ok();
+        let take = |gate: &SendGate| gate.current_limiter().limiter.check().is_ok();
         for _ in 0..6 {
             assert!(take(&gate));
         }
