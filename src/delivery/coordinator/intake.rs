@@ -144,10 +144,9 @@ impl Coordinator {
             self.settings.max_buffered_per_partition,
             self.settings.max_buffered,
         );
-        if !self.partitions.pause_if_full(tp, limit, pod_limit) {
+        let Some(paused) = self.partitions.pause_if_full(tp, limit, pod_limit) else {
             return;
-        }
-        let pod_full = self.buffered() >= pod_limit;
+        };
         let buffered = self
             .partitions
             .get(tp)
@@ -159,12 +158,7 @@ impl Coordinator {
             tracing::warn!(error = %error, "Could not pause a partition.");
         }
         self.publish_paused();
-        // Nothing more can come in until work finishes: open batches would
-        // only wait out their age, so they go now (once per time the pod fills,
-        // not for every record still arriving from the prefetch).
-        let first_time_full = pod_full && !self.sealed_when_full;
-        if first_time_full || self.partitions.all_held_back() {
-            self.sealed_when_full |= pod_full;
+        if paused.seal_batches {
             self.seal_due_batches(Instant::now(), true);
         }
     }
@@ -185,11 +179,5 @@ impl Coordinator {
                 tracing::debug!(error = %error, "Could not confirm resumed partitions.");
             }
         }
-    }
-
-    /// Records held by the pod: read and not finished, over all partitions
-    /// (kept by the partitions' watermarks as they change).
-    pub(super) fn buffered(&self) -> usize {
-        self.partitions.buffered()
     }
 }

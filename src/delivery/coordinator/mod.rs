@@ -307,9 +307,6 @@ pub struct Coordinator {
     batches: Option<batches::Batches>,
     /// Single updates or batches.
     router: crate::delivery::routing::Router,
-    /// Open batches were closed because the pod's buffer filled; not again
-    /// until partitions resume.
-    sealed_when_full: bool,
 }
 
 /// What a commit attempted and whether the broker took it.
@@ -377,7 +374,6 @@ impl Coordinator {
             next_wake: None,
             batches,
             router,
-            sealed_when_full: false,
         }
     }
 

@@ -233,7 +233,6 @@ impl Coordinator {
         for tp in &resumed {
             let _ = list.add_partition(&tp.topic, tp.partition);
         }
-        self.sealed_when_full = false;
         if let Err(error) = self.consumer.resume(&list) {
             tracing::warn!(error = %error, "Could not resume partitions.");
         } else {

@@ -48,6 +48,19 @@ pub(super) struct Partitions {
     /// partition found none, so the check made for every finished event
     /// needs no such look while nothing is paused.
     maybe_paused: bool,
+    /// Open batches were sealed because the pod's buffer filled: not again
+    /// until partitions resume.
+    sealed_when_full: bool,
+}
+
+/// A partition was paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Paused {
+    /// Seal the open batches now: nothing more can come in until work
+    /// finishes, so they would only wait out their age. Once per time the
+    /// pod fills (not for every partition that pauses while it is full),
+    /// and whenever no partition may fetch.
+    pub(super) seal_batches: bool,
 }
 
 impl Partitions {
@@ -190,23 +203,25 @@ impl Partitions {
     }
 
     /// Pauses `tp` if its buffer holds `limit` records or the pod holds
-    /// `pod_limit`; true when it paused now.
+    /// `pod_limit`; `Some` when it paused now.
     pub(super) fn pause_if_full(
         &mut self,
         tp: &TopicPartition,
         limit: usize,
         pod_limit: usize,
-    ) -> bool {
+    ) -> Option<Paused> {
         let pod_full = self.buffered() >= pod_limit;
-        let Some(state) = self.map.get_mut(tp) else {
-            return false;
-        };
+        let state = self.map.get_mut(tp)?;
         if state.paused || (state.watermark.buffered() < limit && !pod_full) {
-            return false;
+            return None;
         }
         state.paused = true;
         self.maybe_paused = true;
-        true
+        let seal_batches = (pod_full && !self.sealed_when_full) || self.all_held_back();
+        if seal_batches {
+            self.sealed_when_full |= pod_full;
+        }
+        Some(Paused { seal_batches })
     }
 
     /// Whether no owned partition may fetch: each is paused or being given up.
@@ -230,6 +245,9 @@ impl Partitions {
             }
         }
         self.maybe_paused = self.map.values().any(|p| p.paused);
+        if !resumed.is_empty() {
+            self.sealed_when_full = false;
+        }
         resumed
     }
 
@@ -334,10 +352,14 @@ mod tests {
         let (limit, pod_limit) = (4, 100);
         let mut partitions = Partitions::default();
         holding(&mut partitions, 3, 0);
-        assert!(!partitions.pause_if_full(&tp(0), limit, pod_limit));
+        assert_eq!(partitions.pause_if_full(&tp(0), limit, pod_limit), None);
         partitions.get_mut(&tp(0)).unwrap().watermark.track(3);
-        assert!(partitions.pause_if_full(&tp(0), limit, pod_limit));
-        assert!(!partitions.pause_if_full(&tp(0), limit, pod_limit), "once");
+        assert!(partitions.pause_if_full(&tp(0), limit, pod_limit).is_some());
+        assert_eq!(
+            partitions.pause_if_full(&tp(0), limit, pod_limit),
+            None,
+            "once"
+        );
         assert_eq!(partitions.paused(), 1);
         assert!(partitions.all_held_back());
         assert_eq!(partitions.fetchable().count(), 0);
@@ -360,8 +382,8 @@ mod tests {
         partitions.get_mut(&tp(1)).unwrap().watermark.track(0);
         assert_eq!(partitions.buffered(), 3);
         // Each partition is below its own limit of 10; the pod is at 3.
-        assert!(partitions.pause_if_full(&tp(1), 10, 3));
-        assert!(partitions.pause_if_full(&tp(0), 10, 3));
+        assert!(partitions.pause_if_full(&tp(1), 10, 3).is_some());
+        assert!(partitions.pause_if_full(&tp(0), 10, 3).is_some());
         partitions.start_revoke(vec![tp(1)]);
         partitions.get_mut(&tp(0)).unwrap().watermark.finish(0);
         partitions.get_mut(&tp(0)).unwrap().watermark.finish(1);
@@ -371,10 +393,45 @@ mod tests {
     }
 
     #[test]
+    fn a_full_pod_seals_its_batches_once_until_partitions_resume() {
+        let seal = |paused: Option<Paused>| paused.expect("paused").seal_batches;
+        let track = |partitions: &mut Partitions, p: i32, offsets: std::ops::Range<i64>| {
+            for offset in offsets {
+                partitions.get_mut(&tp(p)).unwrap().watermark.track(offset);
+            }
+        };
+        let mut partitions = Partitions::default();
+        for p in 0..3 {
+            partitions.assign(tp(p), CancellationToken::new());
+        }
+        // The pod fills (3 of 3): the first pause seals the open batches.
+        track(&mut partitions, 0, 0..3);
+        assert!(seal(partitions.pause_if_full(&tp(0), 10, 3)));
+        // A record still arriving for another partition pauses it, once,
+        // and does not seal again while one partition may still fetch.
+        track(&mut partitions, 1, 0..1);
+        assert!(!seal(partitions.pause_if_full(&tp(1), 10, 3)));
+        assert_eq!(partitions.pause_if_full(&tp(1), 10, 3), None);
+        // The last fetching partition pauses: nothing can come in, seal.
+        track(&mut partitions, 2, 0..1);
+        assert!(seal(partitions.pause_if_full(&tp(2), 10, 3)));
+        // Work finishes and the partitions resume; the next time the pod
+        // fills seals again.
+        for (p, offsets) in [(0, 0..3), (1, 0..1), (2, 0..1)] {
+            for offset in offsets {
+                partitions.get_mut(&tp(p)).unwrap().watermark.finish(offset);
+            }
+        }
+        assert_eq!(partitions.resume_if_room(10, 3).len(), 3);
+        track(&mut partitions, 0, 3..6);
+        assert!(seal(partitions.pause_if_full(&tp(0), 10, 3)));
+    }
+
+    #[test]
     fn a_partition_lost_while_paused_comes_back_fetchable_and_gives_its_count_back() {
         let mut partitions = Partitions::default();
         let epoch = holding(&mut partitions, 4, 0);
-        assert!(partitions.pause_if_full(&tp(0), 4, 100));
+        assert!(partitions.pause_if_full(&tp(0), 4, 100).is_some());
         assert_eq!(partitions.buffered(), 4);
         let lost = partitions.start_revoke(vec![tp(0)]);
         assert_eq!(lost, vec![(tp(0), epoch)]);
