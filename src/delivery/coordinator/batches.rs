@@ -79,6 +79,96 @@ impl Batches {
             .iter()
             .any(|open| open.index.contains_key(profile))
     }
+
+    /// Adds a profile's events to the open batch of its kind: to its row if
+    /// it has one, else as a new row (opening the batch at `now` if none is
+    /// open). Returns the kind when the batch reached `bulk.max_rows` or
+    /// `bulk.max_bytes` and must be sealed.
+    fn add(&mut self, profile: Identity, items: Vec<Pending>, now: Instant) -> Option<BatchKind> {
+        let kind = BatchKind::of(&profile);
+        let limits = self.delivery.limits;
+        let open = match self.open.iter().position(|b| b.kind == kind) {
+            Some(index) => &mut self.open[index],
+            None => {
+                self.open.push(OpenBatch {
+                    kind,
+                    rows: Vec::new(),
+                    index: HashMap::new(),
+                    bytes: 0,
+                    opened_at: now,
+                });
+                let last = self.open.len() - 1;
+                &mut self.open[last]
+            }
+        };
+        if let Some(&row) = open.index.get(&profile) {
+            open.rows[row].1.extend(items);
+            return None;
+        }
+        let scratch = BatchEncoder::new(kind);
+        open.bytes += scratch.size_with(&items[0].update).unwrap_or(0);
+        open.index.insert(profile.clone(), open.rows.len());
+        open.rows.push((profile, items));
+        (open.rows.len() >= limits.max_rows || open.bytes >= limits.max_bytes).then_some(kind)
+    }
+
+    /// The kinds whose open batch is older than `bulk.max_age_ms` at `now`
+    /// (every open one when `force`).
+    fn due(&self, now: Instant, force: bool) -> Vec<BatchKind> {
+        let max_age = self.delivery.max_age;
+        self.open
+            .iter()
+            .filter(|open| force || open.opened_at + max_age <= now)
+            .map(|open| open.kind)
+            .collect()
+    }
+
+    /// When the oldest open batch comes of age.
+    fn next_due(&self) -> Option<Instant> {
+        let max_age = self.delivery.max_age;
+        self.open.iter().map(|o| o.opened_at + max_age).min()
+    }
+
+    /// Takes the open batch of `kind` out, to seal it.
+    fn take_open(&mut self, kind: BatchKind) -> Option<OpenBatch> {
+        let position = self.open.iter().position(|b| b.kind == kind)?;
+        Some(self.open.swap_remove(position))
+    }
+
+    /// Registers a closed batch under a new id.
+    fn seal(&mut self, batch: Arc<EncodedBatch>, rows: Vec<(Identity, Vec<Pending>)>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sealed.insert(
+            id,
+            SealedBatch {
+                batch,
+                rows,
+                settled: false,
+            },
+        );
+        id
+    }
+
+    /// Target accepted batch `id` for processing. With `commit_on =
+    /// "submitted"` its events are done now, once: returns them the first
+    /// time, nothing after (a batch sent again is accepted again).
+    fn settle_on_submit(&mut self, id: u64) -> Vec<EventRef> {
+        if self.delivery.commit_on != CommitOn::Submitted {
+            return Vec::new();
+        }
+        match self.sealed.get_mut(&id) {
+            Some(sealed) if !sealed.settled => {
+                sealed.settled = true;
+                sealed
+                    .rows
+                    .iter()
+                    .flat_map(|(_, items)| items.iter().map(|i| i.event.clone()))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Coordinator {
@@ -104,32 +194,8 @@ impl Coordinator {
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
-        let kind = BatchKind::of(&profile);
-        let limits = batches.delivery.limits;
-        let open = match batches.open.iter().position(|b| b.kind == kind) {
-            Some(index) => &mut batches.open[index],
-            None => {
-                batches.open.push(OpenBatch {
-                    kind,
-                    rows: Vec::new(),
-                    index: HashMap::new(),
-                    bytes: 0,
-                    opened_at: now,
-                });
-                let last = batches.open.len() - 1;
-                &mut batches.open[last]
-            }
-        };
-        if let Some(&row) = open.index.get(&profile) {
-            open.rows[row].1.extend(items);
-            return;
-        }
-        let scratch = BatchEncoder::new(kind);
-        open.bytes += scratch.size_with(&items[0].update).unwrap_or(0);
-        open.index.insert(profile.clone(), open.rows.len());
-        open.rows.push((profile, items));
-        if open.rows.len() >= limits.max_rows || open.bytes >= limits.max_bytes {
-            self.seal_kind(kind);
+        if let Some(full) = batches.add(profile, items, now) {
+            self.seal_kind(full);
         }
     }
 
@@ -139,20 +205,10 @@ impl Coordinator {
         let Some(batches) = self.batches.as_ref() else {
             return;
         };
-        let max_age = batches.delivery.max_age;
-        let due: Vec<BatchKind> = batches
-            .open
-            .iter()
-            .filter(|open| force || open.opened_at + max_age <= now)
-            .map(|open| open.kind)
-            .collect();
-        for kind in due {
+        for kind in batches.due(now, force) {
             self.seal_kind(kind);
         }
-        let next = self
-            .batches
-            .as_ref()
-            .and_then(|b| b.open.iter().map(|o| o.opened_at + max_age).min());
+        let next = self.batches.as_ref().and_then(Batches::next_due);
         if let Some(next) = next {
             self.next_wake = Some(self.next_wake.map_or(next, |wake| wake.min(next)));
         }
@@ -164,10 +220,9 @@ impl Coordinator {
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
-        let Some(position) = batches.open.iter().position(|b| b.kind == kind) else {
+        let Some(open) = batches.take_open(kind) else {
             return;
         };
-        let open = batches.open.swap_remove(position);
         let limits = batches.delivery.limits;
         let mut encoder = BatchEncoder::new(kind);
         let mut rows = Vec::new();
@@ -219,22 +274,14 @@ impl Coordinator {
             return;
         };
         let batch = Arc::new(encoder.finish());
-        let id = batches.next_id;
-        batches.next_id += 1;
+        let events = rows.iter().map(|(_, items)| items.len()).sum::<usize>();
+        let id = batches.seal(batch.clone(), rows);
         tracing::info!(
             batch = id,
             rows = batch.rows(),
-            events = rows.iter().map(|(_, items)| items.len()).sum::<usize>(),
+            events,
             bytes = batch.body().len(),
             "Bulk batch closed; submitting."
-        );
-        batches.sealed.insert(
-            id,
-            SealedBatch {
-                batch: batch.clone(),
-                rows,
-                settled: false,
-            },
         );
         self.spawn_submit(id, batch);
     }
@@ -283,25 +330,12 @@ impl Coordinator {
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
-        let commit_on = batches.delivery.commit_on;
         match submission {
             Submission::Submitted { status_url } => {
                 self.metrics.count_batch("submitted");
                 tracing::info!(batch = id, "Bulk batch submitted; polling its status.");
-                let settle = commit_on == CommitOn::Submitted
-                    && batches.sealed.get(&id).is_some_and(|b| !b.settled);
-                if settle {
-                    let events: Vec<EventRef> =
-                        batches.sealed.get_mut(&id).map_or_else(Vec::new, |b| {
-                            b.settled = true;
-                            b.rows
-                                .iter()
-                                .flat_map(|(_, items)| items.iter().map(|i| i.event.clone()))
-                                .collect()
-                        });
-                    for event in &events {
-                        self.finish(event);
-                    }
+                for event in &batches.settle_on_submit(id) {
+                    self.finish(event);
                 }
                 self.spawn_poll(id, status_url);
             }
@@ -488,5 +522,135 @@ impl Coordinator {
                 (high - done).max(0) as u64
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::gate::{RateShare, SendGate};
+    use crate::ops::config::TargetSettings;
+    use crate::retry::RetryPolicy;
+    use crate::target::bulk::BulkClient;
+
+    const MAX_AGE: Duration = Duration::from_secs(10);
+
+    fn batches(max_rows: usize, commit_on: CommitOn) -> Batches {
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let share = RateShare::of_group(10.0, 10, 1, 1);
+        Batches::new(BulkDelivery {
+            sender: BatchSender {
+                client: Arc::new(BulkClient::new(&TargetSettings::default()).unwrap()),
+                calls: Arc::new(crate::delivery::batch_sender::CallBudget::new(60)),
+                retry,
+                poll: retry,
+                gate: Arc::new(SendGate::new(share, retry)),
+                metrics: Arc::new(Metrics::new()),
+                resubmissions: Arc::default(),
+            },
+            limits: BatchLimits {
+                max_rows,
+                max_bytes: 1 << 20,
+            },
+            max_age: MAX_AGE,
+            commit_on,
+        })
+    }
+
+    /// The pending event at `offset` of a purchase by `customer`.
+    fn pending(customer: &str, offset: i64) -> Pending {
+        let json = format!(
+            r#"{{"event_id":"e{offset}","event_type":"sale","occurred_at":"2026-11-28T10:15:00Z",
+            "store_id":"S1","customer":{{"third_party_id":"{customer}"}},"currency":"EUR",
+            "total":"12.50","items":[]}}"#
+        );
+        let Decision::Update(update) = crate::mapping::Mapping::default().decide(json.as_bytes())
+        else {
+            panic!("not an update")
+        };
+        Pending {
+            event: EventRef {
+                tp: TopicPartition {
+                    topic: "pos.purchases".into(),
+                    partition: 0,
+                },
+                epoch: 1,
+                offset,
+            },
+            update,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            received_at: Instant::now(),
+            span: EventSpan::default(),
+        }
+    }
+
+    fn add(batches: &mut Batches, customer: &str, offset: i64, at: Instant) -> Option<BatchKind> {
+        let item = pending(customer, offset);
+        batches.add(item.update.identity.clone(), vec![item], at)
+    }
+
+    #[test]
+    fn a_profiles_later_events_join_its_row_and_a_batch_is_full_at_max_rows() {
+        let now = Instant::now();
+        let mut batches = batches(2, CommitOn::Complete);
+        assert_eq!(add(&mut batches, "CRM-1", 0, now), None);
+        assert_eq!(add(&mut batches, "CRM-1", 1, now), None, "the same row");
+        let first = pending("CRM-1", 0).update.identity;
+        assert!(batches.has_open_row(&first));
+        assert_eq!(
+            add(&mut batches, "CRM-2", 2, now),
+            Some(BatchKind::of(&first)),
+            "two rows: full"
+        );
+        let open = batches.take_open(BatchKind::of(&first)).unwrap();
+        let events: Vec<usize> = open.rows.iter().map(|(_, items)| items.len()).collect();
+        assert_eq!(events, [2, 1]);
+        assert!(!batches.has_open_row(&first));
+        assert!(batches.take_open(BatchKind::of(&first)).is_none());
+    }
+
+    #[test]
+    fn an_open_batch_is_due_at_its_age_or_when_forced() {
+        let opened = Instant::now();
+        let mut batches = batches(100, CommitOn::Complete);
+        assert_eq!(batches.next_due(), None);
+        add(&mut batches, "CRM-1", 0, opened);
+        assert_eq!(batches.next_due(), Some(opened + MAX_AGE));
+        assert!(batches.due(opened + MAX_AGE / 2, false).is_empty());
+        assert_eq!(batches.due(opened + MAX_AGE / 2, true).len(), 1);
+        assert_eq!(batches.due(opened + MAX_AGE, false).len(), 1);
+    }
+
+    #[test]
+    fn events_of_a_batch_are_settled_on_submit_once_and_only_when_configured() {
+        for (commit_on, settled) in [(CommitOn::Submitted, 2), (CommitOn::Complete, 0)] {
+            let mut batches = batches(100, commit_on);
+            let rows = vec![
+                (
+                    pending("CRM-1", 0).update.identity,
+                    vec![pending("CRM-1", 0)],
+                ),
+                (
+                    pending("CRM-2", 1).update.identity,
+                    vec![pending("CRM-2", 1)],
+                ),
+            ];
+            let mut encoder = BatchEncoder::new(BatchKind::of(&rows[0].0));
+            for (_, items) in &rows {
+                encoder
+                    .push_within(&items[0].update, batches.delivery.limits)
+                    .unwrap();
+            }
+            let id = batches.seal(Arc::new(encoder.finish()), rows);
+            assert_eq!(batches.settle_on_submit(id).len(), settled, "{commit_on:?}");
+            // Sent again and accepted again: nothing more to finish.
+            assert!(batches.settle_on_submit(id).is_empty());
+            assert!(batches.settle_on_submit(id + 1).is_empty());
+        }
     }
 }
