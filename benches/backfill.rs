@@ -130,15 +130,7 @@ impl Options {
 fn main() -> anyhow::Result<()> {
     common::init_logs();
     let options = Options::from_env()?;
-    let simulator_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-rt")
-        .enable_all()
-        .build()?;
+    let (simulator_runtime, runtime) = common::runtimes(2)?;
     let simulators = simulator_runtime.handle().clone();
 
     let started = Instant::now();

@@ -55,6 +55,23 @@ pub fn phases(variable: &str, all: &[&str]) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// The simulator's runtime (threads named `sim-rt`, so its CPU can be told
+/// apart) with `simulator_threads` workers, and the bench's own (`bench-rt`).
+pub fn runtimes(
+    simulator_threads: usize,
+) -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
+    let simulator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(simulator_threads)
+        .thread_name("sim-rt")
+        .enable_all()
+        .build()?;
+    let bench = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-rt")
+        .enable_all()
+        .build()?;
+    Ok((simulator, bench))
+}
+
 /// Logs of the service to stderr, `warn` unless `RUST_LOG` says otherwise.
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

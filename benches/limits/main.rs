@@ -100,15 +100,7 @@ fn main() -> anyhow::Result<()> {
         "PPS_BENCH_PHASES",
         &["rate", "coalesce", "latency", "rss", "failures", "overload"],
     )?;
-    let simulator_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-rt")
-        .enable_all()
-        .build()?;
+    let (simulator_runtime, runtime) = common::runtimes(2)?;
     let mut bench = Bench {
         kafka: Kafka::start()?,
         simulators: simulator_runtime.handle().clone(),

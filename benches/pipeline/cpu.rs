@@ -113,14 +113,5 @@ pub(super) fn load_average() -> String {
 
 /// A `kB` field of `/proc/self/status`.
 pub(super) fn proc_status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
+    common::status_kb("/proc/self/status", field)
 }

@@ -147,16 +147,7 @@ fn main() -> anyhow::Result<()> {
     if trace_export.is_some() {
         println!("traces     exported over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT is set)");
     }
-    // The simulator gets its own runtime (named threads), so its CPU can be told apart.
-    let simulator_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.sim_threads)
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-rt")
-        .enable_all()
-        .build()?;
+    let (simulator_runtime, runtime) = common::runtimes(options.sim_threads)?;
     let simulators = simulator_runtime.handle().clone();
     let mut report = Report {
         load_before: load_average(),

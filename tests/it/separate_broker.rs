@@ -73,7 +73,8 @@ async fn three_pods_with_one_joining_and_one_leaving_lose_nothing_and_keep_the_g
     let (status, _) = first.terminate(Duration::from_secs(15));
     assert!(
         status.success(),
-        "the leaving pod exits cleanly: {status:?}"
+        "the leaving pod exits cleanly: {status:?}; log:\n{}",
+        first.log_text()
     );
     wait_all_committed(&kafka, GROUP, Duration::from_secs(120)).await;
 
