@@ -134,12 +134,7 @@ const PHASES: [&str; 5] = [
 ];
 
 fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logs();
     let options = Options::from_env()?;
     // As `run` does: export spans when OTEL_EXPORTER_OTLP_* says where (to
     // measure what tracing costs); otherwise no span is built.
