@@ -69,12 +69,12 @@ impl std::fmt::Display for DeadLetterClass {
 
 /// Every `pps-error-class` the contract defines (section 8), as written.
 pub const ERROR_CLASSES: [&str; 6] = [
-    "invalid_json",
-    "schema_violation",
-    "unsupported_version",
-    "target_rejected",
-    "retries_exhausted",
-    "profile_not_found",
+    DeadLetterClass::InvalidJson.as_str(),
+    DeadLetterClass::SchemaViolation.as_str(),
+    DeadLetterClass::UnsupportedVersion.as_str(),
+    DeadLetterClass::TargetRejected.as_str(),
+    DeadLetterClass::RetriesExhausted.as_str(),
+    DeadLetterClass::ProfileNotFound.as_str(),
 ];
 
 /// One record to dead-letter.
@@ -335,7 +335,17 @@ mod tests {
             RetriesExhausted,
             ProfileNotFound,
         ];
-        assert_eq!(all.map(DeadLetterClass::as_str), ERROR_CLASSES);
+        // As contract section 8 names them.
+        let contract = [
+            "invalid_json",
+            "schema_violation",
+            "unsupported_version",
+            "target_rejected",
+            "retries_exhausted",
+            "profile_not_found",
+        ];
+        assert_eq!(all.map(DeadLetterClass::as_str), contract);
+        assert_eq!(ERROR_CLASSES, contract);
         for class in [
             ErrorClass::InvalidJson,
             ErrorClass::SchemaViolation,

@@ -11,7 +11,7 @@ impl Coordinator {
         if self.commit.is_some() {
             return;
         }
-        let offsets = self.changed_offsets();
+        let offsets = self.partitions.changed_offsets();
         if offsets.is_empty() {
             return;
         }
@@ -32,11 +32,6 @@ impl Coordinator {
             }
         }
         self.publish_offsets();
-    }
-
-    /// Owned partitions whose committable offset is not yet confirmed.
-    pub(super) fn changed_offsets(&self) -> Vec<CommitOffset> {
-        self.partitions.changed_offsets()
     }
 
     /// Shutdown: stop taking work, finish or abandon in-flight work within
@@ -120,7 +115,7 @@ impl Coordinator {
             }
         }
         for attempt in 1..=3 {
-            let offsets = self.changed_offsets();
+            let offsets = self.partitions.changed_offsets();
             if offsets.is_empty() {
                 break;
             }
@@ -152,7 +147,7 @@ impl Coordinator {
                 }
             }
         }
-        if !self.changed_offsets().is_empty() {
+        if !self.partitions.changed_offsets().is_empty() {
             tracing::error!(
                 "Could not commit final offsets; the next owner re-reads from the last commit."
             );
