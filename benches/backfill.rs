@@ -1,5 +1,4 @@
-//! A backfill through bulk batches against single updates at the same budget
-//! (issue #8).
+//! A backfill through bulk batches against single updates at the same budget.
 //!
 //! The generator's events (default ratios) are produced with lz4 into librdkafka's
 //! mock cluster and the end offsets checked (the mock keeps only about 5 MB per
@@ -40,10 +39,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod common;
 
 use anyhow::bail;
-use common::{env_or, InProcess, Kafka};
+use common::{env_or, InProcess};
 use pos_profile_sync::generator::{expected_profiles, Generator, GeneratorConfig};
 use pos_profile_sync::ops::config::{BulkMode, Settings};
 use pps_target_simulator::{BulkFaults, Faults, SimStats};
+use pps_test_kit::broker::Kafka;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
     let simulators = simulator_runtime.handle().clone();
 
     let started = Instant::now();
-    let kafka = Kafka::start()?;
+    let kafka = Kafka::from_env()?;
     let ends = kafka.backlog(TOPIC, options.partitions, options.generator())?;
     let records: i64 = ends.iter().sum();
     let customers = expected_profiles(options.generator()).len();
@@ -233,7 +233,7 @@ async fn bulk(
     let mut last_report = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if common::all_committed(kafka, group, TOPIC, ends) {
+        if kafka.all_committed(group, TOPIC, ends) {
             break;
         }
         if service.has_stopped() {
@@ -260,7 +260,8 @@ async fn bulk(
     }
     service.stop().await?;
     let stats = simulator.stats();
-    let lost = common::lost_profiles(&expected_profiles(options.generator()), &simulator);
+    let lost =
+        pps_test_kit::workload::lost_profiles(&expected_profiles(options.generator()), &simulator);
     let _ = simulators.spawn(simulator.shutdown()).await;
     Ok(BulkResult {
         elapsed,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use pps_target_simulator::{Existence, Faults, Latency, Simulator, SimulatorConfig};
+use pps_target_simulator::{Faults, Latency, Simulator, SimulatorConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -38,8 +38,7 @@ async fn phase(name: &str, faults: Faults) -> anyhow::Result<()> {
     // Every profile exists, so each update is applied (the path measured).
     let config = SimulatorConfig {
         faults,
-        existence: Existence::all_known(),
-        ..SimulatorConfig::new(CLIENT_CODE)
+        ..pps_test_kit::simulator_config(CLIENT_CODE)
     };
     let simulator = Simulator::start(([127, 0, 0, 1], 0).into(), config).await?;
     let urls = Arc::new(update_urls(&simulator.base_url()));

@@ -13,7 +13,7 @@
 //! [`delivery::coordinator`], which tracks the offset in its partition's
 //! [`delivery::watermark::CommitWatermark`] and queues the update behind
 //! earlier updates of the same profile ([`delivery::queues`]). When the
-//! profile's turn comes, a [`delivery::sender`] waits at the
+//! profile's turn comes, an attempt ([`delivery::attempt`]) waits at the
 //! [`delivery::gate`] (the pod's share of the group budget, `Retry-After` and
 //! credentials pauses), sends the request built by [`target::request`]
 //! through the [`target::client`], and [`target::classify`] decides:

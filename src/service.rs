@@ -3,6 +3,7 @@
 //! shutdown trigger is an argument, so tests stop the service the way
 //! Kubernetes does.
 
+use crate::delivery::attempt::UpdateAttempts;
 use crate::delivery::batch_sender::{BatchSender, CallBudget};
 use crate::delivery::concurrency::AdaptiveConcurrency;
 use crate::delivery::coordinator::{
@@ -10,7 +11,6 @@ use crate::delivery::coordinator::{
 };
 use crate::delivery::fetch_budget::{FetchBudget, ProfileFetcher};
 use crate::delivery::gate::{RateShare, SendGate};
-use crate::delivery::sender::Sender;
 use crate::delivery::verify::{self, Verifier};
 use crate::kafka::consumer::ConsumerThread;
 use crate::kafka::dead_letter::DeadLetterWriter;
@@ -57,10 +57,7 @@ pub async fn run(
     }
     let metrics = Arc::new(Metrics::new());
     let delivery = &settings.delivery;
-    let retry = RetryPolicy {
-        initial: Duration::from_millis(delivery.retry_initial_ms),
-        max: Duration::from_millis(delivery.retry_max_ms),
-    };
+    let retry = delivery.retry();
     let gate = Arc::new(SendGate::new(
         RateShare::of_group(
             settings.rate_limit.per_second,
@@ -85,13 +82,13 @@ pub async fn run(
         TargetClient::new(&settings.target, delivery.max_in_flight as usize)
             .context("cannot set up the Target client")?,
     );
-    let dead_letters = Arc::new(
-        DeadLetterWriter::new(&settings.kafka, retry, metrics.clone())
-            .map_err(anyhow::Error::msg)?,
-    );
+    let dead_letters = Arc::new(DeadLetterWriter::new(
+        &settings.kafka,
+        retry,
+        metrics.clone(),
+    )?);
     let (events_tx, events_rx) = mpsc::channel(HANDOVER_CAPACITY);
-    let consumer = ConsumerThread::start(&settings, Arc::new(mapping), events_tx, metrics.clone())
-        .map_err(anyhow::Error::msg)?;
+    let consumer = ConsumerThread::start(&settings, Arc::new(mapping), events_tx, metrics.clone())?;
     tracing::info!(
         topics = ?settings.kafka.topics,
         group = %settings.kafka.group_id,
@@ -124,12 +121,12 @@ pub async fn run(
         CoordinatorSettings {
             max_buffered_per_partition: delivery.max_buffered_per_partition as usize,
             max_buffered: delivery.max_buffered as usize,
-            commit_interval: Duration::from_millis(delivery.commit_interval_ms),
-            drain_timeout: Duration::from_millis(delivery.drain_timeout_ms),
+            commit_interval: delivery.commit_interval(),
+            drain_timeout: delivery.drain_timeout(),
             per_second: settings.rate_limit.per_second,
             burst: settings.rate_limit.burst,
             daily_quota: settings.rate_limit.daily_quota,
-            coalesce_window: Duration::from_millis(delivery.coalesce_window_ms),
+            coalesce_window: delivery.coalesce_window(),
             group_id: Arc::from(settings.kafka.group_id.as_str()),
             bulk_mode: settings.bulk.mode,
             overflow_after_seconds: settings.bulk.overflow_after_seconds,
@@ -147,7 +144,7 @@ pub async fn run(
         },
         consumer.consumer.clone(),
         events_rx,
-        Sender {
+        UpdateAttempts {
             client,
             gate,
             concurrency: AdaptiveConcurrency::new(
@@ -235,7 +232,7 @@ fn bulk_delivery(
             resubmissions: Arc::default(),
         },
         limits: BatchLimits::from_settings(bulk),
-        max_age: Duration::from_millis(bulk.max_age_ms),
+        max_age: bulk.max_age(),
         commit_on: bulk.commit_on,
     }))
 }

@@ -46,7 +46,7 @@ fn the_reader_sees_a_cycle_when_there_is_one() {
         "use crate::delivery::retry::RetryPolicy;",
     );
     add(
-        "delivery::sender",
+        "delivery::attempt",
         "use super::super::kafka::dead_letter::DeadLetter;",
     );
     add(

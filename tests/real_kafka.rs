@@ -7,7 +7,8 @@
 //! `cargo test --features real-kafka --test real_kafka`. It needs a reachable
 //! Docker engine and fails, saying so, without one.
 
-#[allow(dead_code)]
+// Shared with the `it` binary, which uses more of it.
+#[allow(dead_code, unused_imports)]
 #[path = "it/helpers.rs"]
 mod helpers;
 
@@ -79,8 +80,8 @@ async fn sigkill_and_restart_lose_nothing_on_a_real_broker() {
     })
     .unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 2000.0;
-    config.burst = 100;
+    config.settings.rate_limit.per_second = 2000.0;
+    config.settings.rate_limit.burst = 100;
     let total = work.customer_events() as u64;
 
     let mut app = spawn_app(&config);

@@ -292,7 +292,7 @@ async fn run(bench: &Bench, backlog: &Backlog, case: &Case) -> anyhow::Result<Me
             limit_sum += service.handle.metrics.concurrency_limit.get() as f64;
             limit_samples += 1;
         }
-        if accepted >= calls && common::all_committed(&bench.kafka, &group, topic, ends) {
+        if accepted >= calls && bench.kafka.all_committed(&group, topic, ends) {
             break true;
         }
         if service.has_stopped() || started.elapsed() > cap {

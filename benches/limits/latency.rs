@@ -195,7 +195,7 @@ async fn once(bench: &Bench, window_ms: u64) -> anyhow::Result<String> {
                 .format(&time::format_description::well_known::Rfc3339)?
                 .into();
             let at = Instant::now();
-            common::send(
+            pps_test_kit::broker::send(
                 &producer,
                 &topic,
                 &event.key,

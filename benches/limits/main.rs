@@ -1,4 +1,4 @@
-//! Issue #7's limits, measured side by side in one run against librdkafka's mock
+//! The service's limits, measured side by side in one run against librdkafka's mock
 //! cluster and the Target simulator (no latency, no failures):
 //!
 //! 1. **rate**: the budget (`PPS_BENCH_RATE` [1000]/s, burst `PPS_BENCH_BURST` [10])
@@ -39,9 +39,10 @@ mod latency;
 mod rss;
 
 use anyhow::bail;
-use common::{env_or, InProcess, Kafka};
+use common::{env_or, InProcess};
 use pos_profile_sync::generator::{EventKind, Generator, GeneratorConfig};
 use pps_target_simulator::Faults;
+use pps_test_kit::broker::Kafka;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -102,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let (simulator_runtime, runtime) = common::runtimes(2)?;
     let mut bench = Bench {
-        kafka: Kafka::start()?,
+        kafka: Kafka::from_env()?,
         simulators: simulator_runtime.handle().clone(),
         backlogs: HashMap::new(),
         zipf_customers: env_or("PPS_BENCH_ZIPF_CUSTOMERS", 100_000)?,
@@ -140,7 +141,7 @@ fn main() -> anyhow::Result<()> {
         report.push((phase.clone(), lines));
     }
     println!();
-    println!("=== issue #7 limits ===");
+    println!("=== limits ===");
     for (phase, lines) in report {
         for line in lines {
             println!("{phase:<9} {line}");
@@ -232,7 +233,7 @@ async fn coalesce(
     println!("  running to the last commit...");
     let started = Instant::now();
     let service = InProcess::start(settings).await?;
-    while !common::all_committed(&bench.kafka, group, &topic, &ends) {
+    while !bench.kafka.all_committed(group, &topic, &ends) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if service.has_stopped() || started.elapsed() > Duration::from_secs(900) {
             bail!("coalesce: not all committed");

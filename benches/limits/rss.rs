@@ -10,9 +10,10 @@
 //! `PPS_BENCH_RSS_S` [30] s. The peak is the child's `VmHWM` at the end; the records
 //! consumed and the paused partitions are scraped from its `/metrics`.
 
-use crate::common::{self, env_or, ChildService};
+use crate::common::{self, env_or};
 use crate::Bench;
 use pps_target_simulator::Faults;
+use pps_test_kit::app::{App, Launch};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -40,12 +41,25 @@ fn once(bench: &mut Bench, runtime: &Runtime, size: u64) -> anyhow::Result<Strin
     settings.delivery.max_buffered_per_partition = max_buffered;
     settings.server.listen = format!("127.0.0.1:{port}");
     println!("  backlog {size}: the service as a child process for {seconds} s...");
-    let mut child = ChildService::start(&settings, &group)?;
+    pos_profile_sync::kafka::validate(&settings)?;
+    let launch = Launch {
+        log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ..Launch::new(
+            env!("CARGO_BIN_EXE_pos-profile-sync"),
+            toml::to_string(&settings)?,
+            settings.server.listen.parse()?,
+        )
+    };
+    let mut child = App::start(launch)?;
     let started = Instant::now();
     let mut rss_samples = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
-        anyhow::ensure!(!child.has_exited(), "the service exited early");
+        anyhow::ensure!(
+            child.running(),
+            "the service exited early; its log:\n{}",
+            child.log_text()
+        );
         rss_samples.push(child.status_kb("VmRSS").unwrap_or(0));
     }
     let peak_kb = child.status_kb("VmHWM").unwrap_or(0);
@@ -67,7 +81,7 @@ fn once(bench: &mut Bench, runtime: &Runtime, size: u64) -> anyhow::Result<Strin
     let consumed = sum("pps_events_consumed");
     let accepted = sum("pps_events_accepted");
     let paused = sum("pps_paused_partitions");
-    child.terminate()?;
+    child.terminate(Duration::from_secs(60));
     let _ = runtime.block_on(bench.simulators.spawn(simulator.shutdown()));
     let mib = |kb: u64| kb as f64 / 1024.0;
     let trend: Vec<String> = rss_samples

@@ -113,5 +113,5 @@ pub(super) fn load_average() -> String {
 
 /// A `kB` field of `/proc/self/status`.
 pub(super) fn proc_status_kb(field: &str) -> Option<u64> {
-    common::status_kb("/proc/self/status", field)
+    pps_test_kit::status_kb("/proc/self/status", field)
 }

@@ -55,7 +55,7 @@ mod sequential;
 
 use anyhow::{bail, ensure};
 use baseline::*;
-use common::{env_or, Kafka, CLIENT_CODE};
+use common::{env_or, CLIENT_CODE};
 use cpu::*;
 use futures::StreamExt as _;
 use phase::*;
@@ -65,6 +65,7 @@ use pos_profile_sync::ops::config::Settings;
 use pos_profile_sync::service::{self, ServiceHandle};
 use pos_profile_sync::target::request::{UpdateEndpoint, UpdateRequest};
 use pps_target_simulator::{Faults, Latency, SimulatorHandle};
+use pps_test_kit::broker::Kafka;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
@@ -138,7 +139,7 @@ fn main() -> anyhow::Result<()> {
     let options = Options::from_env()?;
     // As `run` does: export spans when OTEL_EXPORTER_OTLP_* says where (to
     // measure what tracing costs); otherwise no span is built.
-    let trace_export = pos_profile_sync::ops::traces::init().map_err(anyhow::Error::msg)?;
+    let trace_export = pos_profile_sync::ops::traces::init()?;
     if trace_export.is_some() {
         println!("traces     exported over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT is set)");
     }
@@ -150,7 +151,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
-    let kafka = Kafka::start()?;
+    let kafka = Kafka::from_env()?;
     report.broker = kafka.describe();
     // Streamed, not held: the baselines generate the same events again.
     let (workload, ends) = produce(&kafka, options.partitions, generate(&options))?;
@@ -251,7 +252,7 @@ fn produce(
     let (mapping, mut workload) = (Mapping::default(), Workload::default());
     for event in events {
         workload.count(&event, &mapping);
-        common::send(&producer, TOPIC, &event.key, &event.payload);
+        pps_test_kit::broker::send(&producer, TOPIC, &event.key, &event.payload);
     }
     producer.flush(Duration::from_secs(60))?;
     let ends = kafka.verified_end_offsets(TOPIC, partitions, workload.events)?;

@@ -211,7 +211,8 @@ impl CommitWatcher {
             .name("commit-watcher".into())
             .spawn(move || {
                 while !stopped.is_cancelled() {
-                    let committed = common::committed_offsets(&consumer, TOPIC, partitions);
+                    let committed =
+                        pps_test_kit::broker::committed_offsets(&consumer, TOPIC, partitions);
                     if committed.ok().as_deref() == Some(&ends[..]) {
                         let _ = tx.send(Some(Instant::now()));
                         return;

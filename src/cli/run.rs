@@ -37,8 +37,7 @@ pub(super) fn main(args: RunArgs) -> ExitCode {
         None
     });
     let stopped_at = Arc::new(OnceLock::new());
-    let hard_limit =
-        Duration::from_millis(settings.delivery.drain_timeout_ms) + Duration::from_millis(4500);
+    let hard_limit = settings.delivery.drain_timeout() + Duration::from_millis(4500);
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,

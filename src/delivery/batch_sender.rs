@@ -18,11 +18,12 @@
 use super::gate::SendGate;
 pub use super::resubmissions::MAX_RESUBMISSIONS;
 use super::resubmissions::{BatchKey, Resubmissions};
-use crate::ops::metrics::Metrics;
+use crate::delivery::gate::{until_ready, BudgetLimiter, TokioClock};
+use crate::ops::metrics::{BatchStatus, BulkCall, CallOutcome, Metrics};
 use crate::retry::RetryPolicy;
 use crate::target::bulk::{BatchState, BulkClient, BulkError, RetryCause};
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub struct CallBudget {
     per_minute: u32,
     /// The time between calls, the limiter that spaces them so, and a
     /// generation that changes with it.
-    limiter: Mutex<(Duration, Arc<DefaultDirectRateLimiter>, u64)>,
+    limiter: Mutex<(Duration, Arc<BudgetLimiter>, u64)>,
     /// Wakes callers waiting on a limiter that was just replaced.
     changed: tokio::sync::Notify,
 }
@@ -59,7 +60,7 @@ impl CallBudget {
     /// No floor: pods that outnumber `calls_per_minute` each get less than
     /// one call a minute, so the group never passes Adobe's limit. A share
     /// of nothing keeps a valid limiter of one call an hour.
-    fn limiter(per_minute: f64) -> (Duration, DefaultDirectRateLimiter) {
+    fn limiter(per_minute: f64) -> (Duration, BudgetLimiter) {
         let per_minute = if per_minute > 0.0 {
             per_minute
         } else {
@@ -69,10 +70,10 @@ impl CallBudget {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::MIN);
-        (period, RateLimiter::direct(quota))
+        (period, RateLimiter::direct_with_clock(quota, TokioClock))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Duration, Arc<DefaultDirectRateLimiter>, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Duration, Arc<BudgetLimiter>, u64)> {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -109,7 +110,7 @@ impl CallBudget {
                 (guard.1.clone(), guard.2)
             };
             tokio::select! {
-                _ = limiter.until_ready() => {}
+                _ = until_ready(&limiter) => {}
                 _ = &mut changed => continue,
             }
             if self.lock().2 == generation {
@@ -184,7 +185,7 @@ impl BatchSender {
     pub async fn submit(&self, body: &Bytes, abandon: &CancellationToken) -> Submission {
         let key = BatchKey::of(body);
         if let Some(lost) = self.resubmissions.give_up(key) {
-            self.metrics.count_batch("lost");
+            self.metrics.count_batch(BatchStatus::Lost);
             return Submission::Rejected {
                 status: lost.status,
                 message: format!(
@@ -206,15 +207,17 @@ impl BatchSender {
             };
             let delay = match result {
                 Ok(submitted) => {
-                    self.metrics.count_bulk_call("submit", "ok");
+                    self.metrics
+                        .count_bulk_call(BulkCall::Submit, CallOutcome::Ok);
                     self.gate.auth_ok();
                     self.resubmissions.submitted(key, &submitted.status_url);
                     return Submission::Submitted {
                         status_url: submitted.status_url,
                     };
                 }
-                Err(BulkError::Permanent { status, message }) => {
-                    self.metrics.count_bulk_call("submit", "rejected");
+                Err(BulkError::Rejected { status, message }) => {
+                    self.metrics
+                        .count_bulk_call(BulkCall::Submit, CallOutcome::Rejected);
                     self.resubmissions.forget(key);
                     return Submission::Rejected { status, message };
                 }
@@ -222,7 +225,8 @@ impl BatchSender {
                     cause: RetryCause::Refused(message),
                     ..
                 }) if refusals + 1 >= MAX_REFUSALS => {
-                    self.metrics.count_bulk_call("submit", "rejected");
+                    self.metrics
+                        .count_bulk_call(BulkCall::Submit, CallOutcome::Rejected);
                     self.resubmissions.forget(key);
                     return Submission::Rejected {
                         status: 200,
@@ -241,7 +245,7 @@ impl BatchSender {
                     ) {
                         refusals += 1;
                     }
-                    self.failed("submit", &error, &mut schedule)
+                    self.failed(BulkCall::Submit, &error, &mut schedule)
                 }
             };
             if !sleep_or_abandon(delay, abandon).await {
@@ -271,7 +275,8 @@ impl BatchSender {
             };
             delay = match result {
                 Ok(report) => {
-                    self.metrics.count_bulk_call("status", "ok");
+                    self.metrics
+                        .count_bulk_call(BulkCall::Status, CallOutcome::Ok);
                     self.gate.auth_ok();
                     match report.state {
                         BatchState::Complete => {
@@ -296,8 +301,9 @@ impl BatchSender {
                         BatchState::Incomplete => polls.next_bound(),
                     }
                 }
-                Err(BulkError::Permanent { status, message }) => {
-                    self.metrics.count_bulk_call("status", "rejected");
+                Err(BulkError::Rejected { status, message }) => {
+                    self.metrics
+                        .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
                     let why = format!("the status call was refused with HTTP {status}: {message}");
                     return self.lost(status_url, status, why);
                 }
@@ -305,15 +311,17 @@ impl BatchSender {
                     cause: RetryCause::Refused(message),
                     ..
                 }) => {
-                    self.metrics.count_bulk_call("status", "rejected");
+                    self.metrics
+                        .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
                     let why = format!("the status call was answered success=false: {message}");
                     return self.lost(status_url, 200, why);
                 }
                 Err(error @ BulkError::StatusUrl(_)) => {
-                    self.metrics.count_bulk_call("status", "rejected");
+                    self.metrics
+                        .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
                     return self.lost(status_url, 200, error.to_string());
                 }
-                Err(error) => self.failed("status", &error, &mut failures),
+                Err(error) => self.failed(BulkCall::Status, &error, &mut failures),
             };
         }
     }
@@ -328,22 +336,22 @@ impl BatchSender {
     /// Counts a retryable or credential failure and says how long to wait.
     fn failed(
         &self,
-        call: &'static str,
+        call: BulkCall,
         error: &BulkError,
         schedule: &mut crate::retry::RetrySchedule,
     ) -> Duration {
         let (outcome, retry_after) = match error {
-            BulkError::Retry { retry_after, .. } => ("retryable", *retry_after),
-            BulkError::Auth { status } => {
+            BulkError::Retry { retry_after, .. } => (CallOutcome::Retryable, *retry_after),
+            BulkError::AuthFailed { status } => {
                 // Wrong for every call: the whole pod pauses and reports not
                 // ready until a call is accepted again.
                 self.gate.auth_failed(*status, false);
-                ("auth_failed", None)
+                (CallOutcome::AuthFailed, None)
             }
-            BulkError::Permanent { .. } | BulkError::StatusUrl(_) => ("rejected", None),
+            BulkError::Rejected { .. } | BulkError::StatusUrl(_) => (CallOutcome::Rejected, None),
         };
         self.metrics.count_bulk_call(call, outcome);
-        tracing::warn!(call, error = %error, "A bulk call failed; retrying.");
+        tracing::warn!(call = call.as_str(), error = %error, "A bulk call failed; retrying.");
         schedule.next_delay().max(retry_after.unwrap_or_default())
     }
 
@@ -370,16 +378,22 @@ async fn sleep_or_abandon(delay: Duration, abandon: &CancellationToken) -> bool 
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    /// Timing on paused time: tokio's clock drives the budget, so the waits
+    /// are exact (to the timer's millisecond) and take no wall time.
+    fn within_ms(waited: Duration, from: u64, to: u64) -> bool {
+        waited >= Duration::from_millis(from) && waited < Duration::from_millis(to)
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn calls_are_spread_evenly_without_a_burst() {
         // 600 a minute: one now, then one every 100 ms.
         let budget = CallBudget::new(600);
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         for _ in 0..4 {
             budget.acquire().await;
         }
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(280), "{waited:?}");
+        assert!(within_ms(waited, 300, 310), "{waited:?}");
     }
 
     #[test]
@@ -400,7 +414,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_share_change_neither_refills_the_call_nor_lets_waiters_use_the_old_limiter() {
         // 600 a minute for the group, a hundredth of it here: one call every 10 s.
         let budget = Arc::new(CallBudget::new(600));
@@ -415,14 +429,14 @@ mod tests {
         // The whole group's share: one call every 100 ms. The call spent
         // carries over, so the waiter goes after about 100 ms: not at once
         // (a refilled limiter) and not after the old 10 s.
-        let changed = std::time::Instant::now();
+        let changed = tokio::time::Instant::now();
         budget.set_fraction(1.0);
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("the waiter moves to the new limiter")
             .expect("waiter");
         assert!(
-            changed.elapsed() >= Duration::from_millis(50),
+            within_ms(changed.elapsed(), 100, 110),
             "{:?}",
             changed.elapsed()
         );

@@ -7,11 +7,10 @@
 //! [`ProfileFetcher`] is what callers use: wait for the budget, fetch, count
 //! the outcome in `pps_target_fetches_total{outcome}`.
 
-use super::gate::RateShare;
+use super::gate::{until_ready, BudgetLimiter, RateShare};
 use crate::event::Identity;
 use crate::ops::metrics::Metrics;
 use crate::target::fetch::{FetchClient, FetchOutcome};
-use governor::DefaultDirectRateLimiter;
 use std::sync::{Arc, Mutex};
 
 /// Where a pod's fraction of the group comes from: asked before every fetch,
@@ -24,7 +23,7 @@ pub struct FetchBudget {
     burst: u32,
     fraction: FractionSource,
     /// The fraction in force and its limiter.
-    limiter: Mutex<(f64, RateShare, Arc<DefaultDirectRateLimiter>)>,
+    limiter: Mutex<(f64, RateShare, Arc<BudgetLimiter>)>,
     metrics: Arc<Metrics>,
 }
 
@@ -69,7 +68,7 @@ impl FetchBudget {
     }
 
     /// Re-reads the fraction; a new one gets a new limiter (and the gauge).
-    fn refresh(&self) -> Arc<DefaultDirectRateLimiter> {
+    fn refresh(&self) -> Arc<BudgetLimiter> {
         let fraction = (self.fraction)();
         let fraction = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
@@ -87,7 +86,7 @@ impl FetchBudget {
 
     /// Waits for one fetch.
     pub async fn acquire(&self) {
-        self.refresh().until_ready().await;
+        until_ready(&self.refresh()).await;
     }
 }
 
@@ -124,7 +123,7 @@ impl ProfileFetcher {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn the_share_follows_the_fraction_and_shows_in_its_gauge() {
@@ -152,15 +151,19 @@ mod tests {
         assert!(metrics.encode().contains("pps_fetch_share_per_second 2.0"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn fetches_wait_for_the_budget_after_the_burst() {
-        // 20 a second, burst 2: two at once, then one every 50 ms.
+        // 20 a second, burst 2: two at once, then one every 50 ms. On paused
+        // time (tokio's clock drives the budget) the wait is exact.
         let budget = FetchBudget::whole(20.0, 2, Arc::new(Metrics::new()));
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         for _ in 0..5 {
             budget.acquire().await;
         }
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(140), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(160),
+            "{waited:?}"
+        );
     }
 }

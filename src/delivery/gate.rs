@@ -5,13 +5,44 @@
 
 use crate::ops::health::TargetReadiness;
 use crate::retry::{RetryPolicy, RetrySchedule};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, ReasonablyRealtime};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+/// governor's clock on tokio's time: the wall clock in service, paused or
+/// advanced time in tests (`tokio::time::pause`), so the budget's waits are
+/// tested exactly and without waiting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+impl ReasonablyRealtime for TokioClock {}
+
+/// A budget: a direct rate limiter on [`TokioClock`].
+pub type BudgetLimiter =
+    RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+/// Waits for one token of `limiter`, sleeping on tokio's time (governor's
+/// own `until_ready` sleeps on a timer thread tokio's clock does not drive).
+pub async fn until_ready(limiter: &BudgetLimiter) {
+    while let Err(not_until) = limiter.check() {
+        tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
+    }
+}
 
 /// The pod's share of the group budget (contract section 9).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,7 +68,7 @@ impl RateShare {
         }
     }
 
-    pub(crate) fn limiter(self) -> DefaultDirectRateLimiter {
+    pub(crate) fn limiter(self) -> BudgetLimiter {
         // A share of zero (no partitions) sends nothing anyway; keep a valid
         // quota of one request per hour so the limiter exists.
         let per_second = if self.per_second > 0.0 {
@@ -49,7 +80,7 @@ impl RateShare {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN));
-        RateLimiter::direct(quota)
+        RateLimiter::direct_with_clock(quota, TokioClock)
     }
 }
 
@@ -57,9 +88,9 @@ impl RateShare {
 /// as `from` (of burst `from_burst`) has now, at most `to_burst`. The
 /// tokens left in `from` are taken to count them (it is being replaced).
 pub(crate) fn carry_tokens(
-    from: &DefaultDirectRateLimiter,
+    from: &BudgetLimiter,
     from_burst: u32,
-    to: &DefaultDirectRateLimiter,
+    to: &BudgetLimiter,
     to_burst: u32,
 ) {
     let mut left = 0u32;
@@ -82,7 +113,7 @@ pub(crate) fn carry_tokens(
 #[derive(Debug, Clone)]
 struct ShareLimiter {
     share: RateShare,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: Arc<BudgetLimiter>,
     /// Changes with every new share: a token from a replaced limiter does not count.
     generation: u64,
 }
@@ -210,9 +241,9 @@ impl SendGate {
                 generation,
                 ..
             } = self.current_limiter();
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let waited = tokio::select! {
-                _ = limiter.until_ready() => true,
+                _ = until_ready(&limiter) => true,
                 // The share changed (a first assignment after a zero share,
                 // say): wait on the new limiter, not out the old one's period.
                 _ = &mut share_changed => false,
@@ -408,7 +439,7 @@ mod tests {
         assert_eq!((share.per_second, share.burst), (10.0, 10));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_budget_holds_requests_beyond_the_burst_to_the_rate() {
         let gate = SendGate::new(
             RateShare {
@@ -417,22 +448,23 @@ mod tests {
             },
             probe_backoff(),
         );
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         for _ in 0..5 {
             gate.acquire().await;
         }
+        assert!(started.elapsed() < Duration::from_millis(1), "the burst");
         for _ in 0..4 {
             gate.acquire().await;
         }
-        // Four more at 20/s take at least ~150 ms (governor's own clock).
+        // Four more at 20/s: one every 50 ms, exactly on paused time.
+        let waited = started.elapsed();
         assert!(
-            started.elapsed() >= Duration::from_millis(140),
-            "{:?}",
-            started.elapsed()
+            waited >= Duration::from_millis(200) && waited < Duration::from_millis(210),
+            "{waited:?}"
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_sender_waiting_on_a_zero_share_goes_as_soon_as_the_share_is_raised() {
         // Before the first assignment the share is zero (one request an hour).
         let gate = Arc::new(SendGate::new(
@@ -453,7 +485,7 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test(start_paused = true)]
     async fn a_smaller_share_takes_effect_at_once_for_waiting_senders() {
         let gate = Arc::new(SendGate::new(
             RateShare {
@@ -463,12 +495,17 @@ mod tests {
             probe_backoff(),
         ));
         let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut senders = Vec::new();
         for _ in 0..64 {
             let (gate, granted) = (gate.clone(), granted.clone());
             senders.push(tokio::spawn(async move {
-                while started.elapsed() < Duration::from_secs(3) {
+                // Bounded, so a budget that never waits fails the test
+                // instead of spinning on a clock that never advances.
+                for _ in 0..1000 {
+                    if started.elapsed() >= Duration::from_secs(3) {
+                        break;
+                    }
                     gate.acquire().await;
                     granted.lock().unwrap().push(started.elapsed());
                 }

@@ -1,6 +1,7 @@
 //! Delivery: per-profile ordering, the group rate budget, retries, the commit
 //! watermark, the coordinator that ties them to Kafka and Target, the budget
 //! of profile fetches, and the read-back verification of accepted updates.
+pub mod attempt;
 pub mod batch_sender;
 pub mod concurrency;
 pub mod coordinator;
@@ -13,7 +14,6 @@ pub mod queues;
 pub mod quota;
 pub mod resubmissions;
 pub mod routing;
-pub mod sender;
 pub mod spans;
 pub mod verify;
 pub mod watermark;

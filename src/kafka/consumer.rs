@@ -8,7 +8,7 @@
 use super::{ConsumerEvent, Record, TopicPartition};
 use crate::mapping::Mapping;
 use crate::ops::config::Settings;
-use crate::ops::metrics::{Metrics, RebalanceLabels};
+use crate::ops::metrics::{Metrics, RebalanceKind, RebalanceLabels};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -48,10 +48,10 @@ impl PipelineContext {
         }
     }
 
-    fn count_rebalance(&self, kind: &str) {
+    fn count_rebalance(&self, kind: RebalanceKind) {
         self.metrics
             .rebalances
-            .get_or_create(&RebalanceLabels { kind: kind.into() })
+            .get_or_create(&RebalanceLabels { kind })
             .inc();
     }
 }
@@ -95,7 +95,11 @@ impl ConsumerContext for PipelineContext {
         };
         let partitions = partitions_of(list);
         let lost = consumer.assignment_lost();
-        self.count_rebalance(if lost { "lost" } else { "revoke" });
+        self.count_rebalance(if lost {
+            RebalanceKind::Lost
+        } else {
+            RebalanceKind::Revoke
+        });
         if self.closing.load(Ordering::Acquire) {
             // Shutting down: the coordinator committed what was accepted.
             return;
@@ -140,7 +144,7 @@ impl ConsumerContext for PipelineContext {
         match rebalance {
             Rebalance::Assign(list) => {
                 let partitions = partitions_of(list);
-                self.count_rebalance("assign");
+                self.count_rebalance(RebalanceKind::Assign);
                 // librdkafka keeps a pause across revoke and re-assign; the
                 // coordinator starts every assigned partition unpaused, so
                 // the client must too (before the coordinator hears of it).
@@ -170,11 +174,8 @@ pub(crate) fn detached(settings: &crate::ops::config::KafkaSettings) -> Pipeline
         metrics: Arc::new(Metrics::new()),
     };
     super::consumer_config(settings)
-        .and_then(|config| {
-            config
-                .create_with_context(context)
-                .map_err(|e| e.to_string())
-        })
+        .expect("a consumer configuration for the tests")
+        .create_with_context(context)
         .expect("a consumer for the tests")
 }
 
@@ -214,24 +215,29 @@ impl ConsumerThread {
         mapping: Arc<Mapping>,
         events: mpsc::Sender<ConsumerEvent>,
         metrics: Arc<Metrics>,
-    ) -> Result<ConsumerThread, String> {
+    ) -> Result<ConsumerThread, super::KafkaSetupError> {
         let kafka = &settings.kafka;
         let config = super::consumer_config(kafka)?;
         let context = PipelineContext {
             events: events.clone(),
-            revoke_wait: Duration::from_millis(settings.delivery.drain_timeout_ms)
-                + Duration::from_secs(2),
+            revoke_wait: settings.delivery.drain_timeout() + Duration::from_secs(2),
             assignment_changed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             metrics,
         };
-        let consumer: PipelineConsumer = config
-            .create_with_context(context)
-            .map_err(|error| kafka.redact(&format!("cannot create the Kafka consumer: {error}")))?;
+        let consumer: PipelineConsumer = config.create_with_context(context).map_err(|error| {
+            super::KafkaSetupError::Create {
+                client: "Kafka consumer",
+                reason: kafka.redact(&error.to_string()),
+            }
+        })?;
         let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|error| format!("cannot subscribe to {topics:?}: {error}"))?;
+            .map_err(|error| super::KafkaSetupError::Subscribe {
+                topics: kafka.topics.clone(),
+                reason: error.to_string(),
+            })?;
         let consumer = Arc::new(consumer);
         let fetching = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
@@ -252,7 +258,7 @@ impl ConsumerThread {
                 let _stopped = guard;
                 worker.run();
             })
-            .map_err(|error| format!("cannot start the consumer thread: {error}"))?;
+            .map_err(|error| super::KafkaSetupError::Thread(error.to_string()))?;
         Ok(ConsumerThread {
             consumer,
             stopped,

@@ -118,12 +118,13 @@ impl DeadLetterWriter {
         settings: &KafkaSettings,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
-    ) -> Result<DeadLetterWriter, String> {
+    ) -> Result<DeadLetterWriter, super::KafkaSetupError> {
         let config = super::dead_letter_producer_config(settings)?;
         let producer: FutureProducer<super::TracingContext> = config
             .create_with_context(super::TracingContext)
-            .map_err(|error| {
-                settings.redact(&format!("cannot create the dead-letter producer: {error}"))
+            .map_err(|error| super::KafkaSetupError::Create {
+                client: "dead-letter producer",
+                reason: settings.redact(&error.to_string()),
             })?;
         Ok(DeadLetterWriter {
             producer,

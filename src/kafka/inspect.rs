@@ -26,6 +26,34 @@ pub struct StoredRecord {
     pub headers: BTreeMap<String, String>,
 }
 
+impl StoredRecord {
+    /// A consumed message as read back: its bytes, and its headers as text.
+    pub fn of(message: &impl Message) -> StoredRecord {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        let value = header.value.unwrap_or_default();
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(value).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        StoredRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+}
+
 /// A read-only view of a cluster.
 pub struct Inspector {
     consumer: BaseConsumer,
@@ -143,30 +171,10 @@ impl Inspector {
             }
             match reader.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) => {
-                    let headers = message
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|x| {
-                                    (
-                                        x.key.to_owned(),
-                                        String::from_utf8_lossy(x.value.unwrap_or_default())
-                                            .into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     if remaining.get(&message.partition()) == Some(&(message.offset() + 1)) {
                         remaining.remove(&message.partition());
                     }
-                    out.push(StoredRecord {
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        value: message.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    });
+                    out.push(StoredRecord::of(&message));
                 }
                 Some(Err(error)) => return Err(format!("reading {topic}: {error}")),
                 None => {}

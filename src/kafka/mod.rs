@@ -75,6 +75,42 @@ pub enum ConsumerEvent {
     HighWatermarks(Vec<(TopicPartition, i64)>),
 }
 
+/// Why a Kafka client could not be set up. Each message names what to fix;
+/// the values of secret properties are cut out of librdkafka's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// A `NAME_file` property's file cannot be read (the message names it).
+    #[error("{0}")]
+    Property(String),
+    /// librdkafka refuses the settings of a client the service would build.
+    #[error("kafka.properties: librdkafka refuses the {client} settings: {reason}")]
+    Refused {
+        /// `consumer` or `producer`.
+        client: &'static str,
+        /// librdkafka's words, secrets cut out.
+        reason: String,
+    },
+    /// A client could not be created.
+    #[error("cannot create the {client}: {reason}")]
+    Create {
+        /// Which client.
+        client: &'static str,
+        /// librdkafka's words, secrets cut out.
+        reason: String,
+    },
+    /// The consumer could not subscribe to the topics.
+    #[error("cannot subscribe to {topics:?}: {reason}")]
+    Subscribe {
+        /// `kafka.topics`.
+        topics: Vec<String>,
+        /// librdkafka's words.
+        reason: String,
+    },
+    /// The consumer's polling thread could not start.
+    #[error("cannot start the consumer thread: {0}")]
+    Thread(String),
+}
+
 /// librdkafka properties that only a consumer understands; the dead-letter
 /// producer leaves them out instead of warning about each.
 const CONSUMER_ONLY: &[&str] = &[
@@ -119,10 +155,16 @@ pub enum ClientRole {
 
 /// Properties common to every client: brokers plus `[kafka.properties]`
 /// (with `_file` indirections resolved), less what the role does not use.
-pub fn base_config(settings: &KafkaSettings, role: ClientRole) -> Result<ClientConfig, String> {
+pub fn base_config(
+    settings: &KafkaSettings,
+    role: ClientRole,
+) -> Result<ClientConfig, KafkaSetupError> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
-    for (key, value) in settings.client_properties()? {
+    for (key, value) in settings
+        .client_properties()
+        .map_err(KafkaSetupError::Property)?
+    {
         if role == ClientRole::Producer && CONSUMER_ONLY.contains(&key.as_str()) {
             continue;
         }
@@ -134,7 +176,7 @@ pub fn base_config(settings: &KafkaSettings, role: ClientRole) -> Result<ClientC
 /// The group member's configuration: brokers, `[kafka.properties]`, and the
 /// settings the service owns (no automatic offset handling, cooperative
 /// rebalancing).
-pub fn consumer_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+pub fn consumer_config(settings: &KafkaSettings) -> Result<ClientConfig, KafkaSetupError> {
     let mut config = base_config(settings, ClientRole::Consumer)?;
     // Our defaults first; [kafka.properties] may change them.
     let defaults = [
@@ -157,7 +199,9 @@ pub fn consumer_config(settings: &KafkaSettings) -> Result<ClientConfig, String>
 }
 
 /// The dead-letter producer's configuration: idempotent, `acks=all`.
-pub fn dead_letter_producer_config(settings: &KafkaSettings) -> Result<ClientConfig, String> {
+pub fn dead_letter_producer_config(
+    settings: &KafkaSettings,
+) -> Result<ClientConfig, KafkaSetupError> {
     let mut config = base_config(settings, ClientRole::Producer)?;
     // One request in flight: the producer itself keeps dead letters in
     // order instead of relying on the broker to refuse out-of-order
@@ -180,7 +224,7 @@ pub fn dead_letter_producer_config(settings: &KafkaSettings) -> Result<ClientCon
 pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
     let mut problems = settings.value_problems();
     if let Err(error) = check_clients(&settings.kafka) {
-        problems.push(error);
+        problems.push(error.to_string());
     }
     ConfigError::from_problems(problems)
 }
@@ -189,23 +233,21 @@ pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
 /// run, so librdkafka refuses unknown properties, unsupported values (such as
 /// a security protocol the build lacks) and unreadable certificate files at
 /// start-up, with a message naming them, not at the first connection.
-pub fn check_clients(settings: &KafkaSettings) -> Result<(), String> {
+pub fn check_clients(settings: &KafkaSettings) -> Result<(), KafkaSetupError> {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::producer::FutureProducer;
     let consumer: BaseConsumer<TracingContext> = consumer_config(settings)?
         .create_with_context(TracingContext)
-        .map_err(|error| {
-            settings.redact(&format!(
-                "kafka.properties: librdkafka refuses the consumer settings: {error}"
-            ))
+        .map_err(|error| KafkaSetupError::Refused {
+            client: "consumer",
+            reason: settings.redact(&error.to_string()),
         })?;
     drop(consumer);
     let producer: FutureProducer<TracingContext> = dead_letter_producer_config(settings)?
         .create_with_context(TracingContext)
-        .map_err(|error| {
-            settings.redact(&format!(
-                "kafka.properties: librdkafka refuses the producer settings: {error}"
-            ))
+        .map_err(|error| KafkaSetupError::Refused {
+            client: "producer",
+            reason: settings.redact(&error.to_string()),
         })?;
     drop(producer);
     Ok(())
@@ -278,12 +320,24 @@ mod tests {
     #[test]
     fn librdkafka_refuses_unknown_properties_and_missing_certificates_at_start_up() {
         let error = check_clients(&settings(&[("fetch.mn.bytes", "1")])).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                KafkaSetupError::Refused {
+                    client: "consumer",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let error = error.to_string();
         assert!(error.contains("fetch.mn.bytes"), "{error}");
         let error = check_clients(&settings(&[
             ("security.protocol", "SSL"),
             ("ssl.ca.location", "/nonexistent/ca.pem"),
         ]))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("kafka.properties"), "{error}");
     }
 

@@ -2,7 +2,6 @@
 //! cardinality (never a customer id). Hot-path counters are resolved once at
 //! start-up, so counting an event is one atomic add.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,30 +10,8 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-/// `{outcome, error_class}` of a consumed event.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConsumedLabels {
-    /// `update`, `skip` or `dead_letter`.
-    pub outcome: String,
-    /// The parse error class for `dead_letter`, else empty.
-    pub error_class: String,
-}
-
-/// `{error_class}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClassLabels {
-    /// A contract error class.
-    pub error_class: String,
-}
-
-/// `{outcome, status_class}` of a Target request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// `accepted`, `rejected`, `auth_failed`, `retryable`.
-    pub outcome: String,
-    /// `2xx`..`5xx`, `timeout`, `connection`.
-    pub status_class: String,
-}
+mod labels;
+pub use labels::*;
 
 /// Upper bounds of the event-age histogram, in seconds: sub-second delivery
 /// up to a day-old backlog (a replay, a long outage, bulk batches that Adobe
@@ -55,74 +32,6 @@ where
     if total > seen {
         counter.inc_by(total - seen);
     }
-}
-
-/// `{topic, partition}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabels {
-    /// Topic name (operator-chosen, bounded).
-    pub topic: String,
-    /// Partition number.
-    pub partition: i32,
-}
-
-/// `{kind}` of a rebalance.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RebalanceLabels {
-    /// `assign`, `revoke`, `lost`.
-    pub kind: String,
-}
-
-/// `{outcome}` of a profile fetch.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FetchLabels {
-    /// `found`, `not_found`, `auth_failed`, `retryable`, `rejected`.
-    pub outcome: String,
-}
-
-/// `{result}` of a read-back verification.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerifyLabels {
-    /// `applied`, `not_yet_applied`, `not_found`, `different`, `failed`.
-    pub result: String,
-}
-
-/// `{source}` of an event age.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AgeLabels {
-    /// `occurred_at` or `kafka_timestamp`.
-    pub source: String,
-}
-
-/// `{call, outcome}` of a bulk API call.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BulkCallLabels {
-    /// `submit` or `status`.
-    pub call: String,
-    /// `ok`, `retryable`, `auth_failed`, `rejected`.
-    pub outcome: String,
-}
-
-/// `{status}` of a bulk batch.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BatchLabels {
-    /// `submitted`, `complete`, `stuck` (lost by Target and sent again),
-    /// `rejected`, `lost` (lost too often: given up and dead-lettered).
-    pub status: String,
-}
-
-/// `{outcome}` of bulk rows.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RowLabels {
-    /// `applied` or `failed`.
-    pub outcome: String,
-}
-
-/// `{route}` of updates.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    /// `single` or `batch`.
-    pub route: String,
 }
 
 /// Every metric of the service.
@@ -434,44 +343,33 @@ impl Metrics {
     }
 
     /// The counter for consumed events of an outcome.
-    pub fn consumed_counter(&self, outcome: &str, error_class: &str) -> Counter {
+    pub fn consumed_counter(&self, outcome: ConsumedOutcome, error_class: &'static str) -> Counter {
         self.consumed
             .get_or_create(&ConsumedLabels {
-                outcome: outcome.into(),
-                error_class: error_class.into(),
+                outcome,
+                error_class,
             })
             .clone()
     }
 
-    /// The event-age histogram for a source (`kafka_timestamp`, `occurred_at`).
-    pub fn age_histogram(&self, source: &str) -> Histogram {
-        self.event_age
-            .get_or_create(&AgeLabels {
-                source: source.into(),
-            })
-            .clone()
+    /// The event-age histogram for a source.
+    pub fn age_histogram(&self, source: AgeSource) -> Histogram {
+        self.event_age.get_or_create(&AgeLabels { source }).clone()
     }
 
     /// The counter for dead letters of a class.
-    pub fn dead_letter_counter(&self, error_class: &str) -> Counter {
+    pub fn dead_letter_counter(&self, error_class: &'static str) -> Counter {
         self.dead_letters
-            .get_or_create(&ClassLabels {
-                error_class: error_class.into(),
-            })
+            .get_or_create(&ClassLabels { error_class })
             .clone()
     }
 
     /// Counts one Target request.
-    pub fn count_request(&self, outcome: &'static str, status: Option<u16>, timed_out: bool) {
-        let status_class = match status {
-            Some(s) => format!("{}xx", s / 100),
-            None if timed_out => "timeout".into(),
-            None => "connection".into(),
-        };
+    pub fn count_request(&self, outcome: RequestOutcome, status: Option<u16>, timed_out: bool) {
         self.target_requests
             .get_or_create(&RequestLabels {
-                outcome: outcome.into(),
-                status_class,
+                outcome,
+                status_class: StatusClass::of(status, timed_out),
             })
             .inc();
     }
@@ -479,46 +377,35 @@ impl Metrics {
     /// Counts one profile fetch.
     pub fn count_fetch(&self, outcome: &'static str) {
         self.target_fetches
-            .get_or_create(&FetchLabels {
-                outcome: outcome.into(),
-            })
+            .get_or_create(&FetchLabels { outcome })
             .inc();
     }
 
     /// Counts one read-back verification.
     pub fn count_verify(&self, result: &'static str) {
         self.verify_results
-            .get_or_create(&VerifyLabels {
-                result: result.into(),
-            })
+            .get_or_create(&VerifyLabels { result })
             .inc();
     }
 
     /// Counts one bulk API call.
-    pub fn count_bulk_call(&self, call: &'static str, outcome: &'static str) {
+    pub fn count_bulk_call(&self, call: BulkCall, outcome: CallOutcome) {
         self.bulk_calls
-            .get_or_create(&BulkCallLabels {
-                call: call.into(),
-                outcome: outcome.into(),
-            })
+            .get_or_create(&BulkCallLabels { call, outcome })
             .inc();
     }
 
     /// Counts a batch reaching `status`.
-    pub fn count_batch(&self, status: &'static str) {
+    pub fn count_batch(&self, status: BatchStatus) {
         self.bulk_batches
-            .get_or_create(&BatchLabels {
-                status: status.into(),
-            })
+            .get_or_create(&BatchLabels { status })
             .inc();
     }
 
-    /// Counts `n` rows of completed batches as `applied` or `failed`.
-    pub fn count_bulk_rows(&self, outcome: &'static str, n: u64) {
+    /// Counts `n` rows of completed batches as applied or failed.
+    pub fn count_bulk_rows(&self, outcome: RowOutcome, n: u64) {
         self.bulk_rows
-            .get_or_create(&RowLabels {
-                outcome: outcome.into(),
-            })
+            .get_or_create(&RowLabels { outcome })
             .inc_by(n);
     }
 
@@ -526,9 +413,7 @@ impl Metrics {
     pub fn set_route(&self, route: &'static str) {
         for other in ["single", "batch"] {
             self.route
-                .get_or_create(&RouteLabels {
-                    route: other.into(),
-                })
+                .get_or_create(&RouteLabels { route: other })
                 .set(i64::from(other == route));
         }
     }
@@ -624,7 +509,9 @@ mod tests {
     #[test]
     fn event_ages_are_bucketed_up_to_a_day() {
         let metrics = Metrics::new();
-        metrics.age_histogram("occurred_at").observe(20.0 * 3600.0);
+        metrics
+            .age_histogram(AgeSource::OccurredAt)
+            .observe(20.0 * 3600.0);
         let text = metrics.encode();
         assert!(
             text.contains("pps_event_age_seconds_bucket{le=\"86400.0\",source=\"occurred_at\"} 1"),

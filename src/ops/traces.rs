@@ -46,9 +46,14 @@ pub struct TraceExport {
     provider: SdkTracerProvider,
 }
 
+/// The OTLP exporter could not be built from the `OTEL_EXPORTER_OTLP_*` variables.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the OTLP trace exporter: {0}")]
+pub struct TraceSetupError(#[from] opentelemetry_otlp::ExporterBuildError);
+
 /// Starts the export when the environment asks for it. Call outside the
 /// async runtime (the blocking HTTP client must not be built inside it).
-pub fn init() -> Result<Option<TraceExport>, String> {
+pub fn init() -> Result<Option<TraceExport>, TraceSetupError> {
     if !requested(|name| std::env::var(name).ok()) {
         return Ok(None);
     }
@@ -57,8 +62,7 @@ pub fn init() -> Result<Option<TraceExport>, String> {
     let exporter = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
-        .build()
-        .map_err(|error| format!("cannot set up the OTLP trace exporter: {error}"))?;
+        .build()?;
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(SERVICE_NAME);

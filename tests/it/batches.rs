@@ -4,13 +4,19 @@
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{customer_id, EventKind, GeneratedEvent, GeneratorConfig};
+use pos_profile_sync::ops::config::{BulkMode, BulkSettings};
 use pps_target_simulator::{BulkFaults, Faults};
 use std::time::Duration;
 
 const GROUP: &str = "pos-profile-sync";
 
-fn bulk_section(mode: &str, max_age_ms: u64, extra: &str) -> String {
-    format!("\n[bulk]\nmode = \"{mode}\"\nmax_age_ms = {max_age_ms}\n{extra}\n")
+/// `[bulk]` with this mode and batch age, otherwise its defaults.
+fn bulk(mode: BulkMode, max_age_ms: u64) -> BulkSettings {
+    BulkSettings {
+        mode,
+        max_age_ms,
+        ..BulkSettings::default()
+    }
 }
 
 fn bulk_faults(completion_delay_ms: u64) -> Faults {
@@ -40,12 +46,15 @@ async fn a_backfill_in_always_mode_arrives_in_a_handful_of_batches_committed_onl
     // Long enough to look at the offsets while the first batch is incomplete.
     sim.set_faults(bulk_faults(4_000)).unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 10.0;
-    config.burst = 10;
-    config.drain_timeout_ms = 5000;
+    config.settings.rate_limit.per_second = 10.0;
+    config.settings.rate_limit.burst = 10;
+    config.settings.delivery.drain_timeout_ms = 5000;
     // A batch stays open 30 s: a profile's later events join its row meanwhile.
-    config.extra = bulk_section("always", 30_000, "");
-    let config = config.with_delivery("max_buffered_per_partition = 20000\nmax_buffered = 250000");
+    config.settings.bulk = bulk(BulkMode::Always, 30_000);
+    let config = config.with_delivery(|d| {
+        d.max_buffered_per_partition = 20000;
+        d.max_buffered = 250000;
+    });
     let mut app = spawn_app(&config);
 
     wait_for(Duration::from_secs(120), "the first batch", || {
@@ -105,7 +114,7 @@ async fn a_kill_while_a_batch_is_incomplete_loses_nothing() {
     // Never completes while the first process lives.
     sim.set_faults(bulk_faults(600_000)).unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.extra = bulk_section("always", 500, "");
+    config.settings.bulk = bulk(BulkMode::Always, 500);
     let mut app = spawn_app(&config);
     wait_for(Duration::from_secs(60), "a submitted batch", || {
         sim.stats().bulk.batches_submitted >= 1
@@ -172,7 +181,7 @@ async fn values_with_form_and_csv_metacharacters_arrive_intact_through_batches()
     let sim = start_simulator(None).await;
     sim.set_faults(bulk_faults(0)).unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.extra = bulk_section("always", 300, "");
+    config.settings.bulk = bulk(BulkMode::Always, 300);
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, GROUP, Duration::from_secs(60)).await;
     assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
@@ -203,7 +212,7 @@ async fn failed_rows_become_dead_letters_of_every_event_they_carry() {
     faults.bulk.row_failure_ids = vec![failing.clone()];
     sim.set_faults(faults).unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.extra = bulk_section("always", 300, "");
+    config.settings.bulk = bulk(BulkMode::Always, 300);
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, GROUP, Duration::from_secs(60)).await;
     let letters = kafka.read_all(DLQ);
@@ -234,9 +243,12 @@ async fn overflow_moves_a_backlog_to_batches_and_comes_back_to_single_updates() 
     sim.set_faults(bulk_faults(0)).unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
     // 100 updates/s for 2 s is 200: a 3,000-event backlog is far beyond it.
-    config.per_second = 100.0;
-    config.burst = 10;
-    config.extra = bulk_section("overflow", 500, "overflow_after_seconds = 2");
+    config.settings.rate_limit.per_second = 100.0;
+    config.settings.rate_limit.burst = 10;
+    config.settings.bulk = BulkSettings {
+        overflow_after_seconds: 2,
+        ..bulk(BulkMode::Overflow, 500)
+    };
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, GROUP, Duration::from_secs(90)).await;
     assert_eq!(burst.lost_profiles(&sim), Vec::<String>::new());
@@ -292,9 +304,12 @@ async fn overflow_moves_to_batches_before_the_daily_quota_runs_out() {
     let mut config = AppConfig::new(&kafka, &sim);
     // Reach: 20/s for 1 s is 20 updates. A daily quota of 120 leaves less
     // than that after about 100 single updates.
-    config.per_second = 20.0;
-    config.burst = 5;
-    config.extra = bulk_section("overflow", 300, "overflow_after_seconds = 1");
+    config.settings.rate_limit.per_second = 20.0;
+    config.settings.rate_limit.burst = 5;
+    config.settings.bulk = BulkSettings {
+        overflow_after_seconds: 1,
+        ..bulk(BulkMode::Overflow, 300)
+    };
     config
         .env
         .push(("PPS_RATE_LIMIT__DAILY_QUOTA".into(), "120".into()));
@@ -336,8 +351,11 @@ async fn refused_credentials_on_the_bulk_path_make_the_pod_not_ready_and_commit_
     let token = dir.path().join("token");
     write_file(&token, "wrong-token\n");
     let mut config = AppConfig::new(&kafka, &sim);
-    config.token_file = Some(token.clone());
-    config.extra = bulk_section("always", 300, "calls_per_minute = 600");
+    config.settings.target.token_file = token.display().to_string();
+    config.settings.bulk = BulkSettings {
+        calls_per_minute: 600,
+        ..bulk(BulkMode::Always, 300)
+    };
     let mut app = spawn_app(&config);
 
     let refused = "pps_bulk_calls_total{call=\"submit\",outcome=\"auth_failed\"}";

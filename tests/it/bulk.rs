@@ -343,7 +343,7 @@ async fn a_wrong_token_is_an_auth_error_until_the_file_has_the_right_one() {
     let encoded = batch(BatchKind::ThirdParty, &[("CRM-1", &[("tier", "gold")])]);
     assert_eq!(
         client.submit(encoded.body().clone()).await,
-        Err(BulkError::Auth { status: 401 })
+        Err(BulkError::AuthFailed { status: 401 })
     );
     let status_url = format!(
         "{}/m2/{CLIENT}/v2/profile/batchStatus?batchId=x",
@@ -351,7 +351,7 @@ async fn a_wrong_token_is_an_auth_error_until_the_file_has_the_right_one() {
     );
     assert_eq!(
         client.status(&status_url).await,
-        Err(BulkError::Auth { status: 401 })
+        Err(BulkError::AuthFailed { status: 401 })
     );
     assert_eq!(sim.stats().bulk.batches_submitted, 0);
 
@@ -414,7 +414,7 @@ async fn an_unknown_batch_is_a_permanent_error() {
     );
     assert_eq!(
         client.status(&status_url).await,
-        Err(BulkError::Permanent {
+        Err(BulkError::Rejected {
             status: 404,
             message: "Batch not found".into()
         })

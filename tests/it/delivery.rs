@@ -166,8 +166,8 @@ async fn sigkill_five_times_loses_nothing() {
     })
     .unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 3000.0;
-    config.burst = 100;
+    config.settings.rate_limit.per_second = 3000.0;
+    config.settings.rate_limit.burst = 100;
     let total = work.customer_events() as u64;
 
     let mut app = spawn_app(&config);
@@ -208,8 +208,8 @@ async fn a_503_storm_with_retry_after_dead_letters_nothing_and_keeps_the_budget(
     })
     .unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 200.0;
-    config.burst = 20;
+    config.settings.rate_limit.per_second = 200.0;
+    config.settings.rate_limit.burst = 20;
     let mut app = spawn_app(&config);
 
     // The storm rages until it has hit the pod hard, and three seconds more;
@@ -247,7 +247,7 @@ async fn refused_credentials_pause_everything_until_the_token_is_fixed() {
     let token = dir.path().join("token");
     write_file(&token, "wrong-token\n");
     let mut config = AppConfig::new(&kafka, &sim);
-    config.token_file = Some(token.clone());
+    config.settings.target.token_file = token.display().to_string();
     let mut app = spawn_app(&config);
 
     wait_for(Duration::from_secs(30), "401 answers", || {
@@ -300,8 +300,8 @@ async fn pods_share_the_group_budget_and_a_joining_pod_loses_nothing() {
     kafka.produce(&work.events);
     let sim = start_simulator(None).await;
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 150.0;
-    config.burst = 6;
+    config.settings.rate_limit.per_second = 150.0;
+    config.settings.rate_limit.burst = 6;
     let mut first = spawn_app(&config);
     let mut second = spawn_app(&config);
     wait_for(Duration::from_secs(60), "a third of the work", || {
@@ -340,8 +340,8 @@ async fn sigterm_under_load_exits_cleanly_and_commits_exactly_what_was_accepted(
     })
     .unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.max_in_flight = 16;
-    config.drain_timeout_ms = 2000;
+    config.settings.delivery.max_in_flight = 16;
+    config.settings.delivery.drain_timeout_ms = 2000;
     let mut app = spawn_app(&config);
     wait_for(Duration::from_secs(30), "some progress", || {
         sim.stats().accepted >= 100
@@ -416,8 +416,8 @@ async fn kafka_faults_on_commit_produce_and_a_broker_lose_nothing() {
     })
     .unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 400.0;
-    config.burst = 20;
+    config.settings.rate_limit.per_second = 400.0;
+    config.settings.rate_limit.burst = 20;
     kafka.mock().request_errors(
         RDKafkaApiKey::OffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 6],
@@ -544,7 +544,7 @@ async fn coalescing_sends_fewer_updates_and_target_ends_in_the_same_state() {
         ..Faults::none()
     })
     .unwrap();
-    let config = AppConfig::new(&kafka, &sim).with_delivery("coalesce_window_ms = 1000");
+    let config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.coalesce_window_ms = 1000);
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
 
@@ -571,7 +571,7 @@ async fn full_partition_buffers_pause_fetching_until_target_catches_up() {
     kafka.produce(&work.events);
     let sim = start_simulator(None).await;
     sim.hold();
-    let config = AppConfig::new(&kafka, &sim).with_delivery("max_buffered_per_partition = 50");
+    let config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.max_buffered_per_partition = 50);
     let mut app = spawn_app(&config);
 
     let mut paused = 0.0;
@@ -613,7 +613,7 @@ async fn the_pods_buffer_limit_pauses_every_partition_whatever_their_number() {
     let sim = start_simulator(None).await;
     sim.hold();
     // Each partition alone could hold its whole share; the pod may not.
-    let config = AppConfig::new(&kafka, &sim).with_delivery("max_buffered = 100");
+    let config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.max_buffered = 100);
     let mut app = spawn_app(&config);
 
     let mut paused = 0.0;

@@ -5,6 +5,7 @@
 
 use crate::helpers::*;
 use pos_profile_sync::generator::{customer_id, GeneratorConfig};
+use pos_profile_sync::ops::config::{ExistencePolicy, ExistenceSettings};
 use pps_target_simulator::{
     known_at_start, BulkFaults, Existence, Faults, Simulator, SimulatorConfig, SimulatorHandle,
 };
@@ -64,11 +65,16 @@ async fn unknown_customers_are_created_through_batches_and_a_kill_during_a_creat
     let (known, unknown) = known_and_unknown(&work, 0.3);
     assert!(!known.is_empty() && !unknown.is_empty());
     let mut config = AppConfig::new(&kafka, &sim);
-    config.per_second = 300.0;
-    config.burst = 30;
+    config.settings.rate_limit.per_second = 300.0;
+    config.settings.rate_limit.burst = 30;
     // The default policy ("create"), with fetches that do not hold the test up.
-    config.existence = "fetch_per_second = 2000.0\nfetch_burst = 200".into();
-    config.extra = "[bulk]\nmax_age_ms = 300\ncalls_per_minute = 6000\n".into();
+    config.settings.existence = ExistenceSettings {
+        fetch_per_second: 2000.0,
+        fetch_burst: 200,
+        ..ExistenceSettings::default()
+    };
+    config.settings.bulk.max_age_ms = 300;
+    config.settings.bulk.calls_per_minute = 6000;
     let mut app = spawn_app(&config);
 
     wait_for(
@@ -119,8 +125,12 @@ async fn with_the_dead_letter_policy_unknown_customers_become_profile_not_found_
     let sim = faithful(0.5, 0).await;
     let (known, unknown) = known_and_unknown(&work, 0.5);
     let mut config = AppConfig::new(&kafka, &sim);
-    config.existence =
-        "policy = \"dead_letter\"\nfetch_per_second = 2000.0\nfetch_burst = 200".into();
+    config.settings.existence = ExistenceSettings {
+        policy: ExistencePolicy::DeadLetter,
+        fetch_per_second: 2000.0,
+        fetch_burst: 200,
+        ..ExistenceSettings::default()
+    };
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, GROUP, Duration::from_secs(90)).await;
 

@@ -25,7 +25,7 @@ async fn logs_metrics_and_dead_letters_carry_no_token_no_password_and_no_custome
     let token = dir.path().join("token");
     write_file(&token, &format!("{TOKEN}\n"));
     let mut config = AppConfig::new(&kafka, &sim);
-    config.token_file = Some(token);
+    config.settings.target.token_file = token.display().to_string();
     let password = dir.path().join("sasl-password");
     write_file(&password, &format!("{PASSWORD}\n"));
     config.env.extend([

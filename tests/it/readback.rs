@@ -348,8 +348,11 @@ async fn the_running_service_reads_back_its_accepted_updates_within_a_fetch_budg
     }
     kafka.produce(&work.events);
     let mut config = AppConfig::new(&kafka, &sim);
-    config.existence = "policy = \"trust\"\nfetch_per_second = 400.0\nfetch_burst = 20".into();
-    config.extra = "[verify]\nsample_ratio = 1.0\ndelay_ms = 3000\ninterval_ms = 500\n".into();
+    config.settings.existence.fetch_per_second = 400.0;
+    config.settings.existence.fetch_burst = 20;
+    config.settings.verify.sample_ratio = 1.0;
+    config.settings.verify.delay_ms = 3000;
+    config.settings.verify.interval_ms = 500;
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
 

@@ -68,9 +68,9 @@ impl Scene {
         kafka.produce(&work.events);
         let sim = start_simulator(None).await;
         let mut config = AppConfig::new(&kafka, &sim);
-        config.per_second = BUDGET;
-        config.burst = BURST;
-        config = config.with_delivery(&format!("max_buffered_per_partition = {BUFFERED}"));
+        config.settings.rate_limit.per_second = BUDGET;
+        config.settings.rate_limit.burst = BURST;
+        config = config.with_delivery(|d| d.max_buffered_per_partition = BUFFERED);
         prepare(&kafka, &mut config);
         let app = spawn_app(&config);
         Scene {
@@ -516,7 +516,7 @@ async fn connection_resets_for_ten_seconds_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_second_latency_spikes_slow_delivery_but_lose_nothing() {
     // The contract's default timeout (10 s): a 5 s answer is slow, not lost.
-    let scene = Scene::start(|_, config| config.timeout_ms = 10_000).await;
+    let scene = Scene::start(|_, config| config.settings.target.timeout_ms = 10_000).await;
     scene.mid_stream().await;
     for _ in 0..2 {
         scene
@@ -570,7 +570,7 @@ async fn a_partition_paused_when_taken_away_is_read_again_when_it_comes_back() {
     kafka.produce(&work.events);
     let sim = start_simulator(None).await;
     sim.hold();
-    let config = AppConfig::new(&kafka, &sim).with_delivery("max_buffered_per_partition = 20");
+    let config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.max_buffered_per_partition = 20);
     let mut first = spawn_app(&config);
     let started = Instant::now();
     while gauge(&first, "pps_paused_partitions").await != 4.0 {

@@ -189,7 +189,7 @@ async fn the_service_delivers_every_event_over_https_with_a_configured_ca() {
     let ca = dir.path().join("target-ca.pem");
     std::fs::write(&ca, identity.trust_pem()).unwrap();
     let mut config = AppConfig::new(&kafka, &sim);
-    assert!(config.base_url.starts_with("https://"));
+    assert!(config.settings.target.base_url.starts_with("https://"));
     config
         .env
         .push(("PPS_TARGET__CA_FILE".into(), ca.display().to_string()));

@@ -257,7 +257,7 @@ async fn a_coalesced_request_hangs_under_its_first_event_and_links_the_others() 
         vec![("traceparent", format!("00-{trace}-{span}-01"))]
     });
     let sim = start_simulator(None).await;
-    let mut config = AppConfig::new(&kafka, &sim).with_delivery("coalesce_window_ms = 500");
+    let mut config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.coalesce_window_ms = 500);
     config.env = vec![(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
         format!("http://{collector}/v1/traces"),

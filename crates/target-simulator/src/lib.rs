@@ -105,8 +105,8 @@
 //!
 //! Bulk calls never suffer the update path's hold, latency, hang or injected failures.
 //!
-//! **HTTPS.** [`Simulator::start_tls`] serves the same routes over TLS (rustls, HTTP/1.1)
-//! with a [`TlsIdentity`]: PEM files, or a test CA generated at start-up whose certificate
+//! **HTTPS.** `Simulator::start_tls` (with the `tls` feature) serves the same routes over TLS (rustls, HTTP/1.1)
+//! with a `TlsIdentity`: PEM files, or a test CA generated at start-up whose certificate
 //! clients add to their trust roots (`target.ca_file`).
 //! The connection-reset fault needs the plain listener: over TLS a drawn reset is a 503.
 

@@ -106,7 +106,8 @@ pub(super) enum Refusal {
 }
 
 fn producer(kafka: &KafkaSettings) -> Result<ThreadedProducer<Deliveries>, Refusal> {
-    let mut config = base_config(kafka, ClientRole::Producer).map_err(Refusal::Usage)?;
+    let mut config = base_config(kafka, ClientRole::Producer)
+        .map_err(|error| Refusal::Usage(error.to_string()))?;
     for (key, value) in [("compression.type", "lz4"), ("linger.ms", "20")] {
         if config.get(key).is_none() {
             config.set(key, value);

@@ -15,6 +15,7 @@ use super::*;
 use crate::delivery::batch_sender::{BatchSender, Completion, Submission};
 use crate::delivery::routing::{Route, RouteInputs};
 use crate::ops::config::CommitOn;
+use crate::ops::metrics::{BatchStatus, RowOutcome};
 use crate::target::bulk::{Admission, BatchEncoder, BatchKind, BatchLimits, EncodedBatch};
 
 /// What the coordinator needs to send batches.
@@ -332,7 +333,7 @@ impl Coordinator {
         };
         match submission {
             Submission::Submitted { status_url } => {
-                self.metrics.count_batch("submitted");
+                self.metrics.count_batch(BatchStatus::Submitted);
                 tracing::info!(batch = id, "Bulk batch submitted; polling its status.");
                 for event in &batches.settle_on_submit(id) {
                     self.finish(event);
@@ -340,7 +341,7 @@ impl Coordinator {
                 self.spawn_poll(id, status_url);
             }
             Submission::Rejected { status, message } => {
-                self.metrics.count_batch("rejected");
+                self.metrics.count_batch(BatchStatus::Rejected);
                 tracing::warn!(batch = id, status, message = %message, "Target rejected a bulk batch; dead-lettering its events.");
                 let reason =
                     format!("Target rejected the bulk batch with HTTP {status}: {message}");
@@ -357,7 +358,7 @@ impl Coordinator {
                 failed_ids,
                 failed_updates,
             } => {
-                self.metrics.count_batch("complete");
+                self.metrics.count_batch(BatchStatus::Complete);
                 let Some(sealed) = self.batches.as_ref().and_then(|b| b.sealed.get(&id)) else {
                     return;
                 };
@@ -367,15 +368,17 @@ impl Coordinator {
                     Err(unmatched) => {
                         // Never a success: no row can be confirmed applied.
                         tracing::error!(batch = id, rows, error = %unmatched, "Bulk batch complete, but its failures cannot be tied to rows; dead-lettering all its events.");
-                        self.metrics.count_bulk_rows("failed", rows as u64);
+                        self.metrics
+                            .count_bulk_rows(RowOutcome::Failed, rows as u64);
                         let reason = unmatched.to_string();
                         self.close_batch(id, |_| Some(reason.clone()), None);
                         return;
                     }
                 };
                 self.metrics
-                    .count_bulk_rows("applied", (rows - failed.len().min(rows)) as u64);
-                self.metrics.count_bulk_rows("failed", failed.len() as u64);
+                    .count_bulk_rows(RowOutcome::Applied, (rows - failed.len().min(rows)) as u64);
+                self.metrics
+                    .count_bulk_rows(RowOutcome::Failed, failed.len() as u64);
                 tracing::info!(
                     batch = id,
                     rows,
@@ -390,7 +393,7 @@ impl Coordinator {
                 );
             }
             Completion::Resubmit { why } => {
-                self.metrics.count_batch("stuck");
+                self.metrics.count_batch(BatchStatus::Stuck);
                 tracing::warn!(batch = id, why = %why, "Sending a bulk batch again.");
                 self.resubmit_batch(id);
             }
@@ -481,7 +484,7 @@ impl Coordinator {
         let fraction = self.owned_fraction();
         let inputs = RouteInputs {
             backlog: self.backlog(),
-            per_second: self.sender.gate.share().per_second,
+            per_second: self.updates.gate.share().per_second,
             quota_left: self.settings.daily_quota as f64 * fraction
                 - self.daily.total(minute) as f64,
         };

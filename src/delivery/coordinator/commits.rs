@@ -18,12 +18,12 @@ impl Coordinator {
         let consumer = self.consumer.clone();
         self.commit = Some(tokio::task::spawn_blocking(move || {
             let result = commit_sync(&consumer, &offsets);
-            (offsets, result)
+            CommitResult { offsets, result }
         }));
     }
 
     /// The broker answered a commit: only now do the offsets count as committed.
-    pub(super) fn on_commit(&mut self, (offsets, result): CommitResult) {
+    pub(super) fn on_commit(&mut self, CommitResult { offsets, result }: CommitResult) {
         match result {
             Ok(()) => self.partitions.committed(&offsets),
             // Typically a rebalance in progress; the next tick tries again.
@@ -85,7 +85,7 @@ impl Coordinator {
             while let Some(done) = self.tasks.join_next_with_id().await {
                 self.on_task(done);
             }
-            for Reverse(Due(_, _, backoff)) in std::mem::take(&mut self.backoffs) {
+            for backoff in self.backoffs.take_all() {
                 for item in backoff.items {
                     item.span.finish(Outcome::Abandoned);
                 }
@@ -127,7 +127,10 @@ impl Coordinator {
             });
             match tokio::time::timeout_at(limit, commit).await {
                 Ok(Ok((offsets, Ok(())))) => {
-                    self.on_commit((offsets, Ok(())));
+                    self.on_commit(CommitResult {
+                        offsets,
+                        result: Ok(()),
+                    });
                     tracing::info!(partitions = count, "Committed final offsets.");
                 }
                 Ok(Ok((_, Err(error)))) => {
@@ -179,9 +182,10 @@ pub(super) async fn wait_commit(
     commit: &mut Option<tokio::task::JoinHandle<CommitResult>>,
 ) -> CommitResult {
     match commit.as_mut() {
-        Some(handle) => handle
-            .await
-            .unwrap_or_else(|error| (Vec::new(), Err(error.to_string()))),
+        Some(handle) => handle.await.unwrap_or_else(|error| CommitResult {
+            offsets: Vec::new(),
+            result: Err(error.to_string()),
+        }),
         None => std::future::pending().await,
     }
 }

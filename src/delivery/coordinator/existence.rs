@@ -85,7 +85,7 @@ impl Coordinator {
             }
             FetchOutcome::AuthFailed { status } => {
                 // Wrong for every call: the pod pauses and is not ready.
-                self.sender.gate.auth_failed(status, false);
+                self.updates.gate.auth_failed(status, false);
                 let delay = retry.schedule.next_delay();
                 self.back_off(profile, items, retry, delay, Next::Fetch);
             }

@@ -57,8 +57,8 @@ impl Coordinator {
         if let Some(batches) = &self.batches {
             batches.sender().calls.set_fraction(self.owned_fraction());
         }
-        if share != self.sender.gate.share() {
-            self.sender.gate.set_share(share);
+        if share != self.updates.gate.share() {
+            self.updates.gate.set_share(share);
             self.metrics.rate_share.set(share.per_second);
             tracing::info!(
                 owned,

@@ -63,14 +63,14 @@ impl Coordinator {
         }
         advance_to(
             &self.metrics.retry_after_pauses,
-            self.sender.gate.retry_after_pauses(),
+            self.updates.gate.retry_after_pauses(),
         );
         self.metrics
             .auth_paused
-            .set(i64::from(self.sender.gate.is_auth_paused()));
+            .set(i64::from(self.updates.gate.is_auth_paused()));
         advance_to(
             &self.metrics.limiter_wait_seconds,
-            self.sender.gate.limiter_wait_seconds(),
+            self.updates.gate.limiter_wait_seconds(),
         );
     }
 

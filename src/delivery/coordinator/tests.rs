@@ -94,7 +94,7 @@ async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, P
     let metrics = Arc::new(Metrics::new());
     let gate = Arc::new(SendGate::new(RateShare::of_group(1e6, 1000, 0, 1), retry));
     let health = Arc::new(Health::new(gate.readiness()));
-    let sender = Sender {
+    let updates = UpdateAttempts {
         client: Arc::new(TargetClient::new(&target, 8).expect("client")),
         gate,
         concurrency: crate::delivery::concurrency::AdaptiveConcurrency::new(
@@ -114,7 +114,7 @@ async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, P
         settings,
         consumer,
         events_rx,
-        sender,
+        updates,
         dead_letters,
         metrics.clone(),
         health.clone(),
@@ -460,7 +460,7 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
     let retry = RetryState {
         attempts: 1,
         failures: 0,
-        schedule: c.sender.retry.schedule(),
+        schedule: c.updates.retry.schedule(),
     };
     c.running.insert(
         handle.id(),

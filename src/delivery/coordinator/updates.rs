@@ -36,7 +36,7 @@ impl Coordinator {
                 retry_after,
             } => {
                 retry.failures += 1;
-                let max_attempts = self.sender.max_attempts;
+                let max_attempts = self.updates.max_attempts;
                 if max_attempts > 0 && retry.failures >= max_attempts {
                     let reason = match status {
                         Some(status) => format!("gave up after delivery.max_attempts retryable failures; last HTTP {status}"),
@@ -101,18 +101,15 @@ impl Coordinator {
         delay: Duration,
         next: Next,
     ) {
-        let at = Instant::now() + delay;
-        self.backoff_seq += 1;
-        self.backoffs.push(Reverse(Due(
-            at,
-            self.backoff_seq,
+        self.backoffs.push(
+            Instant::now() + delay,
             Backoff {
                 profile,
                 items,
                 retry,
                 next,
             },
-        )));
+        );
     }
 
     /// Work cancelled before an answer: events of partitions given up are
@@ -158,34 +155,24 @@ impl Coordinator {
         if gone.is_empty() || self.backoffs.is_empty() {
             return;
         }
-        let backoffs = std::mem::take(&mut self.backoffs).into_vec();
-        for Reverse(Due(at, seq, backoff)) in backoffs {
-            let Backoff {
-                profile,
-                items,
-                retry,
-                next,
-            } = backoff;
-            let (gone_items, kept): (Vec<Pending>, Vec<Pending>) = items
+        let queues = &mut self.queues;
+        self.backoffs.retain_map(|backoff| {
+            let (gone_items, kept): (Vec<Pending>, Vec<Pending>) = backoff
+                .items
                 .into_iter()
                 .partition(|item| gone.contains(&item.event.tp));
             for item in gone_items {
                 item.span.finish(Outcome::Abandoned);
             }
             if kept.is_empty() {
-                self.queues.finish(&profile);
+                queues.finish(&backoff.profile);
+                None
             } else {
-                self.backoffs.push(Reverse(Due(
-                    at,
-                    seq,
-                    Backoff {
-                        profile,
-                        items: kept,
-                        retry,
-                        next,
-                    },
-                )));
+                Some(Backoff {
+                    items: kept,
+                    ..backoff
+                })
             }
-        }
+        });
     }
 }

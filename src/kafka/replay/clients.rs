@@ -16,7 +16,8 @@ pub(super) fn consumer(
     kafka: &KafkaSettings,
     group: &str,
 ) -> Result<BaseConsumer<TracingContext>, ReplayError> {
-    let mut config = base_config(kafka, ClientRole::Consumer).map_err(ReplayError::Kafka)?;
+    let mut config = base_config(kafka, ClientRole::Consumer)
+        .map_err(|error| ReplayError::Kafka(error.to_string()))?;
     // The service's static membership id belongs to its pods, not to this group.
     config
         .remove("group.instance.id")
@@ -33,7 +34,8 @@ pub(super) fn consumer(
 pub(super) fn producer(
     kafka: &KafkaSettings,
 ) -> Result<FutureProducer<TracingContext>, ReplayError> {
-    let mut config = base_config(kafka, ClientRole::Producer).map_err(ReplayError::Kafka)?;
+    let mut config = base_config(kafka, ClientRole::Producer)
+        .map_err(|error| ReplayError::Kafka(error.to_string()))?;
     for (key, value) in [("linger.ms", "5"), ("message.timeout.ms", "60000")] {
         if config.get(key).is_none() {
             config.set(key, value);

@@ -1,10 +1,12 @@
 //! Configuration: a TOML file, then `PPS_SECTION__KEY` environment variables
 //! over it (figment does the layering), unknown keys rejected with their name,
 //! and every value validated at start-up with a message saying what to fix.
+//!
+//! This file holds the schema (one struct per section, with typed accessors
+//! for its durations and paths) and the error; loading (`load`), validation
+//! (`validate`) and secret handling (`secrets`) have files of their own.
 
 use crate::mapping::{Mapping, MappingSettings};
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod existence;
+mod load;
+mod secrets;
+mod validate;
 pub use existence::{ExistencePolicy, ExistenceSettings, VerifySettings, ADOBE_PROFILE_LIFETIME};
+pub use secrets::is_secret_property;
 
 /// Adobe's cap on single profile updates: one million per rolling 24 hours.
 pub const ADOBE_DAILY_CAP: u64 = 1_000_000;
@@ -283,6 +289,31 @@ impl Default for DeliverySettings {
     }
 }
 
+impl DeliverySettings {
+    /// `coalesce_window_ms`: zero sends one update per event.
+    pub fn coalesce_window(&self) -> Duration {
+        Duration::from_millis(self.coalesce_window_ms)
+    }
+
+    /// `drain_timeout_ms`.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// `commit_interval_ms`.
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// `retry_initial_ms` and `retry_max_ms` as the retry policy.
+    pub fn retry(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            initial: Duration::from_millis(self.retry_initial_ms),
+            max: Duration::from_millis(self.retry_max_ms),
+        }
+    }
+}
+
 /// `[bulk]`: Adobe's bulk profile update API v2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -303,6 +334,13 @@ pub struct BulkSettings {
     /// than this to clear the backlog, or the daily quota would run out
     /// within it (an addition to the contract's keys).
     pub overflow_after_seconds: u64,
+}
+
+impl BulkSettings {
+    /// `max_age_ms`: how long a batch stays open at most.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.max_age_ms)
+    }
 }
 
 impl Default for BulkSettings {
@@ -398,414 +436,6 @@ impl ConfigError {
         ConfigError {
             problems: vec![problem],
         }
-    }
-}
-
-const ENV_PREFIX: &str = "PPS_";
-const PROPERTIES_ENV: &str = "kafka__properties__";
-
-impl Settings {
-    /// Loads defaults, then the file (if any), then `PPS_` environment
-    /// variables; checks keys and types but not values (see [`Settings::value_problems`]).
-    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = path {
-            if !path.is_file() {
-                return Err(ConfigError::one(format!(
-                    "--config {}: no such file; pass the path of a TOML file",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        Self::extract_with_env(figment)
-    }
-
-    /// [`Settings::load`] with the file's text given instead of its path
-    /// (environment variables still apply): the same layering and errors.
-    pub fn load_text(toml: &str) -> Result<Settings, ConfigError> {
-        let figment =
-            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml));
-        Self::extract_with_env(figment)
-    }
-
-    fn extract_with_env(mut figment: Figment) -> Result<Settings, ConfigError> {
-        let unreadable = environment_problems();
-        if !unreadable.is_empty() {
-            return Err(ConfigError {
-                problems: unreadable,
-            });
-        }
-        // Only `PPS_SECTION__KEY` names are configuration (so `PPS_BIN` and
-        // the like are left alone); unknown ones are errors.
-        figment = figment.merge(
-            Env::prefixed(ENV_PREFIX)
-                .filter(|key| {
-                    let key = key.as_str().to_ascii_lowercase();
-                    key.contains("__") && !key.starts_with(PROPERTIES_ENV)
-                })
-                .split("__"),
-        );
-        // librdkafka property names have dots, which an environment variable
-        // cannot carry: `PPS_KAFKA__PROPERTIES__SECURITY_PROTOCOL` stands for
-        // `security.protocol` (a `_file` suffix keeps its underscore).
-        let properties: BTreeMap<String, figment::value::Value> = std::env::vars_os()
-            .filter_map(|(key, value)| {
-                let (key, value) = (key.into_string().ok()?, value.into_string().ok()?);
-                let key = key.to_ascii_lowercase();
-                let name = key
-                    .strip_prefix(&ENV_PREFIX.to_ascii_lowercase())?
-                    .strip_prefix(PROPERTIES_ENV)?;
-                let value = value.parse().unwrap_or_else(|_| value.clone().into());
-                Some((property_name_from_env(name), value))
-            })
-            .collect();
-        if !properties.is_empty() {
-            figment = figment.merge(Serialized::default("kafka.properties", properties));
-        }
-        figment.extract().map_err(|error| ConfigError {
-            problems: error.into_iter().map(describe_figment_error).collect(),
-        })
-    }
-
-    /// Every value checked, for the `run` job: client code, addresses,
-    /// budgets, deadlines, mapping; one line per problem, all at once.
-    /// librdkafka's own verdict on the Kafka properties needs clients built:
-    /// the Kafka side adds it (`kafka::validate` checks both).
-    pub fn value_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut need = |ok: bool, problem: &str| {
-            if !ok {
-                problems.push(problem.to_owned());
-            }
-        };
-        let k = &self.kafka;
-        need(
-            !k.brokers.trim().is_empty(),
-            "kafka.brokers: empty; give the bootstrap servers, e.g. \"kafka-0:9092,kafka-1:9092\"",
-        );
-        need(
-            !k.topics.is_empty() && k.topics.iter().all(|t| !t.trim().is_empty()),
-            "kafka.topics: give at least one non-empty topic name",
-        );
-        need(
-            !k.group_id.trim().is_empty(),
-            "kafka.group_id: empty; every replica must share one consumer group id",
-        );
-        need(
-            !k.dlq_topic.trim().is_empty(),
-            "kafka.dlq_topic: empty; dead letters need a topic",
-        );
-        need(!k.topics.contains(&k.dlq_topic), "kafka.dlq_topic: must not be one of kafka.topics (dead letters would be consumed again)");
-        need(!k.properties.contains_key("auto.offset.reset"), "kafka.properties.auto.offset.reset: set kafka.start_from (\"earliest\" or \"latest\") instead");
-        for reserved in [
-            "enable.auto.commit",
-            "enable.auto.offset.store",
-            "group.id",
-            "bootstrap.servers",
-        ] {
-            need(!k.properties.contains_key(reserved), &format!("kafka.properties.{reserved}: set by the service itself (offsets are committed only after Target accepted); remove it"));
-        }
-        problems.extend(kafka_security_problems(&k.properties));
-        let mut need = |ok: bool, problem: &str| {
-            if !ok {
-                problems.push(problem.to_owned());
-            }
-        };
-        let t = &self.target;
-        need(!t.client_code.trim().is_empty(), "target.client_code: required; set your Adobe Target client code (PPS_TARGET__CLIENT_CODE)");
-        need(
-            t.client_code
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-            "target.client_code: only letters, digits, '-' and '_'",
-        );
-        if !t.base_url.is_empty() {
-            need(reqwest::Url::parse(&t.base_url).map(|u| matches!(u.scheme(), "http" | "https")).unwrap_or(false), "target.base_url: must be an http:// or https:// URL, or empty for https://{client_code}.tt.omtrdc.net");
-        }
-        if let Some(path) = t.token_path() {
-            need(std::fs::read_to_string(&path).is_ok(), &format!("target.token_file: cannot read {}; mount the token Secret there or leave the key empty", path.display()));
-        }
-        if let Err(problem) = t.ca_certificates() {
-            problems.push(problem);
-        }
-        let mut need = |ok: bool, problem: &str| {
-            if !ok {
-                problems.push(problem.to_owned());
-            }
-        };
-        need(t.timeout_ms > 0, "target.timeout_ms: must be above 0");
-        let r = &self.rate_limit;
-        need(
-            r.per_second.is_finite() && r.per_second > 0.0,
-            "rate_limit.per_second: must be a number above 0 (the whole group's budget per second)",
-        );
-        need(r.burst >= 1, "rate_limit.burst: must be at least 1");
-        need(
-            r.daily_quota >= 1,
-            "rate_limit.daily_quota: must be at least 1",
-        );
-        let d = &self.delivery;
-        need(
-            (1..=65_536).contains(&d.max_in_flight),
-            "delivery.max_in_flight: must be 1 to 65536",
-        );
-        need(
-            d.drain_timeout_ms > 0,
-            "delivery.drain_timeout_ms: must be above 0",
-        );
-        let session = self.session_timeout_ms();
-        need(d.drain_timeout_ms < session, &format!("delivery.drain_timeout_ms: {} must be below the session timeout ({session} ms, kafka.properties.\"session.timeout.ms\"), or the group evicts the pod while it drains", d.drain_timeout_ms));
-        need(
-            d.commit_interval_ms > 0,
-            "delivery.commit_interval_ms: must be above 0",
-        );
-        need(
-            d.retry_initial_ms > 0 && d.retry_initial_ms <= d.retry_max_ms,
-            "delivery.retry_initial_ms: must be above 0 and at most delivery.retry_max_ms",
-        );
-        need(
-            d.max_buffered_per_partition >= 1,
-            "delivery.max_buffered_per_partition: must be at least 1",
-        );
-        need(
-            d.max_buffered >= 1,
-            "delivery.max_buffered: must be at least 1",
-        );
-        let b = &self.bulk;
-        need(
-            (1..=500_000).contains(&b.max_rows),
-            "bulk.max_rows: must be 1 to 500000 (Adobe's limit per batch)",
-        );
-        need(
-            (1..=50_000_000).contains(&b.max_bytes),
-            "bulk.max_bytes: must be 1 to 50000000 (Adobe's limit per batch)",
-        );
-        need(b.max_age_ms > 0, "bulk.max_age_ms: must be above 0");
-        need(
-            b.calls_per_minute >= 1,
-            "bulk.calls_per_minute: must be at least 1",
-        );
-        need(
-            b.overflow_after_seconds >= 1,
-            "bulk.overflow_after_seconds: must be at least 1",
-        );
-        problems.extend(self.existence.problems());
-        problems.extend(self.verify.problems());
-        let mut need = |ok: bool, problem: &str| {
-            if !ok {
-                problems.push(problem.to_owned());
-            }
-        };
-        need(
-            self.server.listen.parse::<std::net::SocketAddr>().is_ok(),
-            "server.listen: must be an address such as 0.0.0.0:9464",
-        );
-        if let Err(mapping) = Mapping::from_settings(&self.mapping) {
-            problems.extend(mapping);
-        }
-        problems
-    }
-
-    /// The session timeout the consumer will use.
-    pub fn session_timeout_ms(&self) -> u64 {
-        self.kafka
-            .properties
-            .get("session.timeout.ms")
-            .and_then(|v| v.to_string().parse().ok())
-            .unwrap_or(DEFAULT_SESSION_TIMEOUT_MS)
-    }
-
-    /// Warnings that do not stop the service.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let daily_rate = ADOBE_DAILY_CAP as f64 / 86_400.0;
-        if self.rate_limit.per_second > daily_rate {
-            warnings.push(format!(
-                "rate_limit.per_second = {} is above {daily_rate:.2}/s: sustained, it would pass Adobe's documented cap of one million single updates per rolling 24 hours",
-                self.rate_limit.per_second
-            ));
-        }
-        if self.bulk.mode != BulkMode::Off && self.bulk.commit_on == CommitOn::Submitted {
-            warnings.push("bulk.commit_on = \"submitted\" commits a batch's events before Adobe reports its rows: rows Adobe fails later are dead-lettered only if this pod is still running then (a crash in between loses those dead letters); \"complete\" keeps at-least-once".to_owned());
-        }
-        warnings
-    }
-
-    /// The effective settings as TOML, secrets masked.
-    pub fn to_masked_toml(&self) -> String {
-        let mut shown = self.clone();
-        for (key, value) in shown.kafka.properties.iter_mut() {
-            if is_secret_property(key) {
-                *value = PropertyValue::Text("********".into());
-            }
-        }
-        toml::to_string_pretty(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
-    }
-}
-
-impl KafkaSettings {
-    /// The properties handed to librdkafka, with `NAME_file` indirections read.
-    pub fn client_properties(&self) -> Result<Vec<(String, String)>, String> {
-        let mut resolved = Vec::with_capacity(self.properties.len());
-        for (key, value) in &self.properties {
-            match key.strip_suffix("_file") {
-                Some(name) => {
-                    let path = value.to_string();
-                    let content = std::fs::read_to_string(&path).map_err(|error| {
-                        format!("kafka.properties.{key}: cannot read {path} ({error}); it holds the value of {name}")
-                    })?;
-                    resolved.push((name.to_owned(), content.trim().to_owned()));
-                }
-                None => resolved.push((key.clone(), value.to_string())),
-            }
-        }
-        Ok(resolved)
-    }
-}
-
-impl KafkaSettings {
-    /// `text` with the value of every secret property (inline or read through
-    /// `_file`) replaced by `********`: librdkafka quotes values in its errors.
-    pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        let Ok(properties) = self.client_properties() else {
-            return text;
-        };
-        for (key, value) in properties {
-            if is_secret_property(&key) && !value.is_empty() {
-                text = text.replace(&value, "********");
-            }
-        }
-        text
-    }
-}
-
-/// Whether a librdkafka property holds a secret (never printed or logged).
-pub fn is_secret_property(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    !key.ends_with("_file")
-        && [
-            "password",
-            "secret",
-            "sasl.oauthbearer.config",
-            "ssl.key.pem",
-            "sasl.jaas",
-        ]
-        .iter()
-        .any(|needle| key.contains(needle))
-}
-
-/// The most `[` and `{` one environment value may hold: figment parses them
-/// recursively without a limit, so thousands of them overflow the stack.
-const MAX_ENV_BRACKETS: usize = 64;
-
-/// `PPS_SECTION__KEY` variables whose values cannot be read faithfully: not
-/// UTF-8, nested without bound (see [`MAX_ENV_BRACKETS`]), or a quoted string
-/// holding both a backslash escape and a non-ASCII character, which figment's
-/// value parser slices by character count as if it were a byte offset (a
-/// panic, or a silently shortened value).
-fn environment_problems() -> Vec<String> {
-    let mut problems = Vec::new();
-    for (key, value) in std::env::vars_os() {
-        let Some(key) = key.to_str() else {
-            continue;
-        };
-        let lower = key.to_ascii_lowercase();
-        if !lower.starts_with(&ENV_PREFIX.to_ascii_lowercase()) || !lower.contains("__") {
-            continue;
-        }
-        match value.to_str() {
-            None => problems.push(format!("{key}: the value is not UTF-8")),
-            Some(value) if value.matches(['[', '{']).count() > MAX_ENV_BRACKETS => {
-                problems.push(format!(
-                    "{key}: more than {MAX_ENV_BRACKETS} '[' and '{{' in one value; set it in the configuration file instead"
-                ))
-            }
-            Some(value) if value.contains('"') && value.contains('\\') && !value.is_ascii() => {
-                problems.push(format!(
-                    "{key}: a quoted value with both a backslash escape and a non-ASCII character cannot be read reliably; set it in the configuration file instead"
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    problems
-}
-
-/// librdkafka properties naming a file it reads when the clients are built.
-const FILE_PROPERTIES: [&str; 6] = [
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.keystore.location",
-    "ssl.crl.location",
-    "sasl.kerberos.keytab",
-];
-/// The SASL mechanisms librdkafka knows (GSSAPI needs a Kerberos build,
-/// which librdkafka itself reports).
-const SASL_MECHANISMS: [&str; 5] = [
-    "PLAIN",
-    "SCRAM-SHA-256",
-    "SCRAM-SHA-512",
-    "OAUTHBEARER",
-    "GSSAPI",
-];
-
-/// What librdkafka reports late or without a name: a certificate or key file
-/// that cannot be read (its own message does not say which), and a SASL
-/// mechanism it only refuses when connecting.
-fn kafka_security_problems(properties: &BTreeMap<String, PropertyValue>) -> Vec<String> {
-    let mut problems = Vec::new();
-    for key in FILE_PROPERTIES {
-        let Some(value) = properties.get(key) else {
-            continue;
-        };
-        let path = value.to_string();
-        // `ssl.ca.location` may be a directory of certificates, or `probe`.
-        if key == "ssl.ca.location" && (path == "probe" || Path::new(&path).is_dir()) {
-            continue;
-        }
-        if let Err(error) = std::fs::File::open(&path) {
-            problems.push(format!(
-                "kafka.properties.{key}: cannot read {path} ({error}); mount the file there"
-            ));
-        }
-    }
-    for key in ["sasl.mechanism", "sasl.mechanisms"] {
-        if let Some(value) = properties.get(key) {
-            let mechanism = value.to_string();
-            if !SASL_MECHANISMS.contains(&mechanism.as_str()) {
-                problems.push(format!(
-                    "kafka.properties.{key}: unknown SASL mechanism {mechanism:?}; use one of {}",
-                    SASL_MECHANISMS.join(", ")
-                ));
-            }
-        }
-    }
-    problems
-}
-
-fn property_name_from_env(name: &str) -> String {
-    match name.strip_suffix("_file") {
-        Some(base) => format!("{}_file", base.replace('_', ".")),
-        None => name.replace('_', "."),
-    }
-}
-
-fn describe_figment_error(error: figment::Error) -> String {
-    let path = error.path.join(".");
-    let source = error
-        .metadata
-        .as_ref()
-        .and_then(|m| m.source.as_ref())
-        .map(|s| format!(" (in {s})"))
-        .unwrap_or_default();
-    let kind = error.kind.to_string();
-    if path.is_empty() {
-        format!("{kind}{source}")
-    } else {
-        format!("{path}: {kind}{source}")
     }
 }
 

@@ -4,6 +4,7 @@
 // signature is the library's, not ours.
 #![allow(clippy::result_large_err)]
 
+use super::load::MAX_ENV_BRACKETS;
 use super::*;
 use figment::Jail;
 
@@ -385,4 +386,24 @@ fn environment_values_nested_too_deep_are_problems_not_a_stack_overflow() {
     });
     // The TOML parser has its own depth limit: an error, not a crash.
     assert!(Settings::load_text(&format!("[kafka]\nbrokers = {deep}\n")).is_err());
+}
+
+#[test]
+fn the_typed_accessors_read_their_millisecond_keys() {
+    let settings = Settings::load_text(
+        "[delivery]\ncoalesce_window_ms = 250\ndrain_timeout_ms = 7000\ncommit_interval_ms = 300\nretry_initial_ms = 40\nretry_max_ms = 9000\n[bulk]\nmax_age_ms = 1500\n",
+    )
+    .unwrap();
+    let delivery = &settings.delivery;
+    assert_eq!(delivery.coalesce_window(), Duration::from_millis(250));
+    assert_eq!(delivery.drain_timeout(), Duration::from_secs(7));
+    assert_eq!(delivery.commit_interval(), Duration::from_millis(300));
+    assert_eq!(
+        delivery.retry(),
+        crate::retry::RetryPolicy {
+            initial: Duration::from_millis(40),
+            max: Duration::from_secs(9),
+        }
+    );
+    assert_eq!(settings.bulk.max_age(), Duration::from_millis(1500));
 }

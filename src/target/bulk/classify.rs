@@ -1,6 +1,7 @@
 //! The one place that decides what a bulk call's answer means for the caller: the
 //! parsed value, or a [`BulkError`] whose variant says what to do (retry, pause for
-//! credentials, or give up on the batch).
+//! credentials, or give up on the batch), named as the single update's
+//! [`Verdict`] names the same answers (`Retry`, `AuthFailed`, `Rejected`).
 //!
 //! HTTP statuses are judged by the single-update rules ([`crate::target::classify()`]):
 //! 2xx answered, 401/403 auth, 408/429/5xx (Adobe's 503 for more than 50 bulk and
@@ -52,13 +53,13 @@ pub enum BulkError {
     },
     /// 401/403: the token is wrong for every call. Pause, re-read it, retry.
     #[error("Target refused the credentials (HTTP {status})")]
-    Auth {
+    AuthFailed {
         /// 401 or 403.
         status: u16,
     },
     /// Another 4xx: this call will never succeed as it is.
     #[error("Target rejected the call for good (HTTP {status}): {message}")]
-    Permanent {
+    Rejected {
         /// The status.
         status: u16,
         /// Target's message, when the body had one.
@@ -134,8 +135,8 @@ pub fn decide<T>(
                 retry_after: None,
             }),
         },
-        Verdict::AuthFailed { status } => Err(BulkError::Auth { status }),
-        Verdict::Rejected { status } => Err(BulkError::Permanent {
+        Verdict::AuthFailed { status } => Err(BulkError::AuthFailed { status }),
+        Verdict::Rejected { status } => Err(BulkError::Rejected {
             status,
             message: match parse_submit(body) {
                 Ok(Reply::Refused { message }) => message,
@@ -191,7 +192,7 @@ mod tests {
             message: "Batch submitted for processing".into(),
         });
         let permanent = |status, message: &str| {
-            Err(BulkError::Permanent {
+            Err(BulkError::Rejected {
                 status,
                 message: message.into(),
             })
@@ -245,11 +246,11 @@ mod tests {
             ),
             (
                 response(401, None, REFUSED),
-                Err(BulkError::Auth { status: 401 }),
+                Err(BulkError::AuthFailed { status: 401 }),
             ),
             (
                 response(403, Some("5"), ""),
-                Err(BulkError::Auth { status: 403 }),
+                Err(BulkError::AuthFailed { status: 403 }),
             ),
             (
                 response(400, None, REFUSED),
@@ -278,7 +279,7 @@ mod tests {
         );
         assert!(matches!(
             decide_status(response(404, None, REFUSED), now),
-            Err(BulkError::Permanent { status: 404, .. })
+            Err(BulkError::Rejected { status: 404, .. })
         ));
         // A submit answer is not a status answer.
         assert!(matches!(

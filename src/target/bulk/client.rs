@@ -122,7 +122,7 @@ impl BulkClient {
             }
             Err(_) => decide(BulkAnswer::Connection, SystemTime::now(), parse),
         };
-        if let (Err(BulkError::Auth { .. }), Some(token)) = (&decided, &self.token) {
+        if let (Err(BulkError::AuthFailed { .. }), Some(token)) = (&decided, &self.token) {
             token.invalidate();
         }
         decided

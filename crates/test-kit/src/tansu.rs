@@ -11,10 +11,9 @@
 
 use pos_profile_sync::kafka::inspect::StoredRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -209,26 +208,7 @@ const IDLE: Duration = Duration::from_millis(1500);
 pub fn read_to_idle(config: ClientConfig, topic: &str, partitions: i32) -> Vec<StoredRecord> {
     let mut out = Vec::new();
     each_record(config, topic, partitions, |message| {
-        let headers: BTreeMap<String, String> = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|header| {
-                        let value = header.value.unwrap_or_default();
-                        let text = String::from_utf8_lossy(value).into_owned();
-                        (header.key.to_owned(), text)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(StoredRecord {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().unwrap_or_default().to_vec(),
-            headers,
-        });
+        out.push(StoredRecord::of(message));
     });
     out
 }

@@ -9,7 +9,7 @@
 use super::concurrency::{AdaptiveConcurrency, Signal};
 use super::gate::SendGate;
 use super::spans::RequestTrace;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, RequestOutcome};
 use crate::retry::RetryPolicy;
 use crate::target::request::UpdateRequest;
 use crate::target::{TargetClient, Verdict};
@@ -41,9 +41,10 @@ pub enum AttemptOutcome {
     Abandoned,
 }
 
-/// What a sender needs, shared by all of them.
+/// Attempts of single updates: what each needs (client, gate, concurrency
+/// limit, retry policy, counters), shared by all of them.
 #[derive(Debug, Clone)]
-pub struct Sender {
+pub struct UpdateAttempts {
     /// The HTTP client.
     pub client: Arc<TargetClient>,
     /// Budget and pauses.
@@ -58,7 +59,7 @@ pub struct Sender {
     pub metrics: Arc<Metrics>,
 }
 
-impl Sender {
+impl UpdateAttempts {
     /// Makes attempt number `attempt` (1 for the first): waits for the gate,
     /// sends, classifies. The attempt is a `pps.target.request` span placed
     /// by `trace`.
@@ -95,12 +96,8 @@ impl Sender {
         self.metrics
             .target_request_duration
             .observe(answer.elapsed.as_secs_f64());
-        span.answered(
-            answer.status,
-            answer.timed_out,
-            verdict_label(&answer.verdict),
-        );
         let label = verdict_label(&answer.verdict);
+        span.answered(answer.status, answer.timed_out, label.as_str());
         match answer.verdict {
             Verdict::Accepted => {
                 self.metrics.count_request(label, answer.status, false);
@@ -158,12 +155,12 @@ fn signal_of(verdict: &Verdict, timed_out: bool) -> Signal {
 }
 
 /// The verdict as the request metrics and spans name it.
-fn verdict_label(verdict: &Verdict) -> &'static str {
+fn verdict_label(verdict: &Verdict) -> RequestOutcome {
     match verdict {
-        Verdict::Accepted => "accepted",
-        Verdict::Rejected { .. } => "rejected",
-        Verdict::AuthFailed { .. } => "auth_failed",
-        Verdict::Retry { .. } => "retryable",
+        Verdict::Accepted => RequestOutcome::Accepted,
+        Verdict::Rejected { .. } => RequestOutcome::Rejected,
+        Verdict::AuthFailed { .. } => RequestOutcome::AuthFailed,
+        Verdict::Retry { .. } => RequestOutcome::Retryable,
     }
 }
 

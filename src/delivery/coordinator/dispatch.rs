@@ -1,0 +1,243 @@
+//! Where ready work goes: single updates up to the concurrency limit
+//! (profiles whose backoff is over first), fetches, batches or dead
+//! letters by what Target is known to have, and the update a profile's
+//! events make now.
+
+use super::*;
+
+impl Coordinator {
+    /// Starts update attempts while there is room under the concurrency
+    /// limit and work. With a coalescing window, a profile sends once its
+    /// oldest waiting event has waited the window, and everything it has
+    /// waiting goes as one merged update.
+    pub(super) fn dispatch(&mut self) {
+        let window = self.settings.coalesce_window;
+        self.next_wake = None;
+        let now = Instant::now();
+        if self.router.route() == crate::delivery::routing::Route::Batch {
+            self.fill_batches(now);
+        } else {
+            self.dispatch_single(window, now);
+        }
+        self.seal_due_batches(now, false);
+    }
+
+    /// Starts single-update attempts while there is room under the
+    /// concurrency limit: first profiles whose retry backoff is over (their
+    /// events are the oldest), then waiting work, each profile the way its
+    /// existence at Target says (`route_of`).
+    pub(super) fn dispatch_single(&mut self, window: Duration, now: Instant) {
+        let limit = self.updates.concurrency.limit();
+        let max_fetches = self.settings.existence.max_fetches;
+        // Each start takes a place: the room is counted again for the next.
+        while let Some(backoff) = self.backoffs.pop_due(now, |backoff| match backoff.next {
+            Next::Update => self.updates_in_flight < limit,
+            Next::Fetch => self.fetches_in_flight < max_fetches,
+        }) {
+            match backoff.next {
+                Next::Update => self.start_update(backoff.profile, backoff.items, backoff.retry),
+                Next::Fetch => self.start_fetch(backoff.profile, backoff.items, backoff.retry),
+            }
+        }
+        if let Some(at) = self.backoffs.next_at() {
+            self.wake_at(at);
+        }
+        while self.updates_in_flight < limit {
+            let (ready_at, way) = match self.queues.peek_next() {
+                None => break,
+                Some(head) => (head.received_at + window, head.update.identity.clone()),
+            };
+            if !window.is_zero() && ready_at > now {
+                // Oldest first is also ready-time order: nobody else is ready.
+                self.wake_at(ready_at);
+                break;
+            }
+            let way = self.route_of(&way, now);
+            if way == Way::Fetch && self.fetches_in_flight >= max_fetches {
+                break;
+            }
+            let batch = if window.is_zero() { 1 } else { usize::MAX };
+            let Some((profile, items)) = self.queues.next_ready(batch) else {
+                break;
+            };
+            for item in &items {
+                if let Some(p) = self.partition(&item.event) {
+                    p.in_flight += 1;
+                }
+            }
+            let retry = self.fresh_retry();
+            match way {
+                Way::Single => self.start_update(profile, items, retry),
+                Way::Fetch => self.start_fetch(profile, items, retry),
+                Way::Batch => self.send_through_batch(profile, items, now),
+                Way::NotFound => self.not_found(profile, items),
+            }
+        }
+    }
+
+    pub(super) fn fresh_retry(&self) -> RetryState {
+        RetryState {
+            attempts: 0,
+            failures: 0,
+            schedule: self.updates.retry.schedule(),
+        }
+    }
+
+    /// Where a profile's ready update goes: a single update only to a
+    /// profile Target has (or with `existence.policy = "trust"`); a profile
+    /// with a row in an open batch joins it; one a fetch did not find goes
+    /// to a batch or a dead letter, as the policy says; any other is fetched.
+    pub(super) fn route_of(&self, profile: &Identity, now: Instant) -> Way {
+        let policy = self.settings.existence.policy;
+        if policy == ExistencePolicy::Trust {
+            return Way::Single;
+        }
+        if self
+            .batches
+            .as_ref()
+            .is_some_and(|b| b.has_open_row(profile))
+        {
+            return Way::Batch;
+        }
+        match (self.directory.lookup(profile, now), policy) {
+            (Knowledge::Exists, _) => Way::Single,
+            (Knowledge::Unknown, _) => Way::Fetch,
+            (Knowledge::Absent, ExistencePolicy::DeadLetter) => Way::NotFound,
+            (Knowledge::Absent, _) => Way::Batch,
+        }
+    }
+
+    /// Wakes the loop at `at` at the latest.
+    pub(super) fn wake_at(&mut self, at: Instant) {
+        self.next_wake = Some(self.next_wake.map_or(at, |wake| wake.min(at)));
+    }
+
+    /// Starts one attempt of a profile's update; its events were counted in
+    /// flight when they left the queue.
+    pub(super) fn start_update(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        mut retry: RetryState,
+    ) {
+        // The request is built here, from the events' own update: the task
+        // takes only the request, not a copy of the update.
+        let (Some(request), Some(first)) = (
+            self.current_update(&items)
+                .map(|update| self.updates.client.request(&update)),
+            items.first(),
+        ) else {
+            // Nothing to send (no events, or every attribute superseded).
+            self.superseded(profile, items);
+            return;
+        };
+        let cancel = self.cancel_token_of(&first.event);
+        retry.attempts += 1;
+        let attempt = retry.attempts;
+        self.updates_in_flight += 1;
+        let sender = self.updates.clone();
+        let trace = RequestTrace::of(items.iter().map(|i| &i.span));
+        let handle = self.tasks.spawn(async move {
+            TaskDone::Update(sender.attempt(request, &cancel, &trace, attempt).await)
+        });
+        self.running.insert(
+            handle.id(),
+            Work::Update {
+                profile,
+                items,
+                retry,
+            },
+        );
+    }
+
+    /// The token that cancels work of `event`'s partition (the shutdown
+    /// token when the partition is no longer owned). A profile's events
+    /// normally share one partition (the record key is the customer); work
+    /// that spans several is cancelled with its first event's partition.
+    pub(super) fn cancel_token_of(&self, event: &EventRef) -> CancellationToken {
+        self.partitions
+            .current(&event.tp, event.epoch)
+            .map_or_else(|| self.abandon.clone(), |p| p.cancel.clone())
+    }
+
+    /// This pod's fraction of its topics' partitions (those it owns and is not giving up).
+    pub(super) fn owned_fraction(&self) -> f64 {
+        let owned = self.partitions.owned();
+        if self.total_partitions == 0 {
+            0.0
+        } else {
+            owned as f64 / self.total_partitions as f64
+        }
+    }
+
+    /// The state of an event's partition, if it is still owned in the same assignment.
+    pub(super) fn partition(&mut self, event: &EventRef) -> Option<&mut PartitionState> {
+        self.partitions.current_mut(&event.tp, event.epoch)
+    }
+}
+
+impl Coordinator {
+    /// The update a profile's events make now: merged, and with
+    /// `delivery.time_order = "occurred_at"` less the attributes a newer event
+    /// of the profile already delivered; `None` when nothing is left to send.
+    pub(super) fn current_update<'a>(
+        &self,
+        items: &'a [Pending],
+    ) -> Option<Cow<'a, ProfileUpdate>> {
+        let update = merged_update(items)?;
+        if self.settings.time_order == TimeOrder::Arrival {
+            return Some(update);
+        }
+        let times = attribute_times(items.iter().map(|i| &i.update));
+        self.freshness
+            .current(update.into_owned(), &times)
+            .map(Cow::Owned)
+    }
+
+    /// Target accepted the update of these events: their attributes are the
+    /// newest delivered now.
+    pub(super) fn delivered(&mut self, items: &[Pending]) {
+        if self.settings.time_order == TimeOrder::Arrival {
+            return;
+        }
+        if let Some(update) = self.current_update(items) {
+            let times = attribute_times(items.iter().map(|i| &i.update));
+            self.freshness.delivered(&update, &times);
+        }
+    }
+
+    /// Events with nothing left to send (newer events delivered every
+    /// attribute they carry) are done, like accepted ones.
+    pub(super) fn superseded(&mut self, profile: Identity, items: Vec<Pending>) {
+        self.queues.finish(&profile);
+        for item in items {
+            self.metrics.events_superseded.inc();
+            self.finish(&item.event);
+            item.span.finish(Outcome::Accepted);
+        }
+    }
+}
+
+/// One update for a profile's events: the single one as is, several merged
+/// (latest `(occurred_at, offset)` per attribute). `None` only for no
+/// events at all, which the queues never hand out.
+pub(super) fn merged_update(items: &[Pending]) -> Option<Cow<'_, ProfileUpdate>> {
+    let (first, rest) = items.split_first()?;
+    Some(match rest {
+        // One event (the usual case): its own update, not a copy.
+        [] => Cow::Borrowed(&first.update),
+        _ => Cow::Owned(merge_updates(
+            (&first.update, first.event.offset),
+            rest.iter().map(|i| (&i.update, i.event.offset)),
+        )),
+    })
+}
+
+/// Minutes since the Unix epoch: the rolling day's clock.
+pub(super) fn current_minute() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 60
+}
