@@ -1,8 +1,9 @@
 //! What the coordinator is configured with, resolved from the settings by
 //! the service.
 
-use super::batches::BulkDelivery;
-use crate::ops::config::{ExistencePolicy, TimeOrder};
+use crate::delivery::batch_sender::BatchSender;
+use crate::ops::config::{CommitOn, ExistencePolicy, TimeOrder};
+use crate::target::bulk::BatchLimits;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,4 +69,17 @@ impl ExistenceRouting {
             max_fetches: 1,
         }
     }
+}
+
+/// What the coordinator needs to send batches.
+#[derive(Debug, Clone)]
+pub struct BulkDelivery {
+    /// Submits and polls.
+    pub sender: BatchSender,
+    /// `bulk.max_rows`, `bulk.max_bytes`.
+    pub limits: BatchLimits,
+    /// `bulk.max_age_ms`.
+    pub max_age: Duration,
+    /// `bulk.commit_on`.
+    pub commit_on: CommitOn,
 }

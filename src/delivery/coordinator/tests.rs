@@ -7,8 +7,9 @@
 
 use super::*;
 use crate::delivery::gate::{RateShare, SendGate};
+use crate::kafka::TopicPartition;
 use crate::mapping::Mapping;
-use crate::ops::config::{BulkMode, KafkaSettings, TargetSettings, TimeOrder};
+use crate::ops::config::{KafkaSettings, TargetSettings, TimeOrder};
 use crate::retry::RetryPolicy;
 use crate::target::TargetClient;
 use pps_target_simulator::{
@@ -17,7 +18,7 @@ use pps_target_simulator::{
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-const TOPIC: &str = "pos.purchases";
+use super::fixtures::{record, record_of, sale, settings, tp, TOPIC};
 
 /// A coordinator task and what it talks to.
 struct Harness {
@@ -39,27 +40,6 @@ struct Parts {
     events: mpsc::Sender<ConsumerEvent>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-}
-
-/// Coordinator settings for the tests: a short drain, no coalescing.
-fn settings(drain: Duration, max_buffered: usize) -> CoordinatorSettings {
-    CoordinatorSettings {
-        max_buffered_per_partition: 10_000,
-        max_buffered,
-        commit_interval: Duration::from_millis(100),
-        drain_timeout: drain,
-        per_second: 1_000_000.0,
-        burst: 1_000,
-        daily_quota: 1_000_000,
-        coalesce_window: Duration::ZERO,
-        group_id: Arc::from("coordinator-tests"),
-        bulk_mode: BulkMode::Off,
-        overflow_after_seconds: 60,
-        bulk: None,
-        verify: None,
-        existence: ExistenceRouting::trust(),
-        time_order: TimeOrder::Arrival,
-    }
 }
 
 /// A coordinator (not running) over a fresh mock cluster and simulator.
@@ -200,47 +180,6 @@ impl Harness {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
-}
-
-fn record(mapping: &Mapping, partition: i32, offset: i64, customer: Option<&str>) -> Record {
-    record_of(mapping, partition, offset, customer, sale(offset, customer))
-}
-
-fn record_of(
-    mapping: &Mapping,
-    partition: i32,
-    offset: i64,
-    customer: Option<&str>,
-    json: String,
-) -> Record {
-    let payload = json.into_bytes();
-    Record {
-        tp: tp(partition),
-        offset,
-        key: customer.map(|c| c.as_bytes().to_vec()),
-        decision: mapping.decide(&payload),
-        payload,
-        timestamp_ms: None,
-        trace_context: None,
-    }
-}
-
-fn tp(partition: i32) -> TopicPartition {
-    TopicPartition {
-        topic: Arc::from(TOPIC),
-        partition,
-    }
-}
-
-fn sale(offset: i64, customer: Option<&str>) -> String {
-    let customer = match customer {
-        Some(id) => format!(r#"{{"third_party_id":"{id}"}}"#),
-        None => "{}".to_owned(),
-    };
-    format!(
-        r#"{{"event_id":"e{offset}","event_type":"sale","occurred_at":"2026-11-28T10:15:{:02}Z","store_id":"S{offset}","customer":{customer},"currency":"EUR","total":"1.00","items":[]}}"#,
-        offset % 60
-    )
 }
 
 /// Polls `done` every 20 ms until it holds or `limit` passes.
@@ -444,42 +383,46 @@ async fn a_shutdown_answers_a_pending_revoke_with_what_was_finished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
     let (mut c, parts) = build(settings(Duration::from_secs(1), 1000), Faults::none()).await;
-    c.on_event(ConsumerEvent::PartitionCount(2));
-    c.on_event(ConsumerEvent::Assigned(vec![tp(0)]));
-    c.on_event(ConsumerEvent::Record(record(
-        &Mapping::default(),
-        0,
-        0,
-        Some("CRM-1"),
-    )));
-    // The update leaves its queue as dispatch would take it, into a task that panics.
-    let (profile, items) = c.queues.next_ready(1).expect("queued");
-    c.partitions.get_mut(&tp(0)).expect("owned").in_flight += 1;
-    c.updates_in_flight += 1;
+    let now = Instant::now();
+    for event in [
+        ConsumerEvent::PartitionCount(2),
+        ConsumerEvent::Assigned(vec![tp(0)]),
+        ConsumerEvent::Record(record(&Mapping::default(), 0, 0, Some("CRM-1"))),
+    ] {
+        c.state.on_event(event, now);
+    }
+    c.state.dispatch(now, 64);
+    // The attempt the state asks for runs as a task that panics.
+    let mut actions = Vec::new();
+    c.state.take_actions(&mut actions);
+    let work = actions
+        .iter()
+        .find_map(|action| match action {
+            Action::Start {
+                work,
+                task: machine::Task::Update { .. },
+            } => Some(*work),
+            _ => None,
+        })
+        .expect("an update started");
     let handle = c.tasks.spawn(async { panic!("a bug in a delivery task") });
-    let retry = RetryState {
-        attempts: 1,
-        failures: 0,
-        schedule: c.updates.retry.schedule(),
-    };
-    c.running.insert(
-        handle.id(),
-        Work::Update {
-            profile,
-            items,
-            retry,
-        },
-    );
+    c.work_of.insert(handle.id(), work);
     let done = c.tasks.join_next_with_id().await.expect("the task ended");
     c.on_task(done);
-    assert_eq!(
-        c.updates_in_flight, 0,
-        "the panicked attempt holds no place"
+    c.carry_out();
+    assert!(
+        c.tasks.is_empty(),
+        "nothing runs during the retry's backoff"
     );
-    assert_eq!(c.backoffs.len(), 1, "its events wait for another attempt");
+    assert_eq!(
+        c.state.work_in_flight(),
+        1,
+        "its events wait for another attempt"
+    );
     // The next attempt is a real one and lands.
     tokio::time::sleep(Duration::from_millis(60)).await;
-    c.dispatch();
+    c.state.dispatch(Instant::now(), 64);
+    c.carry_out();
     let done = c
         .tasks
         .join_next_with_id()
@@ -487,10 +430,13 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
         .expect("the attempt ended");
     c.on_task(done);
     assert!(parts.sim.profile_third_party("CRM-1").is_some());
-    assert_eq!(
-        c.partitions.get(&tp(0)).unwrap().watermark.committable(),
-        Some(1)
-    );
+    let offsets: Vec<(i32, i64)> = c
+        .state
+        .changed_offsets()
+        .iter()
+        .map(|o| (o.tp.partition, o.offset))
+        .collect();
+    assert_eq!(offsets, vec![(0, 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,9 @@
 
 use super::*;
 
-impl Coordinator {
+impl DeliveryState {
     /// One message from the consumer thread.
-    pub(super) fn on_event(&mut self, event: ConsumerEvent) {
+    pub(super) fn handle_event(&mut self, event: ConsumerEvent) {
         match event {
             ConsumerEvent::Record(record) => self.on_record(record),
             ConsumerEvent::Assigned(partitions) => {
@@ -54,11 +54,13 @@ impl Coordinator {
             owned,
             self.total_partitions,
         );
-        if let Some(batches) = &self.batches {
-            batches.sender().calls.set_fraction(self.owned_fraction());
+        if self.batches.is_some() {
+            let fraction = self.owned_fraction();
+            self.actions.push(Action::SetBatchFraction(fraction));
         }
-        if share != self.updates.gate.share() {
-            self.updates.gate.set_share(share);
+        if share != self.share {
+            self.share = share;
+            self.actions.push(Action::SetShare(share));
             self.metrics.rate_share.set(share.per_second);
             tracing::info!(
                 owned,
@@ -128,7 +130,7 @@ impl Coordinator {
                         key: record.key,
                         payload: record.payload,
                         timestamp_ms: record.timestamp_ms,
-                        received_at: Instant::now(),
+                        received_at: self.now,
                         span,
                     },
                 );
@@ -152,32 +154,10 @@ impl Coordinator {
             .get(tp)
             .map_or(0, |s| s.watermark.buffered());
         tracing::info!(partition = %tp, buffered, "Partition paused: too much work buffered.");
-        let mut list = TopicPartitionList::new();
-        let _ = list.add_partition(&tp.topic, tp.partition);
-        if let Err(error) = self.consumer.pause(&list) {
-            tracing::warn!(error = %error, "Could not pause a partition.");
-        }
+        self.actions.push(Action::Pause(tp.clone()));
         self.publish_paused();
         if paused.seal_batches {
-            self.seal_due_batches(Instant::now(), true);
-        }
-    }
-
-    /// Tells librdkafka again that every owned partition the coordinator
-    /// does not hold back may be fetched. Resuming is idempotent, and this
-    /// makes the pause state level-triggered: a partition that comes back
-    /// from a rebalance still paused inside librdkafka (rarely, the resume
-    /// on assignment does not take) is fetched again within `RECONCILE_PAUSES_EVERY`
-    /// instead of never.
-    pub(super) fn reconcile_pauses(&mut self) {
-        let mut list = TopicPartitionList::new();
-        for tp in self.partitions.fetchable() {
-            let _ = list.add_partition(&tp.topic, tp.partition);
-        }
-        if list.count() > 0 {
-            if let Err(error) = self.consumer.resume(&list) {
-                tracing::debug!(error = %error, "Could not confirm resumed partitions.");
-            }
+            self.seal_due_batches(true);
         }
     }
 }

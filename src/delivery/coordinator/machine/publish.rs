@@ -2,9 +2,8 @@
 //! lag, budget pauses, the rolling daily count.
 
 use super::*;
-use crate::ops::metrics::advance_to;
 
-impl Coordinator {
+impl DeliveryState {
     /// Partitions owned, for `/readyz` and the metrics.
     pub(super) fn publish_assignment(&self) {
         let assigned = self.partitions.owned();
@@ -61,17 +60,6 @@ impl Coordinator {
                 .daily_quota_share
                 .set(self.settings.daily_quota as f64 * self.owned_fraction());
         }
-        advance_to(
-            &self.metrics.retry_after_pauses,
-            self.updates.gate.retry_after_pauses(),
-        );
-        self.metrics
-            .auth_paused
-            .set(i64::from(self.updates.gate.is_auth_paused()));
-        advance_to(
-            &self.metrics.limiter_wait_seconds,
-            self.updates.gate.limiter_wait_seconds(),
-        );
     }
 
     /// A partition this pod no longer owns: its series go, so that a

@@ -5,7 +5,7 @@
 
 use super::*;
 
-impl Coordinator {
+impl DeliveryState {
     /// An attempt of `profile`'s update ended with `outcome`.
     pub(super) fn on_update_done(
         &mut self,
@@ -36,7 +36,7 @@ impl Coordinator {
                 retry_after,
             } => {
                 retry.failures += 1;
-                let max_attempts = self.updates.max_attempts;
+                let max_attempts = self.max_attempts;
                 if max_attempts > 0 && retry.failures >= max_attempts {
                     let reason = match status {
                         Some(status) => format!("gave up after delivery.max_attempts retryable failures; last HTTP {status}"),
@@ -102,7 +102,7 @@ impl Coordinator {
         next: Next,
     ) {
         self.backoffs.push(
-            Instant::now() + delay,
+            self.now + delay,
             Backoff {
                 profile,
                 items,

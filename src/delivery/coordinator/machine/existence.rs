@@ -8,7 +8,7 @@
 use super::*;
 use crate::target::fetch::FetchOutcome;
 
-impl Coordinator {
+impl DeliveryState {
     /// Fetches a profile before its update goes anywhere; its events were
     /// counted in flight when they left the queue.
     pub(super) fn start_fetch(
@@ -28,22 +28,18 @@ impl Coordinator {
         };
         let cancel = self.cancel_token_of(&first.event);
         self.fetches_in_flight += 1;
-        let identity = profile.clone();
-        let handle = self.tasks.spawn(async move {
-            let outcome = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => None,
-                outcome = fetcher.fetch(&identity) => Some(outcome),
-            };
-            TaskDone::Fetched(outcome)
-        });
-        self.running.insert(
-            handle.id(),
+        let task = Task::Fetch {
+            fetcher,
+            profile: profile.clone(),
+            cancel,
+        };
+        self.start(
             Work::Fetch {
                 profile,
                 items,
                 retry,
             },
+            task,
         );
     }
 
@@ -56,7 +52,7 @@ impl Coordinator {
         outcome: Option<FetchOutcome>,
     ) {
         self.fetches_in_flight -= 1;
-        let now = Instant::now();
+        let now = self.now;
         let Some(outcome) = outcome else {
             self.abandoned(profile, items, retry, Next::Fetch);
             return;
@@ -73,7 +69,7 @@ impl Coordinator {
                 if self.settings.existence.policy == ExistencePolicy::DeadLetter {
                     self.not_found(profile, items);
                 } else {
-                    self.send_through_batch(profile, items, now);
+                    self.send_through_batch(profile, items);
                 }
             }
             FetchOutcome::Retry { retry_after, .. } => {
@@ -85,7 +81,7 @@ impl Coordinator {
             }
             FetchOutcome::AuthFailed { status } => {
                 // Wrong for every call: the pod pauses and is not ready.
-                self.updates.gate.auth_failed(status, false);
+                self.actions.push(Action::AuthFailed(status));
                 let delay = retry.schedule.next_delay();
                 self.back_off(profile, items, retry, delay, Next::Fetch);
             }
@@ -101,7 +97,7 @@ impl Coordinator {
                     );
                 } else {
                     // Whether Target has it cannot be told; a v2 batch lands either way.
-                    self.send_through_batch(profile, items, now);
+                    self.send_through_batch(profile, items);
                 }
             }
         }
@@ -110,12 +106,7 @@ impl Coordinator {
     /// The profile's events go into a bulk v2 batch, which creates the
     /// profile if Target has none. Its later events join the row while the
     /// batch is open, and wait while it is out.
-    pub(super) fn send_through_batch(
-        &mut self,
-        profile: Identity,
-        items: Vec<Pending>,
-        now: Instant,
-    ) {
+    pub(super) fn send_through_batch(&mut self, profile: Identity, items: Vec<Pending>) {
         if self.batches.is_none() {
             // Only with a policy that never routes to batches; a single update
             // is the best left.
@@ -124,7 +115,7 @@ impl Coordinator {
             return;
         }
         self.queues.finish(&profile);
-        self.add_to_batch(profile, items, now);
+        self.add_to_batch(profile, items);
     }
 
     /// Target has no profile for these events (`existence.policy =

@@ -4,7 +4,7 @@
 //! coordinator asks, then carries the answers out on the consumer (pause,
 //! resume, commit) and on the work it runs.
 
-use super::super::watermark::CommitWatermark;
+use crate::delivery::watermark::CommitWatermark;
 use crate::kafka::TopicPartition;
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,10 +31,10 @@ pub(super) struct PartitionState {
 
 /// An offset to commit for one assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct CommitOffset {
-    pub(super) tp: TopicPartition,
-    pub(super) epoch: u64,
-    pub(super) offset: i64,
+pub(in crate::delivery::coordinator) struct CommitOffset {
+    pub(in crate::delivery::coordinator) tp: TopicPartition,
+    pub(in crate::delivery::coordinator) epoch: u64,
+    pub(in crate::delivery::coordinator) offset: i64,
 }
 
 /// The owned partitions.

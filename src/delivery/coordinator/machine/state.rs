@@ -26,8 +26,8 @@ pub(super) struct Pending {
 }
 
 /// What a task hands back; the work it was doing stays in
-/// [`Coordinator::running`], so a task that panics loses nothing.
-pub(super) enum TaskDone {
+/// [`DeliveryState`]'s `running`, so a task that panics loses nothing.
+pub(in crate::delivery::coordinator) enum TaskDone {
     /// One attempt of a single update.
     Update(AttemptOutcome),
     /// A dead-letter write: acknowledged, or abandoned.
@@ -128,9 +128,9 @@ pub(super) struct Counters {
 }
 
 /// What a commit attempted and whether the broker took it.
-pub(super) struct CommitResult {
+pub(in crate::delivery::coordinator) struct CommitResult {
     /// The offsets the commit carried.
-    pub(super) offsets: Vec<CommitOffset>,
+    pub(in crate::delivery::coordinator) offsets: Vec<CommitOffset>,
     /// The broker's answer (or why there was none).
-    pub(super) result: Result<(), String>,
+    pub(in crate::delivery::coordinator) result: Result<(), String>,
 }

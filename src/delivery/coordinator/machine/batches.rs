@@ -10,26 +10,14 @@
 //! (`"submitted"`). Rows Target reports failed become `target_rejected` dead
 //! letters of every event they carry; a `stuck` batch is sent again.
 
+use super::super::settings::BulkDelivery;
 use super::outcomes::dead_letter_of;
 use super::*;
-use crate::delivery::batch_sender::{BatchSender, Completion, Submission};
+use crate::delivery::batch_sender::{Completion, Submission};
 use crate::delivery::routing::{Route, RouteInputs};
 use crate::ops::config::CommitOn;
 use crate::ops::metrics::{BatchStatus, RowOutcome};
-use crate::target::bulk::{Admission, BatchEncoder, BatchKind, BatchLimits, EncodedBatch};
-
-/// What the coordinator needs to send batches.
-#[derive(Debug, Clone)]
-pub struct BulkDelivery {
-    /// Submits and polls.
-    pub sender: BatchSender,
-    /// `bulk.max_rows`, `bulk.max_bytes`.
-    pub limits: BatchLimits,
-    /// `bulk.max_age_ms`.
-    pub max_age: Duration,
-    /// `bulk.commit_on`.
-    pub commit_on: CommitOn,
-}
+use crate::target::bulk::{Admission, BatchEncoder, BatchKind, EncodedBatch};
 
 /// A batch taking rows: one per profile, each with every event it carries.
 /// Rows are merged and encoded when the batch closes, so a profile's events
@@ -67,11 +55,6 @@ impl Batches {
             sealed: HashMap::new(),
             next_id: 0,
         }
-    }
-
-    /// The batch sender, for the share of calls.
-    pub(super) fn sender(&self) -> &BatchSender {
-        &self.delivery.sender
     }
 
     /// Whether `profile` has a row in an open batch (its later events join it).
@@ -172,10 +155,10 @@ impl Batches {
     }
 }
 
-impl Coordinator {
+impl DeliveryState {
     /// Moves every profile that may send into the open batches: a new row,
     /// or more events for the profile's row.
-    pub(super) fn fill_batches(&mut self, now: Instant) {
+    pub(super) fn fill_batches(&mut self) {
         if self.batches.is_none() {
             return;
         }
@@ -187,11 +170,14 @@ impl Coordinator {
                     p.in_flight += 1;
                 }
             }
-            self.add_to_batch(profile, items, now);
+            self.add_to_batch(profile, items);
         }
     }
 
-    pub(super) fn add_to_batch(&mut self, profile: Identity, items: Vec<Pending>, now: Instant) {
+    /// Adds a profile's events to its open batch (a new row, or its row);
+    /// seals the batch when that fills it.
+    pub(super) fn add_to_batch(&mut self, profile: Identity, items: Vec<Pending>) {
+        let now = self.now;
         let Some(batches) = self.batches.as_mut() else {
             return;
         };
@@ -202,16 +188,16 @@ impl Coordinator {
 
     /// Seals open batches older than `bulk.max_age_ms` (all of them when
     /// `force`), and sets the wake-up for the next one due.
-    pub(super) fn seal_due_batches(&mut self, now: Instant, force: bool) {
+    pub(super) fn seal_due_batches(&mut self, force: bool) {
         let Some(batches) = self.batches.as_ref() else {
             return;
         };
-        for kind in batches.due(now, force) {
+        for kind in batches.due(self.now, force) {
             self.seal_kind(kind);
         }
         let next = self.batches.as_ref().and_then(Batches::next_due);
         if let Some(next) = next {
-            self.next_wake = Some(self.next_wake.map_or(next, |wake| wake.min(next)));
+            self.wake_at(next);
         }
     }
 
@@ -291,12 +277,12 @@ impl Coordinator {
         let Some(batches) = self.batches.as_ref() else {
             return;
         };
-        let sender = batches.delivery.sender.clone();
-        let abandon = self.abandon.clone();
-        let handle = self.tasks.spawn(async move {
-            TaskDone::BatchSubmitted(sender.submit(batch.body(), &abandon).await)
-        });
-        self.running.insert(handle.id(), Work::BatchSubmit { id });
+        let task = Task::Submit {
+            sender: batches.delivery.sender.clone(),
+            batch,
+            cancel: self.abandon.clone(),
+        };
+        self.start(Work::BatchSubmit { id }, task);
     }
 
     /// Sends a sealed batch again (stuck, forgotten, or its task failed).
@@ -316,14 +302,12 @@ impl Coordinator {
         let Some(batches) = self.batches.as_ref() else {
             return;
         };
-        let sender = batches.delivery.sender.clone();
-        let abandon = self.abandon.clone();
-        let url = status_url.clone();
-        let handle = self.tasks.spawn(async move {
-            TaskDone::BatchCompleted(sender.await_completion(&url, &abandon).await)
-        });
-        self.running
-            .insert(handle.id(), Work::BatchPoll { id, status_url });
+        let task = Task::Poll {
+            sender: batches.delivery.sender.clone(),
+            status_url: status_url.clone(),
+            cancel: self.abandon.clone(),
+        };
+        self.start(Work::BatchPoll { id, status_url }, task);
     }
 
     /// A submission ended: poll it, or give its events up.
@@ -484,7 +468,7 @@ impl Coordinator {
         let fraction = self.owned_fraction();
         let inputs = RouteInputs {
             backlog: self.backlog(),
-            per_second: self.updates.gate.share().per_second,
+            per_second: self.share.per_second,
             quota_left: self.settings.daily_quota as f64 * fraction
                 - self.daily.total(minute) as f64,
         };
@@ -493,7 +477,7 @@ impl Coordinator {
             if route == Route::Single {
                 // Rows still open go now and hold their profiles, so no single
                 // update overtakes an older event waiting in a batch.
-                self.seal_due_batches(Instant::now(), true);
+                self.seal_due_batches(true);
             }
             self.metrics.set_route(route.as_str());
             tracing::info!(
@@ -531,36 +515,13 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::gate::{RateShare, SendGate};
-    use crate::ops::config::TargetSettings;
-    use crate::retry::RetryPolicy;
-    use crate::target::bulk::BulkClient;
 
     const MAX_AGE: Duration = Duration::from_secs(10);
 
     fn batches(max_rows: usize, commit_on: CommitOn) -> Batches {
-        let retry = RetryPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        let share = RateShare::of_group(10.0, 10, 1, 1);
-        Batches::new(BulkDelivery {
-            sender: BatchSender {
-                client: Arc::new(BulkClient::new(&TargetSettings::default()).unwrap()),
-                calls: Arc::new(crate::delivery::batch_sender::CallBudget::new(60)),
-                retry,
-                poll: retry,
-                gate: Arc::new(SendGate::new(share, retry)),
-                metrics: Arc::new(Metrics::new()),
-                resubmissions: Arc::default(),
-            },
-            limits: BatchLimits {
-                max_rows,
-                max_bytes: 1 << 20,
-            },
-            max_age: MAX_AGE,
-            commit_on,
-        })
+        Batches::new(crate::delivery::coordinator::fixtures::bulk_delivery(
+            max_rows, MAX_AGE, commit_on,
+        ))
     }
 
     /// The pending event at `offset` of a purchase by `customer`.

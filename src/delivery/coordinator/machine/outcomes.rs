@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Coordinator {
+impl DeliveryState {
     /// Writes a dead letter in the background; the event finishes once Kafka acknowledges it.
     pub(super) fn spawn_dead_letter(
         &mut self,
@@ -22,35 +22,26 @@ impl Coordinator {
         span: EventSpan,
         settled: bool,
     ) {
-        let writer = self.dead_letters.clone();
         let cancel = self.cancel_token_of(&event);
-        let write_span = span.dead_letter_write(writer.topic(), letter.class.as_str());
-        let task_letter = letter.clone();
-        let handle = self.tasks.spawn(async move {
-            let written = writer.write(&task_letter, &cancel).await;
-            write_span.written(written);
-            TaskDone::DeadLetter { written }
-        });
-        self.running.insert(
-            handle.id(),
+        let write_span = span.dead_letter_write(&self.dead_letter_topic, letter.class.as_str());
+        let task = Task::DeadLetter {
+            letter: letter.clone(),
+            cancel,
+            span: write_span,
+        };
+        self.start(
             Work::DeadLetter {
                 event,
                 letter,
                 span,
                 settled,
             },
+            task,
         );
     }
 
     /// A task ended: carry its work on with what it came to.
-    pub(super) fn on_task(
-        &mut self,
-        done: Result<(tokio::task::Id, TaskDone), tokio::task::JoinError>,
-    ) {
-        let (id, done) = match done {
-            Ok((id, done)) => (id, Ok(done)),
-            Err(error) => (error.id(), Err(error)),
-        };
+    pub(super) fn handle_task(&mut self, id: WorkId, done: Result<TaskDone, Ended>) {
         let Some(work) = self.running.remove(&id) else {
             return;
         };
@@ -91,8 +82,8 @@ impl Coordinator {
                 tracing::error!("A delivery task answered for other work; retrying that work.");
                 self.retry_failed_task(work);
             }
-            (work, Err(error)) if error.is_cancelled() => self.abandon_work(work),
-            (work, Err(error)) => {
+            (work, Err(Ended::Cancelled)) => self.abandon_work(work),
+            (work, Err(Ended::Panicked(error))) => {
                 // A bug, not Target's answer: the work is kept, so nothing is
                 // lost or stuck; it is tried again like a retryable failure.
                 tracing::error!(error = %error, "A delivery task panicked; trying its work again.");
@@ -229,15 +220,7 @@ impl Coordinator {
         if resumed.is_empty() {
             return;
         }
-        let mut list = TopicPartitionList::new();
-        for tp in &resumed {
-            let _ = list.add_partition(&tp.topic, tp.partition);
-        }
-        if let Err(error) = self.consumer.resume(&list) {
-            tracing::warn!(error = %error, "Could not resume partitions.");
-        } else {
-            tracing::info!(partitions = list.count(), "Partitions resumed.");
-        }
+        self.actions.push(Action::Resume(resumed));
         self.publish_paused();
     }
 }

@@ -5,29 +5,32 @@
 
 use super::*;
 
-impl Coordinator {
+impl DeliveryState {
     /// Starts update attempts while there is room under the concurrency
-    /// limit and work. With a coalescing window, a profile sends once its
-    /// oldest waiting event has waited the window, and everything it has
-    /// waiting goes as one merged update.
-    pub(super) fn dispatch(&mut self) {
-        let window = self.settings.coalesce_window;
+    /// limit (`limit`) and work. With a coalescing window, a profile sends
+    /// once its oldest waiting event has waited the window, and everything
+    /// it has waiting goes as one merged update. While draining, only
+    /// retries whose backoff is over go (the queues are empty).
+    pub(super) fn start_ready(&mut self, limit: usize) {
         self.next_wake = None;
-        let now = Instant::now();
-        if self.router.route() == crate::delivery::routing::Route::Batch {
-            self.fill_batches(now);
-        } else {
-            self.dispatch_single(window, now);
+        if self.draining {
+            self.dispatch_single(Duration::ZERO, limit);
+            return;
         }
-        self.seal_due_batches(now, false);
+        if self.router.route() == crate::delivery::routing::Route::Batch {
+            self.fill_batches();
+        } else {
+            self.dispatch_single(self.settings.coalesce_window, limit);
+        }
+        self.seal_due_batches(false);
     }
 
     /// Starts single-update attempts while there is room under the
     /// concurrency limit: first profiles whose retry backoff is over (their
     /// events are the oldest), then waiting work, each profile the way its
     /// existence at Target says (`route_of`).
-    pub(super) fn dispatch_single(&mut self, window: Duration, now: Instant) {
-        let limit = self.updates.concurrency.limit();
+    pub(super) fn dispatch_single(&mut self, window: Duration, limit: usize) {
+        let now = self.now;
         let max_fetches = self.settings.existence.max_fetches;
         // Each start takes a place: the room is counted again for the next.
         while let Some(backoff) = self.backoffs.pop_due(now, |backoff| match backoff.next {
@@ -69,7 +72,7 @@ impl Coordinator {
             match way {
                 Way::Single => self.start_update(profile, items, retry),
                 Way::Fetch => self.start_fetch(profile, items, retry),
-                Way::Batch => self.send_through_batch(profile, items, now),
+                Way::Batch => self.send_through_batch(profile, items),
                 Way::NotFound => self.not_found(profile, items),
             }
         }
@@ -79,7 +82,7 @@ impl Coordinator {
         RetryState {
             attempts: 0,
             failures: 0,
-            schedule: self.updates.retry.schedule(),
+            schedule: self.retry.schedule(),
         }
     }
 
@@ -107,11 +110,6 @@ impl Coordinator {
         }
     }
 
-    /// Wakes the loop at `at` at the latest.
-    pub(super) fn wake_at(&mut self, at: Instant) {
-        self.next_wake = Some(self.next_wake.map_or(at, |wake| wake.min(at)));
-    }
-
     /// Starts one attempt of a profile's update; its events were counted in
     /// flight when they left the queue.
     pub(super) fn start_update(
@@ -124,7 +122,7 @@ impl Coordinator {
         // takes only the request, not a copy of the update.
         let (Some(request), Some(first)) = (
             self.current_update(&items)
-                .map(|update| self.updates.client.request(&update)),
+                .map(|update| self.client.request(&update)),
             items.first(),
         ) else {
             // Nothing to send (no events, or every attribute superseded).
@@ -135,17 +133,18 @@ impl Coordinator {
         retry.attempts += 1;
         let attempt = retry.attempts;
         self.updates_in_flight += 1;
-        let sender = self.updates.clone();
         let trace = RequestTrace::of(items.iter().map(|i| &i.span));
-        let handle = self.tasks.spawn(async move {
-            TaskDone::Update(sender.attempt(request, &cancel, &trace, attempt).await)
-        });
-        self.running.insert(
-            handle.id(),
+        self.start(
             Work::Update {
                 profile,
                 items,
                 retry,
+            },
+            Task::Update {
+                request,
+                cancel,
+                trace,
+                attempt,
             },
         );
     }
@@ -176,7 +175,7 @@ impl Coordinator {
     }
 }
 
-impl Coordinator {
+impl DeliveryState {
     /// The update a profile's events make now: merged, and with
     /// `delivery.time_order = "occurred_at"` less the attributes a newer event
     /// of the profile already delivered; `None` when nothing is left to send.

@@ -5,7 +5,7 @@
 
 use super::*;
 
-impl Coordinator {
+impl DeliveryState {
     /// Partitions are being taken away: stop their waiting work and start the drain.
     pub(super) fn on_revoke(
         &mut self,
@@ -16,7 +16,7 @@ impl Coordinator {
         let revoked = self.partitions.start_revoke(partitions);
         self.update_share();
         // Open batches go now, so the drain does not wait for their age.
-        self.seal_due_batches(Instant::now(), true);
+        self.seal_due_batches(true);
         // Waiting work of these partitions is dropped: unfinished, it is not
         // committed, and the new owner reads it again.
         self.queues
@@ -24,12 +24,15 @@ impl Coordinator {
         let revoke = PendingRevoke {
             partitions: revoked,
             reply,
-            deadline: Instant::now() + self.settings.drain_timeout,
+            deadline: self.now + self.settings.drain_timeout,
         };
         if lost {
             // Another pod owns them already: commit nothing, stop everything now.
             self.give_up(&revoke.partitions);
-            let _ = revoke.reply.send(Vec::new());
+            self.actions.push(Action::AnswerRevoke {
+                reply: revoke.reply,
+                offsets: Vec::new(),
+            });
             return;
         }
         self.revokes.push(revoke);
@@ -37,11 +40,11 @@ impl Coordinator {
     }
 
     /// Answers revokes whose partitions are drained or whose deadline passed.
-    pub(super) fn check_revokes(&mut self) {
+    pub(super) fn answer_drained_revokes(&mut self) {
         if self.revokes.is_empty() {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let mut i = 0;
         while i < self.revokes.len() {
             let revoke = &self.revokes[i];
@@ -51,7 +54,10 @@ impl Coordinator {
             }
             let revoke = self.revokes.swap_remove(i);
             let offsets = self.give_up(&revoke.partitions);
-            let _ = revoke.reply.send(offsets);
+            self.actions.push(Action::AnswerRevoke {
+                reply: revoke.reply,
+                offsets,
+            });
         }
     }
 

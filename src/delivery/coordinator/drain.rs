@@ -1,0 +1,131 @@
+//! The shutdown drain: stop taking work, finish or abandon in-flight work
+//! within the deadline, commit what was accepted.
+
+use super::effects::{commit_sync, wait_commit};
+use super::*;
+
+/// How long the final commit may take after the drain: the process must
+/// end within the drain deadline plus 5 s, leaving time to leave the group.
+const FINAL_COMMIT_LIMIT: Duration = Duration::from_millis(2500);
+
+impl Coordinator {
+    /// Shutdown: stop taking work, finish or abandon in-flight work within
+    /// the deadline, commit what was accepted. Every wait is bounded, so the
+    /// process ends within the drain deadline plus a few seconds even when
+    /// the group coordinator cannot be reached.
+    pub(super) async fn drain(mut self) {
+        let now = Instant::now();
+        let waiting = self.state.begin_drain(now);
+        let drain_timeout = self.state.settings().drain_timeout;
+        let deadline = now + drain_timeout;
+        tracing::info!(
+            in_flight = self.state.work_in_flight(),
+            dropped_waiting = waiting,
+            drain_ms = drain_timeout.as_millis() as u64,
+            "Shutting down: finishing in-flight work."
+        );
+        let mut consumer_gone = false;
+        while self.state.work_in_flight() > 0 {
+            // Retries whose backoff ends within the deadline still go.
+            let wake = self.start_ready();
+            tokio::select! {
+                biased;
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task(done),
+                event = self.events.recv(), if !consumer_gone => match event {
+                    Some(event @ ConsumerEvent::Revoked { .. }) => self.state.on_event(event, Instant::now()),
+                    Some(_) => {}
+                    None => consumer_gone = true,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = sleep_until_opt(wake), if wake.is_some() => {}
+            }
+            self.state.check_revokes(Instant::now());
+            self.carry_out();
+        }
+        if self.state.work_in_flight() > 0 {
+            tracing::warn!(
+                abandoned = self.state.work_in_flight(),
+                "Drain deadline passed; abandoning in-flight work (it will be re-read)."
+            );
+            self.state.abandon_all();
+            // Abandoned tasks return at once; give them a moment.
+            let grace = Instant::now() + Duration::from_secs(1);
+            while let Ok(Some(done)) =
+                tokio::time::timeout_at(grace, self.tasks.join_next_with_id()).await
+            {
+                self.on_task(done);
+                self.carry_out();
+            }
+            self.tasks.abort_all();
+            while let Some(done) = self.tasks.join_next_with_id().await {
+                self.on_task(done);
+                self.carry_out();
+            }
+        }
+        // Partitions still being revoked hand back what they finished.
+        self.state.answer_all_revokes();
+        self.carry_out();
+        self.final_commit(Instant::now() + FINAL_COMMIT_LIMIT).await;
+        self.state.publish();
+        self.publish_gate();
+    }
+
+    /// Commits what was accepted, trying a few times while a rebalance
+    /// settles, and giving up at `limit` (the group coordinator may be
+    /// unreachable): the next owner then re-reads from the last commit.
+    async fn final_commit(&mut self, limit: Instant) {
+        if self.commit.is_some() {
+            match tokio::time::timeout_at(limit, wait_commit(&mut self.commit)).await {
+                Ok(result) => {
+                    self.commit = None;
+                    self.state.on_commit(result);
+                }
+                Err(_) => {
+                    tracing::error!("The last offset commit did not answer in time; the next owner re-reads from the last commit.");
+                    return;
+                }
+            }
+        }
+        for attempt in 1..=3 {
+            let offsets = self.state.changed_offsets();
+            if offsets.is_empty() {
+                break;
+            }
+            let consumer = self.consumer.clone();
+            let count = offsets.len();
+            let commit = tokio::task::spawn_blocking(move || {
+                let result = commit_sync(&consumer, &offsets);
+                (offsets, result)
+            });
+            match tokio::time::timeout_at(limit, commit).await {
+                Ok(Ok((offsets, Ok(())))) => {
+                    self.state.on_commit(CommitResult {
+                        offsets,
+                        result: Ok(()),
+                    });
+                    tracing::info!(partitions = count, "Committed final offsets.");
+                }
+                Ok(Ok((_, Err(error)))) => {
+                    tracing::warn!(error = %error, attempt, "Final offset commit failed.");
+                    tokio::time::sleep_until(
+                        limit.min(Instant::now() + Duration::from_millis(300)),
+                    )
+                    .await;
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(error = %error, "Final offset commit did not run.");
+                    break;
+                }
+                Err(_) => {
+                    tracing::error!("The final offset commit did not answer in time.");
+                    break;
+                }
+            }
+        }
+        if !self.state.changed_offsets().is_empty() {
+            tracing::error!(
+                "Could not commit final offsets; the next owner re-reads from the last commit."
+            );
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Carrying out the state's actions: tasks on the runtime (update attempts,
+//! fetches, dead-letter writes, batch submissions and polls), pauses and
+//! resumes on the consumer, the gate's share, revoke answers, and commits
+//! (one at a time, on a blocking thread, counted only once the broker
+//! confirmed them).
+
+use super::machine::{CommitOffset, Ended, Task};
+use super::*;
+use crate::ops::metrics::advance_to;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+impl Coordinator {
+    /// Carries out every action the state has decided, in order.
+    pub(super) fn carry_out(&mut self) {
+        let mut actions = std::mem::take(&mut self.outbox);
+        self.state.take_actions(&mut actions);
+        for action in actions.drain(..) {
+            self.carry_out_one(action);
+        }
+        self.outbox = actions;
+    }
+
+    fn carry_out_one(&mut self, action: Action) {
+        match action {
+            Action::Start { work, task } => {
+                let handle = self.spawn(task);
+                self.work_of.insert(handle.id(), work);
+            }
+            Action::Pause(tp) => {
+                let list = partition_list([&tp]);
+                if let Err(error) = self.consumer.pause(&list) {
+                    tracing::warn!(error = %error, "Could not pause a partition.");
+                }
+            }
+            Action::Resume(partitions) => {
+                let list = partition_list(&partitions);
+                if let Err(error) = self.consumer.resume(&list) {
+                    tracing::warn!(error = %error, "Could not resume partitions.");
+                } else {
+                    tracing::info!(partitions = list.count(), "Partitions resumed.");
+                }
+            }
+            Action::ConfirmFetching(partitions) => {
+                let list = partition_list(&partitions);
+                if let Err(error) = self.consumer.resume(&list) {
+                    tracing::debug!(error = %error, "Could not confirm resumed partitions.");
+                }
+            }
+            Action::Commit(offsets) => {
+                debug_assert!(self.commit.is_none(), "one commit at a time");
+                let consumer = self.consumer.clone();
+                self.commit = Some(tokio::task::spawn_blocking(move || {
+                    let result = commit_sync(&consumer, &offsets);
+                    CommitResult { offsets, result }
+                }));
+            }
+            Action::SetShare(share) => self.updates.gate.set_share(share),
+            Action::SetBatchFraction(fraction) => {
+                if let Some(sender) = &self.batch_sender {
+                    sender.calls.set_fraction(fraction);
+                }
+            }
+            Action::AuthFailed(status) => self.updates.gate.auth_failed(status, false),
+            Action::AnswerRevoke { reply, offsets } => {
+                // The consumer thread may have stopped waiting.
+                let _ = reply.send(offsets);
+            }
+        }
+    }
+
+    /// Starts a task's I/O on the runtime.
+    fn spawn(&mut self, task: Task) -> tokio::task::AbortHandle {
+        match task {
+            Task::Update {
+                request,
+                cancel,
+                trace,
+                attempt,
+            } => {
+                let updates = self.updates.clone();
+                self.tasks.spawn(async move {
+                    TaskDone::Update(updates.attempt(request, &cancel, &trace, attempt).await)
+                })
+            }
+            Task::DeadLetter {
+                letter,
+                cancel,
+                span,
+            } => {
+                let writer = self.dead_letters.clone();
+                self.tasks.spawn(async move {
+                    let written = writer.write(&letter, &cancel).await;
+                    span.written(written);
+                    TaskDone::DeadLetter { written }
+                })
+            }
+            Task::Fetch {
+                fetcher,
+                profile,
+                cancel,
+            } => self.tasks.spawn(async move {
+                let outcome = tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => None,
+                        outcome = fetcher.fetch(&profile) => Some(outcome),
+                };
+                TaskDone::Fetched(outcome)
+            }),
+            Task::Submit {
+                sender,
+                batch,
+                cancel,
+            } => self.tasks.spawn(async move {
+                TaskDone::BatchSubmitted(sender.submit(batch.body(), &cancel).await)
+            }),
+            Task::Poll {
+                sender,
+                status_url,
+                cancel,
+            } => self.tasks.spawn(async move {
+                TaskDone::BatchCompleted(sender.await_completion(&status_url, &cancel).await)
+            }),
+        }
+    }
+
+    /// A task ended: the state carries its work on.
+    pub(super) fn on_task(
+        &mut self,
+        done: Result<(tokio::task::Id, TaskDone), tokio::task::JoinError>,
+    ) {
+        let (id, done) = match done {
+            Ok((id, done)) => (id, Ok(done)),
+            Err(error) if error.is_cancelled() => (error.id(), Err(Ended::Cancelled)),
+            Err(error) => (error.id(), Err(Ended::Panicked(error.to_string()))),
+        };
+        if let Some(work) = self.work_of.remove(&id) {
+            self.state.on_task_done(work, done, Instant::now());
+        }
+    }
+
+    /// The gate's pauses and waits, as metrics.
+    pub(super) fn publish_gate(&self) {
+        let gate = &self.updates.gate;
+        advance_to(&self.metrics.retry_after_pauses, gate.retry_after_pauses());
+        self.metrics
+            .auth_paused
+            .set(i64::from(gate.is_auth_paused()));
+        advance_to(
+            &self.metrics.limiter_wait_seconds,
+            gate.limiter_wait_seconds(),
+        );
+    }
+}
+
+/// A list of partitions, as librdkafka takes them.
+fn partition_list<'a>(
+    partitions: impl IntoIterator<Item = &'a crate::kafka::TopicPartition>,
+) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for tp in partitions {
+        let _ = list.add_partition(&tp.topic, tp.partition);
+    }
+    list
+}
+
+/// Commits offsets and waits for the broker's answer.
+pub(super) fn commit_sync(
+    consumer: &PipelineConsumer,
+    offsets: &[CommitOffset],
+) -> Result<(), String> {
+    let mut list = TopicPartitionList::new();
+    for CommitOffset { tp, offset, .. } in offsets {
+        list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            .map_err(|error| error.to_string())?;
+    }
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .map_err(|error| error.to_string())
+}
+
+/// The result of the commit under way (pending forever when there is none).
+pub(super) async fn wait_commit(
+    commit: &mut Option<tokio::task::JoinHandle<CommitResult>>,
+) -> CommitResult {
+    match commit.as_mut() {
+        Some(handle) => handle.await.unwrap_or_else(|error| CommitResult {
+            offsets: Vec::new(),
+            result: Err(error.to_string()),
+        }),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,482 @@
+//! The delivery state machine on its own: no broker, no Target, no runtime.
+//! A test plays the consumer thread, the tasks and the clock, and reads
+//! the actions the state answers with.
+
+use super::*;
+use crate::delivery::coordinator::fixtures::{bulk_delivery, record, settings, tp};
+use crate::delivery::gate::SendGate;
+use crate::mapping::Mapping;
+use crate::ops::config::{BulkMode, CommitOn, TargetSettings};
+use proptest::prelude::*;
+
+/// Updates allowed in flight: more than any test starts.
+const LIMIT: usize = 64;
+
+/// A state with the clock in the test's hands.
+struct Machine {
+    state: DeliveryState,
+    now: Instant,
+    mapping: Mapping,
+}
+
+impl Machine {
+    fn new(settings: CoordinatorSettings) -> Machine {
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let target = TargetSettings {
+            client_code: "acme".into(),
+            // Never called: the state only builds requests.
+            base_url: "http://127.0.0.1:9".into(),
+            ..TargetSettings::default()
+        };
+        let share = RateShare::of_group(1e6, 1000, 0, 1);
+        let gate = SendGate::new(share, retry);
+        let now = Instant::now();
+        let parts = StateParts {
+            client: Arc::new(TargetClient::new(&target, 8).expect("client")),
+            retry,
+            max_attempts: 0,
+            share,
+            dead_letter_topic: Arc::from("pos.purchases.dlq"),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::new(gate.readiness())),
+        };
+        Machine {
+            state: DeliveryState::new(settings, parts, now),
+            now,
+            mapping: Mapping::default(),
+        }
+    }
+
+    /// The actions decided since the last look.
+    fn actions(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.state.take_actions(&mut out);
+        out
+    }
+
+    fn event(&mut self, event: ConsumerEvent) -> Vec<Action> {
+        self.state.on_event(event, self.now);
+        self.actions()
+    }
+
+    fn assign(&mut self, partitions: &[i32]) -> Vec<Action> {
+        self.event(ConsumerEvent::PartitionCount(4));
+        self.event(ConsumerEvent::Assigned(
+            partitions.iter().map(|&p| tp(p)).collect(),
+        ))
+    }
+
+    /// A sale of `customer` at `offset` of `partition`.
+    fn record(&mut self, partition: i32, offset: i64, customer: &str) -> Vec<Action> {
+        let record = record(&self.mapping, partition, offset, Some(customer));
+        self.event(ConsumerEvent::Record(record))
+    }
+
+    /// Revokes partitions; the answer comes as an action.
+    fn revoke(&mut self, partitions: &[i32], lost: bool) -> Vec<Action> {
+        // The receiver is dropped: the answer is read from the action.
+        let (reply, _) = std::sync::mpsc::sync_channel(1);
+        self.event(ConsumerEvent::Revoked {
+            partitions: partitions.iter().map(|&p| tp(p)).collect(),
+            lost,
+            reply,
+        })
+    }
+
+    fn dispatch(&mut self) -> Vec<Action> {
+        self.state.dispatch(self.now, LIMIT);
+        self.actions()
+    }
+
+    fn answer(&mut self, work: WorkId, outcome: AttemptOutcome) -> Vec<Action> {
+        self.state
+            .on_task_done(work, Ok(TaskDone::Update(outcome)), self.now);
+        self.actions()
+    }
+
+    fn check_revokes(&mut self) -> Vec<Action> {
+        self.state.check_revokes(self.now);
+        self.actions()
+    }
+
+    /// The offsets a commit tick commits, confirmed by the broker at once.
+    fn commit(&mut self) -> Vec<(i32, i64)> {
+        self.state.on_commit_tick(self.now);
+        let mut committed = Vec::new();
+        for action in self.actions() {
+            if let Action::Commit(offsets) = action {
+                committed.extend(offsets.iter().map(|o| (o.tp.partition, o.offset)));
+                self.state.on_commit(CommitResult {
+                    offsets,
+                    result: Ok(()),
+                });
+            }
+        }
+        committed
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+}
+
+/// The update attempts started: the work's id and its cancel token.
+fn updates(actions: &[Action]) -> Vec<(WorkId, CancellationToken)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Start {
+                work,
+                task: Task::Update { cancel, .. },
+            } => Some((*work, cancel.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one update attempt started.
+fn one_update(actions: &[Action]) -> WorkId {
+    match updates(actions).as_slice() {
+        [(work, _)] => *work,
+        other => panic!("expected one update, got {}: {actions:?}", other.len()),
+    }
+}
+
+/// The dead letters started: class and reason.
+fn dead_letters(actions: &[Action]) -> Vec<(DeadLetterClass, String)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Start {
+                task: Task::DeadLetter { letter, .. },
+                ..
+            } => Some((letter.class, letter.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The revoke answers: the offsets of each.
+fn revoke_answers(actions: &[Action]) -> Vec<Vec<(i32, i64)>> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::AnswerRevoke { offsets, .. } => Some(
+                offsets
+                    .iter()
+                    .map(|(tp, offset)| (tp.partition, *offset))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn batch_submissions(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|action| {
+            matches!(
+                action,
+                Action::Start {
+                    task: Task::Submit { .. },
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+fn paused(actions: &[Action]) -> Vec<i32> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Pause(tp) => Some(tp.partition),
+            _ => None,
+        })
+        .collect()
+}
+
+fn default_settings() -> CoordinatorSettings {
+    settings(Duration::from_secs(1), 1000)
+}
+
+#[test]
+fn an_answer_for_an_earlier_assignment_of_the_partition_is_ignored() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    let stale = one_update(&m.dispatch());
+    // Lost: another pod owns it already, nothing is committed.
+    assert_eq!(revoke_answers(&m.revoke(&[0], true)), vec![vec![]]);
+    // Assigned back: the consumer reads offset 0 again.
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+
+    // The old attempt's success belongs to the lost assignment.
+    m.answer(stale, AttemptOutcome::Accepted);
+    assert_eq!(
+        m.commit(),
+        vec![(0, 0)],
+        "only the position read from: nothing of the new assignment finished"
+    );
+
+    // The re-read event is sent again, and only its own answer commits.
+    let fresh = one_update(&m.dispatch());
+    m.answer(fresh, AttemptOutcome::Accepted);
+    assert_eq!(m.commit(), vec![(0, 1)]);
+}
+
+#[test]
+fn a_revoke_answers_with_the_committable_offsets_once_its_partition_is_drained() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0]);
+    for (offset, customer) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        m.record(0, offset as i64, customer);
+    }
+    let sent = updates(&m.dispatch());
+    assert_eq!(sent.len(), 3);
+    m.answer(sent[0].0, AttemptOutcome::Accepted);
+    m.answer(sent[2].0, AttemptOutcome::Accepted);
+
+    assert_eq!(revoke_answers(&m.revoke(&[0], false)), Vec::<Vec<_>>::new());
+    assert_eq!(revoke_answers(&m.check_revokes()), Vec::<Vec<_>>::new());
+
+    m.answer(sent[1].0, AttemptOutcome::Accepted);
+    assert_eq!(revoke_answers(&m.check_revokes()), vec![vec![(0, 3)]]);
+}
+
+#[test]
+fn at_the_revoke_deadline_the_answer_is_what_finished_and_the_rest_is_cancelled() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    m.record(0, 1, "c2");
+    let sent = updates(&m.dispatch());
+    m.answer(sent[0].0, AttemptOutcome::Accepted);
+    m.revoke(&[0], false);
+
+    m.advance(Duration::from_millis(999));
+    assert_eq!(revoke_answers(&m.check_revokes()), Vec::<Vec<_>>::new());
+    assert!(!sent[1].1.is_cancelled());
+
+    m.advance(Duration::from_millis(1));
+    assert_eq!(revoke_answers(&m.check_revokes()), vec![vec![(0, 1)]]);
+    assert!(
+        sent[1].1.is_cancelled(),
+        "the unfinished attempt is stopped"
+    );
+}
+
+#[test]
+fn each_answer_to_an_update_decides_what_becomes_of_its_event() {
+    struct Case {
+        outcome: AttemptOutcome,
+        /// A dead letter is written instead (the event is committed once
+        /// Kafka acknowledged it).
+        dead_letter: Option<DeadLetterClass>,
+        /// What the next commit carries: past the event only once accepted.
+        committed: Vec<(i32, i64)>,
+        /// Sent again after this long (a retry), if at all.
+        again_after: Option<Duration>,
+    }
+    let cases = [
+        Case {
+            outcome: AttemptOutcome::Accepted,
+            dead_letter: None,
+            committed: vec![(0, 1)],
+            again_after: None,
+        },
+        Case {
+            outcome: AttemptOutcome::Rejected { status: 400 },
+            dead_letter: Some(DeadLetterClass::TargetRejected),
+            committed: vec![(0, 0)],
+            again_after: None,
+        },
+        Case {
+            outcome: AttemptOutcome::Retry {
+                status: Some(503),
+                retry_after: Some(Duration::from_secs(3)),
+            },
+            dead_letter: None,
+            committed: vec![(0, 0)],
+            again_after: Some(Duration::from_secs(3)),
+        },
+        Case {
+            outcome: AttemptOutcome::AuthFailed,
+            dead_letter: None,
+            committed: vec![(0, 0)],
+            again_after: Some(Duration::ZERO),
+        },
+        Case {
+            outcome: AttemptOutcome::Abandoned,
+            dead_letter: None,
+            committed: vec![(0, 0)],
+            again_after: Some(Duration::ZERO),
+        },
+    ];
+    for case in cases {
+        let mut m = Machine::new(default_settings());
+        m.assign(&[0]);
+        m.record(0, 0, "c1");
+        let work = one_update(&m.dispatch());
+        let after = m.answer(work, case.outcome);
+        let letters = dead_letters(&after);
+        assert_eq!(
+            letters.iter().map(|(class, _)| *class).collect::<Vec<_>>(),
+            case.dead_letter.into_iter().collect::<Vec<_>>(),
+            "{:?}",
+            case.outcome
+        );
+        assert_eq!(m.commit(), case.committed, "{:?}", case.outcome);
+        match case.again_after {
+            None => assert!(updates(&m.dispatch()).is_empty(), "{:?}", case.outcome),
+            Some(delay) => {
+                if !delay.is_zero() {
+                    m.advance(delay - Duration::from_millis(1));
+                    assert!(updates(&m.dispatch()).is_empty(), "{:?}", case.outcome);
+                    m.advance(Duration::from_millis(1));
+                }
+                one_update(&m.dispatch());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_task_that_panicked_holds_no_place_and_its_update_is_tried_again_after_a_backoff() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    m.record(0, 1, "c2");
+    // Room for one update: c1's.
+    m.state.dispatch(m.now, 1);
+    let first = one_update(&m.actions());
+    m.state
+        .on_task_done(first, Err(Ended::Panicked("a bug".into())), m.now);
+    assert!(m.actions().is_empty());
+    // The panicked attempt holds no place: c2 goes.
+    m.state.dispatch(m.now, 1);
+    one_update(&m.actions());
+    // c1 waits out a backoff (at most the policy's maximum, 1 s), then goes.
+    m.advance(Duration::from_secs(1));
+    m.state.dispatch(m.now, 2);
+    one_update(&m.actions());
+}
+
+#[test]
+fn a_profiles_later_event_waits_for_its_earlier_one_and_both_commit_in_order() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    m.record(0, 1, "c1");
+    let first = one_update(&m.dispatch());
+    assert!(
+        updates(&m.dispatch()).is_empty(),
+        "one update per profile at a time"
+    );
+    m.answer(first, AttemptOutcome::Accepted);
+    assert_eq!(m.commit(), vec![(0, 1)]);
+    let second = one_update(&m.dispatch());
+    m.answer(second, AttemptOutcome::Accepted);
+    assert_eq!(m.commit(), vec![(0, 2)]);
+}
+
+#[test]
+fn a_full_pod_seals_its_open_batches_once_per_time_it_fills() {
+    let mut settings = settings(Duration::from_secs(1), 2);
+    settings.bulk_mode = BulkMode::Always;
+    settings.bulk = Some(bulk_delivery(
+        100,
+        Duration::from_secs(60),
+        CommitOn::Complete,
+    ));
+    let mut m = Machine::new(settings);
+    m.assign(&[0, 1, 2]);
+
+    m.record(0, 0, "c1");
+    // Into the open batch, which waits for its age (a minute).
+    assert_eq!(batch_submissions(&m.dispatch()), 0);
+
+    // The pod holds two events now: the growing partition pauses and the
+    // open batch goes at once, nothing more can join it for a while.
+    let full = m.record(1, 0, "c2");
+    assert_eq!(paused(&full), vec![1]);
+    assert_eq!(batch_submissions(&full), 1);
+
+    // The new row waits in a new open batch; another partition pausing
+    // while the pod is still full (and one partition still fetches) does
+    // not seal it again.
+    assert_eq!(batch_submissions(&m.dispatch()), 0);
+    let again = m.record(2, 0, "c3");
+    assert_eq!(paused(&again), vec![2]);
+    assert_eq!(batch_submissions(&again), 0);
+}
+
+#[test]
+fn a_partition_lost_while_paused_is_fetched_again_when_it_returns() {
+    let mut settings = default_settings();
+    settings.max_buffered_per_partition = 2;
+    let mut m = Machine::new(settings);
+    m.assign(&[0, 1]);
+    m.record(0, 0, "c1");
+    assert_eq!(paused(&m.record(0, 1, "c2")), vec![0]);
+
+    let fetchable = |m: &mut Machine| -> Vec<i32> {
+        m.state.reconcile_pauses();
+        let mut partitions: Vec<i32> = m
+            .actions()
+            .iter()
+            .flat_map(|action| match action {
+                Action::ConfirmFetching(tps) => tps.iter().map(|tp| tp.partition).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        partitions.sort_unstable();
+        partitions
+    };
+    assert_eq!(
+        fetchable(&mut m),
+        vec![1],
+        "a paused partition is not resumed"
+    );
+
+    m.revoke(&[0], true);
+    m.assign(&[0]);
+    assert_eq!(
+        fetchable(&mut m),
+        vec![0, 1],
+        "back from the loss, it is fetched"
+    );
+}
+
+proptest! {
+    /// Whatever order attempts end in, a commit carries the first offset
+    /// not yet accepted: never past an unfinished event.
+    #[test]
+    fn the_committed_offset_is_always_the_first_one_not_yet_accepted(
+        order in (1usize..30).prop_flat_map(|n| Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+    ) {
+        let mut m = Machine::new(default_settings());
+        m.assign(&[0]);
+        for offset in 0..order.len() {
+            m.record(0, offset as i64, &format!("c{offset}"));
+        }
+        let sent = updates(&m.dispatch());
+        prop_assert_eq!(sent.len(), order.len());
+        let mut accepted = vec![false; order.len()];
+        let mut last = None;
+        for index in order {
+            m.answer(sent[index].0, AttemptOutcome::Accepted);
+            accepted[index] = true;
+            let first_open = accepted.iter().position(|done| !done).unwrap_or(accepted.len()) as i64;
+            if let Some((_, offset)) = m.commit().pop() {
+                last = Some(offset);
+            }
+            prop_assert_eq!(last.unwrap_or(0), first_open);
+        }
+    }
+}
