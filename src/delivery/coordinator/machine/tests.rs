@@ -368,6 +368,39 @@ fn a_task_that_panicked_holds_no_place_and_its_update_is_tried_again_after_a_bac
 }
 
 #[test]
+fn one_commit_is_under_way_at_a_time_and_the_next_carries_what_changed_meanwhile() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    m.record(0, 1, "c2");
+    let sent = updates(&m.dispatch());
+    m.answer(sent[0].0, AttemptOutcome::Accepted);
+    m.state.on_commit_tick(m.now);
+    let offsets = match m.actions().as_slice() {
+        [Action::Commit(offsets)] => offsets.clone(),
+        other => panic!("expected one commit, got {other:?}"),
+    };
+    assert_eq!(offsets.iter().map(|o| o.offset).collect::<Vec<_>>(), [1]);
+
+    // The broker has not answered: the next tick waits.
+    m.answer(sent[1].0, AttemptOutcome::Accepted);
+    m.state.on_commit_tick(m.now);
+    assert!(!m.actions().iter().any(|a| matches!(a, Action::Commit(_))));
+
+    // A failed commit counts for nothing: the next one carries everything.
+    m.state.on_commit(CommitResult {
+        offsets,
+        result: Err("rebalance in progress".into()),
+    });
+    assert_eq!(m.commit(), vec![(0, 2)]);
+    assert_eq!(
+        m.commit(),
+        vec![],
+        "confirmed offsets are not committed again"
+    );
+}
+
+#[test]
 fn a_profiles_later_event_waits_for_its_earlier_one_and_both_commit_in_order() {
     let mut m = Machine::new(default_settings());
     m.assign(&[0]);
