@@ -66,7 +66,7 @@ impl Coordinator {
         self.state.answer_all_revokes();
         self.carry_out();
         self.final_commit(Instant::now() + FINAL_COMMIT_LIMIT).await;
-        self.state.publish();
+        self.state.publish_offsets();
         self.publish_gate();
     }
 

@@ -1,6 +1,7 @@
 //! What the coordinator's tests share: records of purchases, settings,
 //! bulk delivery without a Target behind it.
 
+use super::machine::{Action, Task, WorkId};
 use super::*;
 use crate::delivery::batch_sender::{BatchSender, CallBudget};
 use crate::delivery::gate::{RateShare, SendGate};
@@ -112,5 +113,27 @@ pub(super) fn bulk_delivery(
         },
         max_age,
         commit_on,
+    }
+}
+
+/// The update attempts started: the work's id and its cancel token.
+pub(super) fn updates(actions: &[Action]) -> Vec<(WorkId, CancellationToken)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Start {
+                work,
+                task: Task::Update { cancel, .. },
+            } => Some((*work, cancel.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one update attempt started.
+pub(super) fn one_update(actions: &[Action]) -> WorkId {
+    match updates(actions).as_slice() {
+        [(work, _)] => *work,
+        other => panic!("expected one update, got {}: {actions:?}", other.len()),
     }
 }

@@ -18,7 +18,7 @@ use pps_target_simulator::{
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use super::fixtures::{record, record_of, sale, settings, tp, TOPIC};
+use super::fixtures::{one_update, record, record_of, sale, settings, tp, TOPIC};
 
 /// A coordinator task and what it talks to.
 struct Harness {
@@ -395,16 +395,7 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
     // The attempt the state asks for runs as a task that panics.
     let mut actions = Vec::new();
     c.state.take_actions(&mut actions);
-    let work = actions
-        .iter()
-        .find_map(|action| match action {
-            Action::Start {
-                work,
-                task: machine::Task::Update { .. },
-            } => Some(*work),
-            _ => None,
-        })
-        .expect("an update started");
+    let work = one_update(&actions);
     let handle = c.tasks.spawn(async { panic!("a bug in a delivery task") });
     c.work_of.insert(handle.id(), work);
     let done = c.tasks.join_next_with_id().await.expect("the task ended");

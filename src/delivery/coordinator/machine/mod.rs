@@ -373,11 +373,6 @@ impl DeliveryState {
         }
     }
 
-    /// Offsets, lag and the oldest unfinished event's age, as metrics.
-    pub(in crate::delivery::coordinator) fn publish(&self) {
-        self.publish_offsets();
-    }
-
     /// The offsets that changed since the last confirmed commit.
     pub(in crate::delivery::coordinator) fn changed_offsets(&self) -> Vec<CommitOffset> {
         self.partitions.changed_offsets()

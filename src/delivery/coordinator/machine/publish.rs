@@ -19,7 +19,7 @@ impl DeliveryState {
 
     /// Committed offsets, high watermarks, lag, the oldest unfinished
     /// event's age, pauses and the daily count.
-    pub(super) fn publish_offsets(&self) {
+    pub(in crate::delivery::coordinator) fn publish_offsets(&self) {
         let now = std::time::Instant::now();
         for (tp, state) in self.partitions.iter() {
             let labels = PartitionLabels {

@@ -3,7 +3,9 @@
 //! the actions the state answers with.
 
 use super::*;
-use crate::delivery::coordinator::fixtures::{bulk_delivery, record, settings, tp};
+use crate::delivery::coordinator::fixtures::{
+    bulk_delivery, one_update, record, settings, tp, updates,
+};
 use crate::delivery::gate::SendGate;
 use crate::mapping::Mapping;
 use crate::ops::config::{BulkMode, CommitOn, TargetSettings};
@@ -87,7 +89,12 @@ impl Machine {
     }
 
     fn dispatch(&mut self) -> Vec<Action> {
-        self.state.dispatch(self.now, LIMIT);
+        self.dispatch_within(LIMIT)
+    }
+
+    /// Dispatches with room for `limit` updates in flight.
+    fn dispatch_within(&mut self, limit: usize) -> Vec<Action> {
+        self.state.dispatch(self.now, limit);
         self.actions()
     }
 
@@ -120,28 +127,6 @@ impl Machine {
 
     fn advance(&mut self, by: Duration) {
         self.now += by;
-    }
-}
-
-/// The update attempts started: the work's id and its cancel token.
-fn updates(actions: &[Action]) -> Vec<(WorkId, CancellationToken)> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Start {
-                work,
-                task: Task::Update { cancel, .. },
-            } => Some((*work, cancel.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The one update attempt started.
-fn one_update(actions: &[Action]) -> WorkId {
-    match updates(actions).as_slice() {
-        [(work, _)] => *work,
-        other => panic!("expected one update, got {}: {actions:?}", other.len()),
     }
 }
 
@@ -353,18 +338,15 @@ fn a_task_that_panicked_holds_no_place_and_its_update_is_tried_again_after_a_bac
     m.record(0, 0, "c1");
     m.record(0, 1, "c2");
     // Room for one update: c1's.
-    m.state.dispatch(m.now, 1);
-    let first = one_update(&m.actions());
+    let first = one_update(&m.dispatch_within(1));
     m.state
         .on_task_done(first, Err(Ended::Panicked("a bug".into())), m.now);
     assert!(m.actions().is_empty());
     // The panicked attempt holds no place: c2 goes.
-    m.state.dispatch(m.now, 1);
-    one_update(&m.actions());
+    one_update(&m.dispatch_within(1));
     // c1 waits out a backoff (at most the policy's maximum, 1 s), then goes.
     m.advance(Duration::from_secs(1));
-    m.state.dispatch(m.now, 2);
-    one_update(&m.actions());
+    one_update(&m.dispatch_within(2));
 }
 
 #[test]
