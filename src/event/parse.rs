@@ -318,8 +318,23 @@ impl<'a> Fields<'_, 'a> {
         if !raw.get().starts_with('"') {
             return Err(self.error(name, "must be a string"));
         }
-        serde_json::from_str::<String>(raw.get())
-            .map(Some)
+        self.string_value(name, raw)
+            .map(|value| Some(value.into_owned()))
+    }
+
+    /// The value of a JSON string member. A string without escapes is its
+    /// own value between the quotes: serde_json checked it as it read the
+    /// object (a control character in it is not JSON), so only a string
+    /// with escapes is decoded again.
+    fn string_value(&self, name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, EventError> {
+        let text = raw.get();
+        if let [b'"', inner @ .., b'"'] = text.as_bytes() {
+            if !inner.contains(&b'\\') {
+                return Ok(Cow::Borrowed(&text[1..text.len() - 1]));
+            }
+        }
+        serde_json::from_str::<String>(text)
+            .map(Cow::Owned)
             .map_err(|_| EventError {
                 class: ErrorClass::InvalidJson,
                 reason: format!("{}{name}: string is not valid Unicode", self.prefix),
@@ -376,11 +391,7 @@ impl<'a> Fields<'_, 'a> {
             .ok_or_else(|| self.error(name, "is required"))?;
         let text = raw.get();
         let result = if text.starts_with('"') {
-            let value: String = serde_json::from_str(text).map_err(|_| EventError {
-                class: ErrorClass::InvalidJson,
-                reason: format!("{}{name}: string is not valid Unicode", self.prefix),
-            })?;
-            parse_amount_string(&value)
+            parse_amount_string(&self.string_value(name, raw)?)
         } else if number(raw).is_some() {
             parse_amount_number(text)
         } else {

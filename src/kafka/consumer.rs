@@ -16,7 +16,6 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -311,7 +310,7 @@ struct PollLoop {
 
 impl PollLoop {
     fn run(self) {
-        let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+        let mut topic_names: foldhash::HashMap<String, Arc<str>> = foldhash::HashMap::default();
         let mut paused_all = false;
         let mut share_due: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
@@ -352,10 +351,15 @@ impl PollLoop {
                         // Not tracked, so never committed: its next owner reads it.
                         continue;
                     }
-                    let topic = topic_names
-                        .entry(message.topic().to_owned())
-                        .or_insert_with(|| Arc::from(message.topic()))
-                        .clone();
+                    // Looked up by `&str`: no allocation per record.
+                    let topic = match topic_names.get(message.topic()) {
+                        Some(topic) => topic.clone(),
+                        None => {
+                            let topic: Arc<str> = Arc::from(message.topic());
+                            topic_names.insert(message.topic().to_owned(), topic.clone());
+                            topic
+                        }
+                    };
                     let payload = message.payload().unwrap_or_default().to_vec();
                     let decision = self.mapping.decide(&payload);
                     let record = Record {
