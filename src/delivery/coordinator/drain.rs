@@ -129,3 +129,11 @@ impl Coordinator {
         }
     }
 }
+
+/// Sleeps until `deadline`; pending forever when there is none.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -36,6 +36,11 @@ const RECONCILE_PAUSES_EVERY: Duration = Duration::from_secs(5);
 /// long backlog of records.
 const EVENTS_AT_ONCE: usize = 256;
 
+/// Finished tasks taken in one turn of the loop at most: one look at the
+/// state per handful of answers under load, and the loop's other branches
+/// still served in between.
+const TASKS_AT_ONCE: usize = 64;
+
 /// The consumer stopped while the service was running: nothing is read any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the Kafka consumer stopped unexpectedly; nothing more would be read")]
@@ -115,8 +120,17 @@ impl Coordinator {
         reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let consumer_stopped = self.consumer_stopped.clone();
         let mut result = Ok(());
+        // One timer for the state's next wake, moved when that changes
+        // rather than made anew on every turn.
+        let wake_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(wake_timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let wake = self.start_ready();
+            if let Some(at) = wake.filter(|&at| armed != Some(at)) {
+                wake_timer.as_mut().reset(at);
+                armed = Some(at);
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -125,7 +139,10 @@ impl Coordinator {
                     result = Err(ConsumerStopped);
                     break;
                 }
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task(done),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.on_task(done);
+                    self.on_more_tasks();
+                }
                 event = self.events.recv() => match event {
                     Some(event) => self.on_events(event),
                     None => {
@@ -143,7 +160,7 @@ impl Coordinator {
                     self.commit = None;
                     self.state.on_commit(result);
                 }
-                _ = sleep_until_opt(wake), if wake.is_some() => {}
+                _ = &mut wake_timer, if wake.is_some() => armed = None,
             }
             self.state.check_revokes(Instant::now());
             self.carry_out();
@@ -179,18 +196,22 @@ impl Coordinator {
         }
     }
 
+    /// Hands the state the tasks that finished meanwhile too (up to
+    /// [`TASKS_AT_ONCE`]), so that it dispatches once for all of them.
+    fn on_more_tasks(&mut self) {
+        for _ in 1..TASKS_AT_ONCE {
+            match self.tasks.try_join_next_with_id() {
+                Some(done) => self.on_task(done),
+                None => break,
+            }
+        }
+    }
+
     /// Watches the consumer thread: when `stopped` is cancelled while the
     /// coordinator runs, the consumer died.
     pub fn watch_consumer(mut self, stopped: CancellationToken) -> Coordinator {
         self.consumer_stopped = stopped;
         self
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -279,6 +279,29 @@ async fn one_profile_failing_forever_does_not_hold_back_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_when_its_backoff_ends_not_when_something_else_wakes_the_loop() {
+    // Nothing else wakes the loop: commits once a minute, one event, and
+    // the pause check every 5 s. Only the state's own wake-up (the end of
+    // each backoff, 20 to 50 ms) sends the retries.
+    let faults = Faults {
+        failing_ids: vec!["CRM-stuck".into()],
+        ..Faults::none()
+    };
+    let quiet = CoordinatorSettings {
+        commit_interval: Duration::from_secs(60),
+        ..settings(Duration::from_secs(1), 1000)
+    };
+    let h = Harness::start(quiet, faults).await;
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-stuck")).await;
+    eventually(Duration::from_secs(4), "five attempts", || {
+        h.sim.stats().rejected >= 5
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_paused_for_a_full_pod_resumes_when_a_revoke_frees_the_buffer() {
     let h = Harness::start(settings(Duration::from_millis(200), 4), Faults::none()).await;
     h.sim.hold();
