@@ -38,7 +38,8 @@
 //! `PPS_BENCH_SEQUENTIAL_EVENTS` [500], `PPS_BENCH_PHASES`
 //! [pipeline,baseline,floor,floor-baseline,sequential], `PPS_BENCH_SIM_THREADS` [2],
 //! `PPS_BENCH_TIMEOUT_S` [180, per phase], `PPS_BENCH_THREADS` [0; 1 lists CPU by
-//! thread name]; `RUST_LOG` [warn] for the service's own logs; `PPS_TEST_BROKER=tansu`
+//! thread name], `PPS_BENCH_CPU_ROUNDS` [1; more runs further pipeline and baseline
+//! pairs in turns and prints each pair's CPU ratio and their median]; `RUST_LOG` [warn] for the service's own logs; `PPS_TEST_BROKER=tansu`
 //! with `PPS_TANSU_BIN` puts the events in tansu instead of the mock cluster.
 
 /// The allocator the binary ships with (`src/main.rs`).
@@ -97,6 +98,7 @@ struct Options {
     sim_threads: usize,
     timeout: Duration,
     threads: bool,
+    cpu_rounds: usize,
 }
 
 impl Options {
@@ -117,6 +119,7 @@ impl Options {
             sim_threads: env_or("PPS_BENCH_SIM_THREADS", 2)?,
             timeout: Duration::from_secs(env_or("PPS_BENCH_TIMEOUT_S", 180)?),
             threads: env_or::<u8>("PPS_BENCH_THREADS", 0)? != 0,
+            cpu_rounds: env_or("PPS_BENCH_CPU_ROUNDS", 1)?,
         })
     }
 
@@ -161,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let latency = options.latency_ms;
-    let pipeline_at = |latency| {
+    let pipeline_at = |latency, round| {
         runtime.block_on(pipeline(
             &options,
             &kafka,
@@ -169,17 +172,28 @@ fn main() -> anyhow::Result<()> {
             &workload,
             &simulators,
             latency,
+            round,
         ))
     };
     let baseline_at = |latency| runtime.block_on(http_baseline(&options, &simulators, latency));
     if options.runs("pipeline") {
-        report.pipeline = Some(pipeline_at(latency)?);
+        report.pipeline = Some(pipeline_at(latency, 1)?);
     }
     if options.runs("baseline") {
         report.baseline = Some(baseline_at(latency)?);
     }
+    if let (Some(pipeline), Some(baseline)) = (&report.pipeline, &report.baseline) {
+        report.cpu_rounds.push(CpuRound::of(pipeline, baseline));
+        // More pairs in turns: this machine's speed moves between phases
+        // as much as the figure itself, so the median of several says more.
+        for round in 2..=options.cpu_rounds {
+            let pipeline = pipeline_at(latency, round)?;
+            let baseline = baseline_at(latency)?;
+            report.cpu_rounds.push(CpuRound::of(&pipeline, &baseline));
+        }
+    }
     if options.runs("floor") {
-        report.floor = Some(pipeline_at(0)?);
+        report.floor = Some(pipeline_at(0, 1)?);
     }
     if options.runs("floor-baseline") {
         report.floor_baseline = Some(baseline_at(0)?);

@@ -51,8 +51,10 @@ pub(super) async fn pipeline(
     workload: &Workload,
     simulators: &Handle,
     latency_ms: u64,
+    round: usize,
 ) -> anyhow::Result<PipelineResult> {
-    let group = format!("bench-pipeline-{latency_ms}ms");
+    // A group of its own per round: every round reads the topic from the start.
+    let group = format!("bench-pipeline-{latency_ms}ms-{round}");
     let simulator = start_simulator(simulators, latency_ms).await?;
     let settings = service_settings(options, kafka, &simulator, &group);
     pos_profile_sync::kafka::validate(&settings)?;
