@@ -8,11 +8,18 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Url;
 
 /// Everything but RFC 3986's unreserved characters is encoded; a space is `%20`.
+/// (`push_encoded` writes the same with `is_unreserved`; a property test
+/// holds the two together.)
 pub(crate) const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// RFC 3986's unreserved characters: the bytes [`PARAMETER`] leaves as they are.
+const fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
 
 /// The longest request target (path and query) sent as a query string.
 pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
@@ -98,7 +105,7 @@ fn push_encoded(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut run = 0;
     for (at, &byte) in bytes.iter().enumerate() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if is_unreserved(byte) {
             continue;
         }
         // A run holds ASCII only, so both of its ends are character
