@@ -48,6 +48,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# The patched rdkafka crate ([patch.crates-io] in Cargo.toml) is a dependency
+# by path: the recipe names it, the cook step needs its source.
+COPY vendor vendor
 # Dependencies only (librdkafka included): the slow layer, cached on its own.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .

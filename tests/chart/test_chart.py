@@ -874,6 +874,19 @@ def test_dockerfile_runtime_is_small_non_root_and_labelled():
     assert "cargo chef cook" in text
 
 
+def test_dockerfile_cooks_with_the_patched_crates_sources():
+    """A `[patch.crates-io]` path is a dependency the cook step builds: its
+    source must be in the builder stage before `cargo chef cook`."""
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    paths = [p["path"] for p in manifest.get("patch", {}).get("crates-io", {}).values() if "path" in p]
+    assert paths, "the manifest patches rdkafka by path"
+    builder = next(stage for stage in dockerfile_stages() if any("cargo chef cook" in a for _, a in stage))
+    cook = next(n for n, (i, a) in enumerate(builder) if i == "RUN" and "cargo chef cook" in a)
+    copied = {a.split()[-1].rstrip("/") for i, a in builder[:cook] if i == "COPY"}
+    for path in paths:
+        assert any(path == c or path.startswith(c + "/") for c in copied), f"{path} not copied before the cook"
+
+
 def test_versions_agree():
     version = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())

@@ -24,6 +24,7 @@ mod event_props;
 mod existence;
 mod existence_policy;
 mod helpers;
+mod idle;
 mod kafka_security;
 mod ops_metrics;
 mod privacy;
