@@ -70,10 +70,15 @@ impl UpdateAttempts {
         trace: &RequestTrace,
         attempt: u32,
     ) -> AttemptOutcome {
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return AttemptOutcome::Abandoned,
-            permit = self.gate.acquire() => permit,
+        // A request the gate lets through at once does not listen for the
+        // cancel here: the send below looks at it first.
+        let permit = match self.gate.try_acquire() {
+            Some(permit) => permit,
+            None => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return AttemptOutcome::Abandoned,
+                permit = self.gate.acquire() => permit,
+            },
         };
         if attempt > 1 {
             self.metrics.target_retries.inc();

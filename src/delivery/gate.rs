@@ -267,6 +267,22 @@ impl SendGate {
         }
     }
 
+    /// A permit at once, when nothing holds sending back: no `Retry-After`
+    /// pause, credentials not refused, and a budget token in the limiter
+    /// now. `None` means "wait in [`SendGate::acquire`]", not "refused"; no
+    /// token is taken then. The share's lock is held while the token is
+    /// taken, so it never comes from a limiter that a share change is
+    /// replacing. This spares a request that need not wait the waiting's
+    /// bookkeeping (the share-change listener, the clock, the `select!`).
+    pub fn try_acquire(&self) -> Option<SendPermit> {
+        if self.readiness.is_auth_refused() || self.pause_remaining().is_some() {
+            return None;
+        }
+        let current = self.limiter.read().unwrap_or_else(|p| p.into_inner());
+        current.limiter.check().ok()?;
+        Some(SendPermit { probe: None })
+    }
+
     async fn wait_out_pause(&self) {
         while let Some(remaining) = self.pause_remaining() {
             tokio::time::sleep(remaining).await;
@@ -541,6 +557,39 @@ mod tests {
             "after the change: {}",
             in_window(2.0, 3.0)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_at_once_only_when_nothing_holds_sending_back() {
+        let gate = SendGate::new(
+            RateShare {
+                per_second: 10.0,
+                burst: 3,
+            },
+            probe_backoff(),
+        );
+        // The burst, at once; then nothing until the rate gives a token,
+        // and an empty answer takes none.
+        for _ in 0..3 {
+            assert!(gate.try_acquire().is_some_and(|p| !p.is_probe()));
+        }
+        assert!(gate.try_acquire().is_none());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(gate.try_acquire().is_some(), "the token refilled meanwhile");
+        assert!(gate.try_acquire().is_none());
+        // A Retry-After pause holds it back even with a token ready, and
+        // the waiting path then goes once the pause is over.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        gate.pause_for(Duration::from_secs(1));
+        assert!(gate.try_acquire().is_none(), "paused");
+        let paused_at = Instant::now();
+        gate.acquire().await;
+        assert!(paused_at.elapsed() >= Duration::from_secs(1));
+        // Refused credentials: only the waiting path, which hands out the probe.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        gate.auth_failed(401, false);
+        assert!(gate.try_acquire().is_none(), "refused credentials");
+        assert!(gate.acquire().await.is_probe());
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,7 +51,8 @@ pub struct Coordinator {
     state: DeliveryState,
     consumer: Arc<PipelineConsumer>,
     events: mpsc::Receiver<ConsumerEvent>,
-    updates: UpdateAttempts,
+    /// Shared with every update task: one count to bump per task.
+    updates: Arc<UpdateAttempts>,
     dead_letters: Arc<DeadLetterWriter>,
     /// The bulk call budget's owner, told this pod's fraction.
     batch_sender: Option<BatchSender>,
@@ -94,7 +95,7 @@ impl Coordinator {
             state: DeliveryState::new(settings, parts, Instant::now()),
             consumer,
             events,
-            updates,
+            updates: Arc::new(updates),
             dead_letters,
             batch_sender,
             metrics,
