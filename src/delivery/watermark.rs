@@ -88,10 +88,7 @@ impl CommitWatermark {
     /// Marks an offset finished. Returns `false` for an offset that is not
     /// tracked or already finished.
     pub fn finish(&mut self, offset: i64) -> bool {
-        let Ok(index) = self
-            .window
-            .binary_search_by_key(&offset, |seen| seen.offset)
-        else {
+        let Some(index) = self.index_of(offset) else {
             return false;
         };
         let entry = &mut self.window[index];
@@ -105,6 +102,22 @@ impl CommitWatermark {
         }
         self.count_removed(before - self.window.len());
         true
+    }
+
+    /// Where `offset` sits in the window. Offsets rise by at least one per
+    /// entry, so an offset `n` past the first sits at index `n` unless
+    /// there are gaps (compaction, transaction markers), and then before it:
+    /// the common case is one look, the rest a binary search.
+    fn index_of(&self, offset: i64) -> Option<usize> {
+        let first = self.window.front()?.offset;
+        let guess = usize::try_from(offset.checked_sub(first)?).ok()?;
+        match self.window.get(guess) {
+            Some(seen) if seen.offset == offset => Some(guess),
+            _ => self
+                .window
+                .binary_search_by_key(&offset, |seen| seen.offset)
+                .ok(),
+        }
     }
 
     /// The offset to commit: the first unfinished one, or one past the last
@@ -177,6 +190,25 @@ mod tests {
         assert!(w.finish(5));
         assert!(!w.finish(5));
         assert_eq!(w.committable(), Some(6));
+    }
+
+    #[test]
+    fn offsets_in_gaps_and_past_the_end_are_not_tracked_ones() {
+        // Gaps (compaction, transaction markers) put an offset before the
+        // index its distance from the first would give.
+        let mut w = CommitWatermark::new();
+        for offset in [100, 101, 104, 105, 109] {
+            assert!(w.track(offset));
+        }
+        for untracked in [99, 102, 103, 106, 108, 110, 1000, i64::MIN, i64::MAX] {
+            assert!(!w.finish(untracked), "{untracked}");
+        }
+        for offset in [105, 109, 101, 104] {
+            assert!(w.finish(offset), "{offset}");
+        }
+        assert_eq!(w.committable(), Some(100));
+        assert!(w.finish(100));
+        assert_eq!(w.committable(), Some(110));
     }
 
     #[test]
