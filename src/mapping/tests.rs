@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::event::parse;
+use rust_decimal::Decimal;
 
 fn event(edit: impl FnOnce(&mut serde_json::Value)) -> Purchase {
     let mut value = serde_json::json!({
@@ -222,4 +223,49 @@ fn decide_skips_anonymous_events_and_dead_letters_invalid_ones() {
         mapping.decide(invalid_anonymous),
         Decision::DeadLetter(_)
     ));
+}
+
+/// What `ranked_categories` computed before it sorted instead of hashing:
+/// the model its answers are held to.
+fn ranked_by_map(purchase: &crate::event::Purchase) -> Vec<&str> {
+    let mut spend: std::collections::HashMap<&str, Decimal> = std::collections::HashMap::new();
+    for item in &purchase.items {
+        if let Some(category) = &item.category {
+            let line = item
+                .unit_price
+                .checked_mul(Decimal::from(item.quantity))
+                .unwrap_or(Decimal::MAX);
+            let sum = spend.entry(category).or_insert(Decimal::ZERO);
+            *sum = sum.checked_add(line).unwrap_or(Decimal::MAX);
+        }
+    }
+    let mut ranked: Vec<(&str, Decimal)> = spend.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    ranked.into_iter().map(|(category, _)| category).collect()
+}
+
+proptest::proptest! {
+    #[test]
+    fn categories_rank_as_a_sum_per_category_in_a_map_does(
+        lines in proptest::collection::vec(
+            (proptest::option::of("[abcé]{1,2}"), 1u32..10_000, 0u64..2_000, 0u32..7),
+            0..40,
+        ),
+    ) {
+        let mut purchase = event(|_| {});
+        purchase.items = lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, (category, quantity, units, scale))| crate::event::Item {
+                sku: format!("s{i}"),
+                category,
+                quantity,
+                unit_price: Decimal::new(units as i64, scale),
+            })
+            .collect();
+        proptest::prop_assert_eq!(
+            super::attribute::ranked_categories(&purchase),
+            ranked_by_map(&purchase)
+        );
+    }
 }
