@@ -39,7 +39,11 @@
 //! [pipeline,baseline,floor,floor-baseline,sequential], `PPS_BENCH_SIM_THREADS` [2],
 //! `PPS_BENCH_TIMEOUT_S` [180, per phase], `PPS_BENCH_THREADS` [0; 1 lists CPU by
 //! thread name], `PPS_BENCH_CPU_ROUNDS` [1; more runs further pipeline and baseline
-//! pairs in turns and prints each pair's CPU ratio and their median]; `RUST_LOG` [warn] for the service's own logs; `PPS_TEST_BROKER=tansu`
+//! pairs in turns and prints each pair's CPU ratio and their median, also
+//! corrected for the machine's speed: the service's CPU scaled by the
+//! simulator's CPU per request in the baseline phase over that in the
+//! pipeline phase, the same work both times]; `RUST_LOG` [warn] for the
+//! service's own logs; `PPS_TEST_BROKER=tansu`
 //! with `PPS_TANSU_BIN` puts the events in tansu instead of the mock cluster.
 
 /// The allocator the binary ships with (`src/main.rs`).
