@@ -12,6 +12,7 @@ pub use merge::merge_updates;
 pub use settings::MappingSettings;
 
 use crate::event::{self, EventError, EventKind, Identity, Purchase, Timestamp};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The longest value Target keeps for a profile attribute, in characters.
@@ -107,7 +108,11 @@ impl Mapping {
     /// The update for a purchase, `None` when it has no identity.
     pub fn derive(&self, purchase: &Purchase) -> Option<ProfileUpdate> {
         let identity = purchase.identity.clone()?;
-        let mut attributes = Vec::with_capacity(self.entries.len() + self.constants.len());
+        // Gathered on the stack first, then moved into a vector of exactly
+        // their number: an update may wait in the buffer a long time, so it
+        // keeps no empty room for the attributes this event did not have,
+        // and no allocation is made and then shrunk for every event.
+        let mut attributes: SmallVec<[Attribute; 16]> = SmallVec::new();
         for (source, name) in &self.entries {
             if let Some(value) = source.value(purchase) {
                 attributes.push(Attribute {
@@ -117,12 +122,9 @@ impl Mapping {
             }
         }
         attributes.extend(self.constants.iter().cloned());
-        // An update may wait in the buffer a long time: keep no empty room
-        // for the attributes this event did not have.
-        attributes.shrink_to_fit();
         Some(ProfileUpdate {
             identity,
-            attributes,
+            attributes: attributes.into_iter().collect(),
             occurred_at: purchase.occurred_at,
         })
     }

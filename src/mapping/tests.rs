@@ -135,6 +135,27 @@ fn no_category_means_no_category_attributes_and_empty_baskets_count_zero() {
 }
 
 #[test]
+fn an_update_with_more_attributes_than_fit_on_the_stack_keeps_them_all_and_no_room() {
+    // The derived ones and 10 constants: past the 16 gathered on the stack.
+    let settings = MappingSettings {
+        constants: (0..10)
+            .map(|i| (format!("c{i}"), format!("v{i}")))
+            .collect(),
+        ..Default::default()
+    };
+    let mapping = Mapping::from_settings(&settings).unwrap();
+    let purchase = event(|_| {});
+    let derived = Mapping::default().derive(&purchase).unwrap().attributes;
+    let update = mapping.derive(&purchase).unwrap();
+    assert!(update.attributes.len() > 16);
+    assert_eq!(update.attributes.len(), derived.len() + 10);
+    assert_eq!(update.attributes.capacity(), update.attributes.len());
+    assert_eq!(update.attributes[..derived.len()], derived[..]);
+    let last = update.attributes.last().unwrap();
+    assert_eq!((&*last.name, &*last.value), ("c9", "v9"));
+}
+
+#[test]
 fn every_value_is_cut_to_256_characters() {
     let long = "€".repeat(300);
     let settings = MappingSettings {
