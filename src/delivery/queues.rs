@@ -56,10 +56,15 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
     pub fn push(&mut self, key: K, item: T) {
         let arrival = self.arrivals;
         self.arrivals += 1;
-        let state = self
-            .profiles
-            .entry(key.clone())
-            .or_insert_with(ProfileState::new);
+        // The key is cloned only for a profile new to the map, not for
+        // every item behind earlier work.
+        let state = match self.profiles.get_mut(&key) {
+            Some(state) => state,
+            None => self
+                .profiles
+                .entry(key.clone())
+                .or_insert_with(ProfileState::new),
+        };
         state.pending.push_back((arrival, item));
         self.waiting += 1;
         if !state.in_flight && state.pending.len() == 1 {
