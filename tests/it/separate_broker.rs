@@ -46,7 +46,10 @@ async fn wait_metric(app: &App, series: &str, limit: Duration, done: impl Fn(f64
     }
 }
 
-/// Waits until `pods` own `partitions` partitions between them.
+/// Waits until `pods` own `partitions` partitions between them, shared as
+/// evenly as they can be: the cooperative assignor's last round is done. A
+/// total alone is not enough: between two rounds every partition can be owned
+/// while the assignor is about to move one more (tests/BROKER.md, 5).
 async fn wait_group_settled(pods: &[&App], partitions: u32, limit: Duration) {
     let started = Instant::now();
     loop {
@@ -54,15 +57,34 @@ async fn wait_group_settled(pods: &[&App], partitions: u32, limit: Duration) {
         for pod in pods {
             owned.push(metric(pod, "pps_assigned_partitions").await);
         }
-        if owned.iter().sum::<f64>() == f64::from(partitions) {
+        if settled(&owned, partitions) {
             return;
         }
         assert!(
             started.elapsed() < limit,
-            "the pods own {owned:?} partitions after {limit:?}, not {partitions} between them"
+            "the pods own {owned:?} partitions after {limit:?}, not {partitions} evenly between them"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every partition owned, and no pod owning more than one partition over
+/// another (what a balanced assignment is).
+fn settled(owned: &[f64], partitions: u32) -> bool {
+    let most = owned.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let fewest = owned.iter().copied().fold(f64::INFINITY, f64::min);
+    owned.iter().sum::<f64>() == f64::from(partitions) && most - fewest <= 1.0
+}
+
+#[test]
+fn a_group_is_settled_only_when_every_partition_is_owned_evenly() {
+    // Between two cooperative rounds: all six owned, one more to move.
+    assert!(!settled(&[2.0, 3.0, 1.0], 6));
+    assert!(!settled(&[2.0, 2.0, 1.0], 6));
+    assert!(settled(&[2.0, 2.0, 2.0], 6));
+    assert!(settled(&[2.0, 1.0], 3));
+    // A pod that does not answer (-1) never settles the group.
+    assert!(!settled(&[-1.0, 4.0, 3.0], 6));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
