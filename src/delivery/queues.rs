@@ -100,16 +100,32 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
     ///
     /// [`next_ready`]: ProfileQueues::next_ready
     pub fn peek_next(&mut self) -> Option<&T> {
-        loop {
-            let Reverse((arrival, key)) = self.ready.peek()?;
+        self.drop_stale_heads();
+        self.head()
+    }
+
+    /// Drops the entries at the front of the ready order that no longer
+    /// name a profile's oldest waiting item, so that [`head`] sees a valid one.
+    ///
+    /// [`head`]: ProfileQueues::head
+    pub fn drop_stale_heads(&mut self) {
+        while let Some(Reverse((arrival, key))) = self.ready.peek() {
             let valid = self.profiles.get(key).is_some_and(|state| {
                 !state.in_flight && state.pending.front().map(|(a, _)| a) == Some(arrival)
             });
             if valid {
-                break;
+                return;
             }
             self.ready.pop();
         }
+    }
+
+    /// What [`peek_next`] says, borrowing the queues only to read: valid
+    /// after [`drop_stale_heads`] and before the next change.
+    ///
+    /// [`peek_next`]: ProfileQueues::peek_next
+    /// [`drop_stale_heads`]: ProfileQueues::drop_stale_heads
+    pub fn head(&self) -> Option<&T> {
         let Reverse((_, key)) = self.ready.peek()?;
         self.profiles
             .get(key)?

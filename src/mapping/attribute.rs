@@ -79,6 +79,16 @@ impl AttributeSource {
 
     /// The value for a purchase, `None` when the attribute is absent for it.
     pub fn value(self, purchase: &Purchase) -> Option<String> {
+        self.value_ranked(purchase, &mut Ranking::default())
+    }
+
+    /// [`value`](Self::value), with the basket's category ranking shared
+    /// between the attributes of one event: it is computed at most once.
+    pub(super) fn value_ranked<'p>(
+        self,
+        purchase: &'p Purchase,
+        ranking: &mut Ranking<'p>,
+    ) -> Option<String> {
         use AttributeSource::*;
         if !self.applies_to(purchase.kind) {
             return None;
@@ -95,10 +105,21 @@ impl AttributeSource {
                 .map(|item| u64::from(item.quantity))
                 .sum::<u64>()
                 .to_string(),
-            LastPurchaseCategories => categories_by_spend(purchase)?,
-            LastPurchaseTopCategory => ranked_categories(purchase).first()?.to_string(),
+            LastPurchaseCategories => join_categories(ranking.of(purchase))?,
+            LastPurchaseTopCategory => ranking.of(purchase).first()?.to_string(),
             LoyaltyTier => purchase.loyalty_tier.clone()?,
         })
+    }
+}
+
+/// One event's categories ranked by spend, once the first attribute that
+/// needs them asks.
+#[derive(Debug, Default)]
+pub(super) struct Ranking<'p>(Option<Vec<&'p str>>);
+
+impl<'p> Ranking<'p> {
+    fn of(&mut self, purchase: &'p Purchase) -> &[&'p str] {
+        self.0.get_or_insert_with(|| ranked_categories(purchase))
     }
 }
 
@@ -113,13 +134,17 @@ pub fn render_total(total: Decimal) -> String {
 /// point order), joined with `,` and cut at a category boundary to at most
 /// 256 characters. `None` when no item has a category.
 pub fn categories_by_spend(purchase: &Purchase) -> Option<String> {
-    let ranked = ranked_categories(purchase);
+    join_categories(&ranked_categories(purchase))
+}
+
+/// Ranked categories joined as [`categories_by_spend`] says.
+fn join_categories(ranked: &[&str]) -> Option<String> {
     if ranked.is_empty() {
         return None;
     }
     let mut joined = String::new();
     let mut chars = 0;
-    for category in ranked {
+    for &category in ranked {
         let extra = category.chars().count() + usize::from(!joined.is_empty());
         if chars + extra > super::MAX_VALUE_CHARS {
             break;

@@ -98,8 +98,10 @@ impl Mapping {
     pub fn decide(&self, bytes: &[u8]) -> Decision {
         match event::parse(bytes) {
             Err(error) => Decision::DeadLetter(error),
-            Ok(purchase) => match self.derive(&purchase) {
-                Some(update) => Decision::Update(update),
+            // The identity is moved into the update, not copied: no
+            // attribute is derived from it.
+            Ok(mut purchase) => match purchase.identity.take() {
+                Some(identity) => Decision::Update(self.update_for(identity, &purchase)),
                 None => Decision::Skip(SkipReason::NoIdentity),
             },
         }
@@ -108,13 +110,19 @@ impl Mapping {
     /// The update for a purchase, `None` when it has no identity.
     pub fn derive(&self, purchase: &Purchase) -> Option<ProfileUpdate> {
         let identity = purchase.identity.clone()?;
+        Some(self.update_for(identity, purchase))
+    }
+
+    /// The update of `identity`'s profile for `purchase`.
+    fn update_for(&self, identity: Identity, purchase: &Purchase) -> ProfileUpdate {
         // Gathered on the stack first, then moved into a vector of exactly
         // their number: an update may wait in the buffer a long time, so it
         // keeps no empty room for the attributes this event did not have,
         // and no allocation is made and then shrunk for every event.
         let mut attributes: SmallVec<[Attribute; 16]> = SmallVec::new();
+        let mut ranking = attribute::Ranking::default();
         for (source, name) in &self.entries {
-            if let Some(value) = source.value(purchase) {
+            if let Some(value) = source.value_ranked(purchase, &mut ranking) {
                 attributes.push(Attribute {
                     name: name.clone(),
                     value: truncate_chars(value, MAX_VALUE_CHARS),
@@ -122,11 +130,11 @@ impl Mapping {
             }
         }
         attributes.extend(self.constants.iter().cloned());
-        Some(ProfileUpdate {
+        ProfileUpdate {
             identity,
             attributes: attributes.into_iter().collect(),
             occurred_at: purchase.occurred_at,
-        })
+        }
     }
 
     /// The attribute names this mapping can produce for an event kind, in order.

@@ -46,16 +46,20 @@ impl DeliveryState {
             self.wake_at(at);
         }
         while self.updates_in_flight < limit {
-            let (ready_at, way) = match self.queues.peek_next() {
+            self.queues.drop_stale_heads();
+            // Routed while the head is borrowed: its identity is not copied.
+            let (ready_at, way) = match self.queues.head() {
                 None => break,
-                Some(head) => (head.received_at + window, head.update.identity.clone()),
+                Some(head) => (
+                    head.received_at + window,
+                    self.route_of(&head.update.identity, now),
+                ),
             };
             if !window.is_zero() && ready_at > now {
                 // Oldest first is also ready-time order: nobody else is ready.
                 self.wake_at(ready_at);
                 break;
             }
-            let way = self.route_of(&way, now);
             if way == Way::Fetch && self.fetches_in_flight >= max_fetches {
                 break;
             }
