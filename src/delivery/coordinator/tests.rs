@@ -22,7 +22,7 @@ use super::fixtures::{one_update, record, record_of, sale, settings, tp, TOPIC};
 
 /// A coordinator task and what it talks to.
 struct Harness {
-    _cluster: MockCluster<'static, DefaultProducerContext>,
+    cluster: MockCluster<'static, DefaultProducerContext>,
     sim: SimulatorHandle,
     events: mpsc::Sender<ConsumerEvent>,
     metrics: Arc<Metrics>,
@@ -120,7 +120,7 @@ impl Harness {
                 .run(shutdown.clone()),
         );
         let harness = Harness {
-            _cluster: parts.cluster,
+            cluster: parts.cluster,
             sim: parts.sim,
             events: parts.events,
             metrics: parts.metrics,
@@ -180,6 +180,56 @@ impl Harness {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
+
+    /// Tells the pod to stop and waits up to `limit` for the coordinator to
+    /// return; how long its drain took.
+    async fn drain(&mut self, limit: Duration) -> Duration {
+        drain(&self.shutdown, &mut self.task, limit).await
+    }
+
+    /// The group's committed offset of `partition`, read from the broker
+    /// (-1 when none was committed).
+    fn committed(&self, partition: i32) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer as _};
+        let reader: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .set("group.id", "coordinator-tests")
+            .create()
+            .expect("reader");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(TOPIC, partition);
+        let committed = reader
+            .committed_offsets(list, Duration::from_secs(5))
+            .expect("committed offsets");
+        match committed.elements()[0].offset() {
+            rdkafka::Offset::Offset(offset) => offset,
+            _ => -1,
+        }
+    }
+}
+
+/// Cancels `shutdown` and waits up to `limit` for the coordinator's `task`
+/// to return; how long its drain took. (Apart from [`Harness`], so that a
+/// test can answer held requests while the drain runs.)
+async fn drain(
+    shutdown: &CancellationToken,
+    task: &mut tokio::task::JoinHandle<Result<(), ConsumerStopped>>,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    shutdown.cancel();
+    let ended = tokio::time::timeout(limit, task).await;
+    let result = ended
+        .expect("the drain ended in time")
+        .expect("not panicked");
+    assert!(result.is_ok(), "a drain after a stop signal is no error");
+    started.elapsed()
+}
+
+/// Releases the simulator's held requests `after` from now.
+async fn release_after(sim: &SimulatorHandle, after: Duration) {
+    tokio::time::sleep(after).await;
+    sim.release();
 }
 
 /// Polls `done` every 20 ms until it holds or `limit` passes.
@@ -524,4 +574,124 @@ async fn by_default_each_update_goes_in_arrival_order_even_a_late_one() {
     assert_eq!(profile["lastPurchaseAt"], "2026-11-28T09:00:00Z");
     assert_eq!(h.metrics.events_superseded.get(), 0);
     h.stop().await;
+}
+
+// The shutdown drain (`drain.rs`): what is in flight finishes or is abandoned
+// by the deadline, what waits is left to the next owner, and the commit says
+// exactly what Target accepted.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_the_update_in_flight_and_commits_it() {
+    let mut h = Harness::start(settings(Duration::from_secs(5), 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    h.sim.hold();
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the update held", || {
+        h.sim.stats().held == 1
+    })
+    .await;
+    let (took, ()) = tokio::join!(
+        drain(&h.shutdown, &mut h.task, Duration::from_secs(10)),
+        release_after(&h.sim, Duration::from_millis(300)),
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "the drain waited for the answer ({took:?})"
+    );
+    assert!(h.sim.profile_third_party("CRM-1").is_some());
+    assert_eq!(h.committed(0), 1, "the finished update is committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_past_its_deadline_abandons_the_update_and_commits_only_what_was_accepted() {
+    let drain = Duration::from_millis(300);
+    let mut h = Harness::start(settings(drain, 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the first update", || {
+        h.sim.profile_third_party("CRM-1").is_some()
+    })
+    .await;
+    h.sim.hold();
+    h.record(0, 1, Some("CRM-2")).await;
+    eventually(Duration::from_secs(5), "the second update held", || {
+        h.sim.stats().held == 1
+    })
+    .await;
+    let took = h.drain(Duration::from_secs(10)).await;
+    // The deadline, the abandoned attempt's moment to return (at most 1 s)
+    // and the final commit (at most 2.5 s): the pod never waits for Target.
+    assert!(
+        took >= drain && took < drain + Duration::from_secs(4),
+        "the drain took {took:?} with a {drain:?} deadline"
+    );
+    assert_eq!(
+        h.committed(0),
+        1,
+        "offset 1 was never accepted: the next owner reads it again"
+    );
+    h.sim.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_leaves_waiting_updates_to_the_next_owner_and_commits_before_them() {
+    let mut h = Harness::start(settings(Duration::from_secs(5), 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    h.sim.hold();
+    // Offset 0 goes; offset 1 waits behind it (one request at a time per
+    // profile), offset 2 for room (a fresh pod sends one at a time at first).
+    h.record(0, 0, Some("CRM-1")).await;
+    h.record(0, 1, Some("CRM-1")).await;
+    h.record(0, 2, Some("CRM-2")).await;
+    eventually(Duration::from_secs(5), "the first update held", || {
+        h.sim.stats().held == 1
+    })
+    .await;
+    tokio::join!(
+        drain(&h.shutdown, &mut h.task, Duration::from_secs(10)),
+        release_after(&h.sim, Duration::from_millis(300)),
+    );
+    assert_eq!(
+        h.sim.stats().total,
+        1,
+        "no waiting update is sent once the pod is stopping"
+    );
+    assert_eq!(
+        h.committed(0),
+        1,
+        "offset 0 was accepted, 1 and 2 were not: the commit stops before them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_in_bounded_time_when_the_broker_is_slow_to_take_the_commit() {
+    let mut h = Harness::start(settings(Duration::from_secs(1), 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the first commit", || {
+        h.committed(0) == 1
+    })
+    .await;
+    // Every answer of the broker now takes 6 s: the group coordinator is as
+    // good as unreachable for a pod with a grace period to keep.
+    h.cluster
+        .broker_round_trip_time(1, Duration::from_secs(6))
+        .expect("round-trip delay");
+    h.record(0, 1, Some("CRM-2")).await;
+    eventually(Duration::from_secs(5), "the second update", || {
+        h.sim.profile_third_party("CRM-2").is_some()
+    })
+    .await;
+    // Let a periodic commit start and wait on the broker.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = h.drain(Duration::from_secs(15)).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "the final commit is bounded (2.5 s): the drain took {took:?}"
+    );
+    // The broker answers at once again, so that the commit left waiting on
+    // a blocking thread ends and the test's runtime can stop.
+    h.cluster
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("no delay");
 }
