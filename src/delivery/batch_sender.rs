@@ -39,11 +39,22 @@ pub const MAX_PROCESSING: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug)]
 pub struct CallBudget {
     per_minute: u32,
-    /// The time between calls, the limiter that spaces them so, and a
-    /// generation that changes with it.
-    limiter: Mutex<(Duration, Arc<BudgetLimiter>, u64)>,
+    /// The spacing in force.
+    spacing: Mutex<Spacing>,
     /// Wakes callers waiting on a limiter that was just replaced.
     changed: tokio::sync::Notify,
+}
+
+/// How a [`CallBudget`] spaces calls now.
+#[derive(Debug)]
+struct Spacing {
+    /// The time between calls.
+    period: Duration,
+    /// The limiter that spaces them so.
+    limiter: Arc<BudgetLimiter>,
+    /// Changes with the limiter: a caller that waited on an older one
+    /// waits again on this one.
+    generation: u64,
 }
 
 impl CallBudget {
@@ -52,7 +63,11 @@ impl CallBudget {
         let (period, limiter) = Self::limiter(per_minute as f64);
         CallBudget {
             per_minute,
-            limiter: Mutex::new((period, Arc::new(limiter), 0)),
+            spacing: Mutex::new(Spacing {
+                period,
+                limiter: Arc::new(limiter),
+                generation: 0,
+            }),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -73,8 +88,8 @@ impl CallBudget {
         (period, RateLimiter::direct_with_clock(quota, TokioClock))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Duration, Arc<BudgetLimiter>, u64)> {
-        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spacing> {
+        self.spacing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This pod's fraction of the group's partitions (at most all of it).
@@ -83,19 +98,22 @@ impl CallBudget {
     pub fn set_fraction(&self, fraction: f64) {
         let (period, limiter) = Self::limiter(self.per_minute as f64 * fraction.clamp(0.0, 1.0));
         let mut guard = self.lock();
-        if guard.0 == period {
+        if guard.period == period {
             return;
         }
-        crate::delivery::gate::carry_tokens(&guard.1, 1, &limiter, 1);
-        let generation = guard.2 + 1;
-        *guard = (period, Arc::new(limiter), generation);
+        crate::delivery::gate::carry_tokens(&guard.limiter, 1, &limiter, 1);
+        *guard = Spacing {
+            period,
+            limiter: Arc::new(limiter),
+            generation: guard.generation + 1,
+        };
         drop(guard);
         self.changed.notify_waiters();
     }
 
     /// The time between two calls.
     pub fn period(&self) -> Duration {
-        self.lock().0
+        self.lock().period
     }
 
     /// Waits for a call. A caller waiting when the share changes waits on
@@ -107,13 +125,13 @@ impl CallBudget {
             changed.as_mut().enable();
             let (limiter, generation) = {
                 let guard = self.lock();
-                (guard.1.clone(), guard.2)
+                (guard.limiter.clone(), guard.generation)
             };
             tokio::select! {
                 _ = until_ready(&limiter) => {}
                 _ = &mut changed => continue,
             }
-            if self.lock().2 == generation {
+            if self.lock().generation == generation {
                 return;
             }
         }

@@ -22,8 +22,8 @@ pub struct FetchBudget {
     per_second: f64,
     burst: u32,
     fraction: FractionSource,
-    /// The fraction in force and its limiter.
-    limiter: Mutex<(f64, RateShare, Arc<BudgetLimiter>)>,
+    /// The share in force.
+    in_force: Mutex<InForce>,
     metrics: Arc<Metrics>,
 }
 
@@ -35,6 +35,17 @@ impl std::fmt::Debug for FetchBudget {
             .field("share", &self.share())
             .finish()
     }
+}
+
+/// The fraction of the group's budget a [`FetchBudget`] takes now.
+#[derive(Debug)]
+struct InForce {
+    /// Of the group's partitions, as last read.
+    fraction: f64,
+    /// The budget times `fraction`.
+    share: RateShare,
+    /// The limiter for `share`.
+    limiter: Arc<BudgetLimiter>,
 }
 
 impl FetchBudget {
@@ -50,7 +61,11 @@ impl FetchBudget {
             per_second,
             burst,
             fraction,
-            limiter: Mutex::new((0.0, share, Arc::new(share.limiter()))),
+            in_force: Mutex::new(InForce {
+                fraction: 0.0,
+                share,
+                limiter: Arc::new(share.limiter()),
+            }),
             metrics,
         };
         budget.refresh();
@@ -64,7 +79,7 @@ impl FetchBudget {
 
     /// This pod's share now.
     pub fn share(&self) -> RateShare {
-        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.lock().share
     }
 
     /// Re-reads the fraction; a new one gets a new limiter (and the gauge).
@@ -75,13 +90,21 @@ impl FetchBudget {
         } else {
             0.0
         };
-        let mut guard = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.0 != fraction {
+        let mut guard = self.lock();
+        if guard.fraction != fraction {
             let share = share_of(self.per_second, self.burst, fraction);
-            *guard = (fraction, share, Arc::new(share.limiter()));
+            *guard = InForce {
+                fraction,
+                share,
+                limiter: Arc::new(share.limiter()),
+            };
             self.metrics.fetch_share.set(share.per_second);
         }
-        guard.2.clone()
+        guard.limiter.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InForce> {
+        self.in_force.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for one fetch.
