@@ -54,8 +54,12 @@ COPY vendor vendor
 # Dependencies only (librdkafka included): the slow layer, cached on its own.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
+# The release profile keeps line tables, so a panic's backtrace names files and
+# lines; they are most of the binary (139 MB of it). Compressed they still work
+# and the binary is 56 MB (stripped it would be 22 MB, with no line numbers).
 RUN cargo build --release --locked --bin pos-profile-sync \
- && install -D -m 0755 target/release/pos-profile-sync /out/pos-profile-sync
+ && install -D -m 0755 target/release/pos-profile-sync /out/pos-profile-sync \
+ && objcopy --compress-debug-sections=zlib /out/pos-profile-sync
 # The runtime image has glibc and libgcc only: refuse a binary that needs more.
 RUN set -eu; \
     needed="$(ldd /out/pos-profile-sync | awk '{print $1}' \

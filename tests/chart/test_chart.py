@@ -887,6 +887,17 @@ def test_dockerfile_cooks_with_the_patched_crates_sources():
         assert any(path == c or path.startswith(c + "/") for c in copied), f"{path} not copied before the cook"
 
 
+def test_dockerfile_ships_the_binary_with_its_line_tables_compressed():
+    """The line tables stay (backtraces with files and lines), zlib-compressed,
+    on the binary the runtime stage copies, before it is checked and copied."""
+    builder = next(stage for stage in dockerfile_stages() if any("cargo chef cook" in a for _, a in stage))
+    build = next(a for i, a in builder if i == "RUN" and "cargo build --release" in a)
+    assert "objcopy --compress-debug-sections=zlib /out/pos-profile-sync" in build
+    assert build.index("install -D") < build.index("objcopy"), "compress the installed binary"
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    assert manifest["profile"]["release"]["debug"] == "line-tables-only"
+
+
 def test_versions_agree():
     version = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
