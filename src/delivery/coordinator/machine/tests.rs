@@ -332,6 +332,54 @@ fn each_answer_to_an_update_decides_what_becomes_of_its_event() {
 }
 
 #[test]
+fn a_retryable_answer_after_the_partition_was_lost_ends_its_update() {
+    // The 503 was in before the loss was handled: the attempt could not be
+    // cancelled any more, and its answer comes after the loss.
+    for retryable in [
+        AttemptOutcome::Retry {
+            status: Some(503),
+            retry_after: None,
+        },
+        AttemptOutcome::AuthFailed,
+    ] {
+        let mut m = Machine::new(default_settings());
+        m.assign(&[0, 1]);
+        m.record(0, 0, "c1");
+        let attempt = one_update(&m.dispatch());
+        assert_eq!(revoke_answers(&m.revoke(&[0], true)), vec![vec![]]);
+        assert!(m.answer(attempt, retryable).is_empty());
+        m.advance(Duration::from_secs(2));
+        assert!(
+            updates(&m.dispatch()).is_empty(),
+            "the lost partition's update was tried again"
+        );
+        // The profile is free: its event on a partition still owned goes.
+        m.record(1, 0, "c1");
+        assert_eq!(updates(&m.dispatch()).len(), 1);
+    }
+}
+
+#[test]
+fn a_retryable_answer_after_the_revoke_deadline_ends_its_update() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0, 1]);
+    m.record(0, 0, "c1");
+    let attempt = one_update(&m.dispatch());
+    m.revoke(&[0], false);
+    m.advance(Duration::from_secs(1));
+    assert_eq!(revoke_answers(&m.check_revokes()), vec![vec![(0, 0)]]);
+    m.answer(
+        attempt,
+        AttemptOutcome::Retry {
+            status: Some(503),
+            retry_after: None,
+        },
+    );
+    m.advance(Duration::from_secs(2));
+    assert!(updates(&m.dispatch()).is_empty());
+}
+
+#[test]
 fn a_task_that_panicked_holds_no_place_and_its_update_is_tried_again_after_a_backoff() {
     let mut m = Machine::new(default_settings());
     m.assign(&[0]);

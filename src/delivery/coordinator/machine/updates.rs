@@ -93,6 +93,13 @@ impl DeliveryState {
 
     /// The profile waits `delay` before its next attempt, in flight in the
     /// queues (its later events wait) but holding no task.
+    ///
+    /// Only events of partitions still owned wait. An attempt can end with a
+    /// retryable answer after its partition was given up (the answer was in
+    /// before the loss or the revoke deadline was handled): its events are
+    /// then dropped, unfinished, as a backoff of that partition would have
+    /// been. Their new owner reads them again, and a stale attempt must not
+    /// land after its newer updates.
     pub(super) fn back_off(
         &mut self,
         profile: Identity,
@@ -101,6 +108,14 @@ impl DeliveryState {
         delay: Duration,
         next: Next,
     ) {
+        let (items, gone) = self.split_live(items);
+        for item in gone {
+            item.span.finish(Outcome::Abandoned);
+        }
+        if items.is_empty() {
+            self.queues.finish(&profile);
+            return;
+        }
         self.backoffs.push(
             self.now + delay,
             Backoff {
