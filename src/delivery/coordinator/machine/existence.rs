@@ -66,6 +66,9 @@ impl DeliveryState {
             }
             FetchOutcome::NotFound => {
                 self.directory.absent(profile.clone(), now);
+                let Some(items) = self.keep_live(&profile, items) else {
+                    return;
+                };
                 if self.settings.existence.policy == ExistencePolicy::DeadLetter {
                     self.not_found(profile, items);
                 } else {
@@ -86,6 +89,9 @@ impl DeliveryState {
                 self.back_off(profile, items, retry, delay, Next::Fetch);
             }
             FetchOutcome::Rejected { status } => {
+                let Some(items) = self.keep_live(&profile, items) else {
+                    return;
+                };
                 if self.settings.existence.policy == ExistencePolicy::DeadLetter {
                     let reason = format!("Target refused the profile fetch with HTTP {status}");
                     self.dead_letter_all(

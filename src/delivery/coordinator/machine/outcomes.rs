@@ -193,6 +193,11 @@ impl DeliveryState {
         reason: &str,
         status: Option<u16>,
     ) {
+        // A partition given up meanwhile: its new owner dead-letters its
+        // events if they fail there too.
+        let Some(items) = self.keep_live(profile, items) else {
+            return;
+        };
         self.queues.finish(profile);
         for item in items {
             let letter = dead_letter_of(&item, class, reason.to_owned(), status);

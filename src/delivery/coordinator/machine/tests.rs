@@ -360,6 +360,19 @@ fn a_retryable_answer_after_the_partition_was_lost_ends_its_update() {
 }
 
 #[test]
+fn a_rejection_after_the_partition_was_lost_is_left_to_its_new_owner() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0, 1]);
+    m.record(0, 0, "c1");
+    let attempt = one_update(&m.dispatch());
+    m.revoke(&[0], true);
+    let after = m.answer(attempt, AttemptOutcome::Rejected { status: 400 });
+    assert_eq!(dead_letters(&after), vec![]);
+    m.record(1, 0, "c1");
+    assert_eq!(updates(&m.dispatch()).len(), 1, "the profile is free");
+}
+
+#[test]
 fn a_retryable_answer_after_the_revoke_deadline_ends_its_update() {
     let mut m = Machine::new(default_settings());
     m.assign(&[0, 1]);
@@ -377,6 +390,79 @@ fn a_retryable_answer_after_the_revoke_deadline_ends_its_update() {
     );
     m.advance(Duration::from_secs(2));
     assert!(updates(&m.dispatch()).is_empty());
+}
+
+/// Settings that look a profile up before its first single update and
+/// dead-letter updates for profiles Target does not have.
+fn fetching_settings() -> CoordinatorSettings {
+    let metrics = Arc::new(Metrics::new());
+    let target = TargetSettings {
+        client_code: "acme".into(),
+        // Never called: the state only starts fetches.
+        base_url: "http://127.0.0.1:9".into(),
+        ..TargetSettings::default()
+    };
+    CoordinatorSettings {
+        existence: crate::delivery::coordinator::ExistenceRouting {
+            policy: crate::ops::config::ExistencePolicy::DeadLetter,
+            fetcher: Some(crate::delivery::fetch_budget::ProfileFetcher {
+                client: Arc::new(
+                    crate::target::fetch::FetchClient::new(&target, 1).expect("client"),
+                ),
+                budget: Arc::new(crate::delivery::fetch_budget::FetchBudget::whole(
+                    10.0,
+                    1,
+                    metrics.clone(),
+                )),
+                metrics,
+            }),
+            confirmed_ttl: Duration::from_secs(60),
+            max_profiles: 100,
+            max_fetches: 8,
+        },
+        ..default_settings()
+    }
+}
+
+/// The one profile fetch started.
+fn one_fetch(actions: &[Action]) -> WorkId {
+    let fetches: Vec<WorkId> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Start {
+                work,
+                task: Task::Fetch { .. },
+            } => Some(*work),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetches.len(), 1, "one fetch: {actions:?}");
+    fetches[0]
+}
+
+#[test]
+fn a_fetch_answered_after_the_partition_was_lost_sends_nothing_for_it() {
+    use crate::target::fetch::FetchOutcome;
+    for answer in [
+        FetchOutcome::NotFound,
+        FetchOutcome::Rejected { status: 400 },
+    ] {
+        let mut m = Machine::new(fetching_settings());
+        m.assign(&[0, 1]);
+        m.record(0, 0, "c1");
+        let fetch = one_fetch(&m.dispatch());
+        assert_eq!(revoke_answers(&m.revoke(&[0], true)), vec![vec![]]);
+        m.state
+            .on_task_done(fetch, Ok(TaskDone::Fetched(Some(answer.clone()))), m.now);
+        assert_eq!(
+            dead_letters(&m.actions()),
+            vec![],
+            "a lost partition's event is its new owner's to dead-letter ({answer:?})"
+        );
+        // The profile is free: its event on a partition still owned goes on.
+        m.record(1, 0, "c1");
+        assert!(!m.dispatch().is_empty(), "c1 stayed held ({answer:?})");
+    }
 }
 
 #[test]

@@ -94,12 +94,13 @@ impl DeliveryState {
     /// The profile waits `delay` before its next attempt, in flight in the
     /// queues (its later events wait) but holding no task.
     ///
-    /// Only events of partitions still owned wait. An attempt can end with a
-    /// retryable answer after its partition was given up (the answer was in
-    /// before the loss or the revoke deadline was handled): its events are
-    /// then dropped, unfinished, as a backoff of that partition would have
-    /// been. Their new owner reads them again, and a stale attempt must not
-    /// land after its newer updates.
+    /// Only events of partitions still owned wait ([`keep_live`]): an
+    /// attempt can end with a retryable answer after its partition was given
+    /// up (the answer was in before the loss or the revoke deadline was
+    /// handled), and its events are then dropped as that partition's
+    /// backoffs were.
+    ///
+    /// [`keep_live`]: DeliveryState::keep_live
     pub(super) fn back_off(
         &mut self,
         profile: Identity,
@@ -108,14 +109,9 @@ impl DeliveryState {
         delay: Duration,
         next: Next,
     ) {
-        let (items, gone) = self.split_live(items);
-        for item in gone {
-            item.span.finish(Outcome::Abandoned);
-        }
-        if items.is_empty() {
-            self.queues.finish(&profile);
+        let Some(items) = self.keep_live(&profile, items) else {
             return;
-        }
+        };
         self.backoffs.push(
             self.now + delay,
             Backoff {
@@ -152,6 +148,27 @@ impl DeliveryState {
         } else {
             self.back_off(profile, live, retry, Duration::ZERO, next);
         }
+    }
+
+    /// The events of partitions still owned, for work that goes on (a retry,
+    /// a batch row, a dead letter). The others are dropped unfinished: their
+    /// partition was given up while this work was out, its new owner reads
+    /// them again, and a stale send must not land after its newer updates.
+    /// `None` when nothing is left; the profile may then send again.
+    pub(super) fn keep_live(
+        &mut self,
+        profile: &Identity,
+        items: Vec<Pending>,
+    ) -> Option<Vec<Pending>> {
+        let (live, gone) = self.split_live(items);
+        for item in gone {
+            item.span.finish(Outcome::Abandoned);
+        }
+        if live.is_empty() {
+            self.queues.finish(profile);
+            return None;
+        }
+        Some(live)
     }
 
     /// Splits events into those of partitions still owned and not being
