@@ -95,15 +95,6 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         None
     }
 
-    /// The oldest waiting item of the profile that would go next, if any
-    /// (the one [`next_ready`] would start with).
-    ///
-    /// [`next_ready`]: ProfileQueues::next_ready
-    pub fn peek_next(&mut self) -> Option<&T> {
-        self.drop_stale_heads();
-        self.head()
-    }
-
     /// Drops the entries at the front of the ready order that no longer
     /// name a profile's oldest waiting item, so that [`head`] sees a valid one.
     ///
@@ -120,10 +111,12 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         }
     }
 
-    /// What [`peek_next`] says, borrowing the queues only to read: valid
-    /// after [`drop_stale_heads`] and before the next change.
+    /// The oldest waiting item of the profile that would go next, if any
+    /// (the one [`next_ready`] would start with): valid after
+    /// [`drop_stale_heads`] and before the next change. It only reads, so
+    /// the caller may look at other state while it holds the item.
     ///
-    /// [`peek_next`]: ProfileQueues::peek_next
+    /// [`next_ready`]: ProfileQueues::next_ready
     /// [`drop_stale_heads`]: ProfileQueues::drop_stale_heads
     pub fn head(&self) -> Option<&T> {
         let Reverse((_, key)) = self.ready.peek()?;
@@ -265,10 +258,12 @@ mod tests {
         let mut q = ProfileQueues::default();
         q.push("a", 1);
         q.push("b", 2);
-        assert_eq!(q.peek_next(), Some(&1));
+        q.drop_stale_heads();
+        assert_eq!(q.head(), Some(&1));
         assert_eq!(q.next_ready(1), Some(("a", vec![1])));
         q.remove_where(|item| *item == 2);
-        assert_eq!(q.peek_next(), None);
+        q.drop_stale_heads();
+        assert_eq!(q.head(), None);
     }
 
     #[test]

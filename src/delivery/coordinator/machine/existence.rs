@@ -66,9 +66,6 @@ impl DeliveryState {
             }
             FetchOutcome::NotFound => {
                 self.directory.absent(profile.clone(), now);
-                let Some(items) = self.keep_live(&profile, items) else {
-                    return;
-                };
                 if self.settings.existence.policy == ExistencePolicy::DeadLetter {
                     self.not_found(profile, items);
                 } else {
@@ -89,9 +86,6 @@ impl DeliveryState {
                 self.back_off(profile, items, retry, delay, Next::Fetch);
             }
             FetchOutcome::Rejected { status } => {
-                let Some(items) = self.keep_live(&profile, items) else {
-                    return;
-                };
                 if self.settings.existence.policy == ExistencePolicy::DeadLetter {
                     let reason = format!("Target refused the profile fetch with HTTP {status}");
                     self.dead_letter_all(
@@ -112,7 +106,14 @@ impl DeliveryState {
     /// The profile's events go into a bulk v2 batch, which creates the
     /// profile if Target has none. Its later events join the row while the
     /// batch is open, and wait while it is out.
+    /// Events of a partition given up meanwhile (a fetch answered after the
+    /// loss) are left to its new owner ([`keep_live`]).
+    ///
+    /// [`keep_live`]: DeliveryState::keep_live
     pub(super) fn send_through_batch(&mut self, profile: Identity, items: Vec<Pending>) {
+        let Some(items) = self.keep_live(&profile, items) else {
+            return;
+        };
         if self.batches.is_none() {
             // Only with a policy that never routes to batches; a single update
             // is the best left.

@@ -331,21 +331,36 @@ fn each_answer_to_an_update_decides_what_becomes_of_its_event() {
     }
 }
 
+/// Partitions 0 and 1 owned, `c1`'s update of partition 0 out: the machine
+/// and the attempt.
+fn c1_out_on_partition_0() -> (Machine, WorkId) {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0, 1]);
+    m.record(0, 0, "c1");
+    let attempt = one_update(&m.dispatch());
+    (m, attempt)
+}
+
+/// A 503 without `Retry-After`.
+fn unavailable() -> AttemptOutcome {
+    AttemptOutcome::Retry {
+        status: Some(503),
+        retry_after: None,
+    }
+}
+
+/// `c1`, given up on partition 0, is free: its event on partition 1 goes.
+fn assert_c1_goes_on_partition_1(m: &mut Machine) {
+    m.record(1, 0, "c1");
+    assert_eq!(updates(&m.dispatch()).len(), 1, "the profile is free");
+}
+
 #[test]
 fn a_retryable_answer_after_the_partition_was_lost_ends_its_update() {
     // The 503 was in before the loss was handled: the attempt could not be
     // cancelled any more, and its answer comes after the loss.
-    for retryable in [
-        AttemptOutcome::Retry {
-            status: Some(503),
-            retry_after: None,
-        },
-        AttemptOutcome::AuthFailed,
-    ] {
-        let mut m = Machine::new(default_settings());
-        m.assign(&[0, 1]);
-        m.record(0, 0, "c1");
-        let attempt = one_update(&m.dispatch());
+    for retryable in [unavailable(), AttemptOutcome::AuthFailed] {
+        let (mut m, attempt) = c1_out_on_partition_0();
         assert_eq!(revoke_answers(&m.revoke(&[0], true)), vec![vec![]]);
         assert!(m.answer(attempt, retryable).is_empty());
         m.advance(Duration::from_secs(2));
@@ -353,41 +368,26 @@ fn a_retryable_answer_after_the_partition_was_lost_ends_its_update() {
             updates(&m.dispatch()).is_empty(),
             "the lost partition's update was tried again"
         );
-        // The profile is free: its event on a partition still owned goes.
-        m.record(1, 0, "c1");
-        assert_eq!(updates(&m.dispatch()).len(), 1);
+        assert_c1_goes_on_partition_1(&mut m);
     }
 }
 
 #[test]
 fn a_rejection_after_the_partition_was_lost_is_left_to_its_new_owner() {
-    let mut m = Machine::new(default_settings());
-    m.assign(&[0, 1]);
-    m.record(0, 0, "c1");
-    let attempt = one_update(&m.dispatch());
+    let (mut m, attempt) = c1_out_on_partition_0();
     m.revoke(&[0], true);
     let after = m.answer(attempt, AttemptOutcome::Rejected { status: 400 });
     assert_eq!(dead_letters(&after), vec![]);
-    m.record(1, 0, "c1");
-    assert_eq!(updates(&m.dispatch()).len(), 1, "the profile is free");
+    assert_c1_goes_on_partition_1(&mut m);
 }
 
 #[test]
 fn a_retryable_answer_after_the_revoke_deadline_ends_its_update() {
-    let mut m = Machine::new(default_settings());
-    m.assign(&[0, 1]);
-    m.record(0, 0, "c1");
-    let attempt = one_update(&m.dispatch());
+    let (mut m, attempt) = c1_out_on_partition_0();
     m.revoke(&[0], false);
     m.advance(Duration::from_secs(1));
     assert_eq!(revoke_answers(&m.check_revokes()), vec![vec![(0, 0)]]);
-    m.answer(
-        attempt,
-        AttemptOutcome::Retry {
-            status: Some(503),
-            retry_after: None,
-        },
-    );
+    m.answer(attempt, unavailable());
     m.advance(Duration::from_secs(2));
     assert!(updates(&m.dispatch()).is_empty());
 }
