@@ -392,9 +392,9 @@ fn a_retryable_answer_after_the_revoke_deadline_ends_its_update() {
     assert!(updates(&m.dispatch()).is_empty());
 }
 
-/// Settings that look a profile up before its first single update and
-/// dead-letter updates for profiles Target does not have.
-fn fetching_settings() -> CoordinatorSettings {
+/// Settings that look a profile up before its first single update and do
+/// as `policy` says with updates for profiles Target does not have.
+fn fetching_settings(policy: crate::ops::config::ExistencePolicy) -> CoordinatorSettings {
     let metrics = Arc::new(Metrics::new());
     let target = TargetSettings {
         client_code: "acme".into(),
@@ -404,7 +404,7 @@ fn fetching_settings() -> CoordinatorSettings {
     };
     CoordinatorSettings {
         existence: crate::delivery::coordinator::ExistenceRouting {
-            policy: crate::ops::config::ExistencePolicy::DeadLetter,
+            policy,
             fetcher: Some(crate::delivery::fetch_budget::ProfileFetcher {
                 client: Arc::new(
                     crate::target::fetch::FetchClient::new(&target, 1).expect("client"),
@@ -447,7 +447,9 @@ fn a_fetch_answered_after_the_partition_was_lost_sends_nothing_for_it() {
         FetchOutcome::NotFound,
         FetchOutcome::Rejected { status: 400 },
     ] {
-        let mut m = Machine::new(fetching_settings());
+        let mut m = Machine::new(fetching_settings(
+            crate::ops::config::ExistencePolicy::DeadLetter,
+        ));
         m.assign(&[0, 1]);
         m.record(0, 0, "c1");
         let fetch = one_fetch(&m.dispatch());
@@ -462,6 +464,44 @@ fn a_fetch_answered_after_the_partition_was_lost_sends_nothing_for_it() {
         // The profile is free: its event on a partition still owned goes on.
         m.record(1, 0, "c1");
         assert!(!m.dispatch().is_empty(), "c1 stayed held ({answer:?})");
+    }
+}
+
+#[test]
+fn a_fetch_answered_not_found_after_the_partition_was_lost_puts_nothing_in_a_batch() {
+    use crate::target::fetch::FetchOutcome;
+    let mut settings = fetching_settings(crate::ops::config::ExistencePolicy::Create);
+    // A batch of one row is sealed and submitted as soon as the row is in.
+    settings.bulk = Some(bulk_delivery(
+        1,
+        Duration::from_secs(60),
+        CommitOn::Complete,
+    ));
+    for lost in [true, false] {
+        let mut m = Machine::new(settings.clone());
+        m.assign(&[0, 1]);
+        m.record(0, 0, "c1");
+        let fetch = one_fetch(&m.dispatch());
+        if lost {
+            m.revoke(&[0], true);
+        }
+        m.state.on_task_done(
+            fetch,
+            Ok(TaskDone::Fetched(Some(FetchOutcome::NotFound))),
+            m.now,
+        );
+        let mut submitted = batch_submissions(&m.actions());
+        m.advance(Duration::from_secs(61));
+        submitted += batch_submissions(&m.dispatch());
+        if lost {
+            assert_eq!(submitted, 0, "a lost partition's event went into a batch");
+            // The profile is free, and Target has no profile for it: its
+            // event on a partition still owned goes into a batch.
+            m.record(1, 0, "c1");
+            assert_eq!(batch_submissions(&m.dispatch()), 1, "c1 stayed held");
+        } else {
+            assert_eq!(submitted, 1, "an owned partition's event goes into a batch");
+        }
     }
 }
 
