@@ -18,6 +18,11 @@ impl DeliveryState {
             return;
         }
         if self.router.route() == crate::delivery::routing::Route::Batch {
+            // Retries go on as they started, whatever the route: the route
+            // says where new work goes. A retry left waiting for the single
+            // route would hold its profile, and its partition's commits,
+            // until the backlog it holds back went away, which it cannot.
+            self.start_due_backoffs(limit);
             self.fill_batches();
         } else {
             self.dispatch_single(self.settings.coalesce_window, limit);
@@ -25,11 +30,9 @@ impl DeliveryState {
         self.seal_due_batches(false);
     }
 
-    /// Starts single-update attempts while there is room under the
-    /// concurrency limit: first profiles whose retry backoff is over (their
-    /// events are the oldest), then waiting work, each profile the way its
-    /// existence at Target says (`route_of`).
-    pub(super) fn dispatch_single(&mut self, window: Duration, limit: usize) {
+    /// Starts the attempts and fetches whose retry backoff is over, while
+    /// there is room for them, and sets the wake-up for the next one.
+    fn start_due_backoffs(&mut self, limit: usize) {
         let now = self.now;
         let max_fetches = self.settings.existence.max_fetches;
         // Each start takes a place: the room is counted again for the next.
@@ -45,6 +48,16 @@ impl DeliveryState {
         if let Some(at) = self.backoffs.next_at() {
             self.wake_at(at);
         }
+    }
+
+    /// Starts single-update attempts while there is room under the
+    /// concurrency limit: first profiles whose retry backoff is over (their
+    /// events are the oldest), then waiting work, each profile the way its
+    /// existence at Target says (`route_of`).
+    pub(super) fn dispatch_single(&mut self, window: Duration, limit: usize) {
+        let now = self.now;
+        let max_fetches = self.settings.existence.max_fetches;
+        self.start_due_backoffs(limit);
         while self.updates_in_flight < limit {
             self.queues.drop_stale_heads();
             // Routed while the head is borrowed: its identity is not copied.

@@ -506,6 +506,36 @@ fn a_fetch_answered_not_found_after_the_partition_was_lost_puts_nothing_in_a_bat
 }
 
 #[test]
+fn a_retry_goes_on_after_the_overflow_route_switched_to_batches() {
+    let mut settings = default_settings();
+    settings.bulk_mode = BulkMode::Overflow;
+    settings.bulk = Some(bulk_delivery(
+        100,
+        Duration::from_secs(60),
+        CommitOn::Complete,
+    ));
+    settings.per_second = 1.0;
+    settings.overflow_after_seconds = 1;
+    let mut m = Machine::new(settings);
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    let first = one_update(&m.dispatch());
+    m.answer(first, unavailable());
+    // A backlog far past a second of budget: new work goes to batches.
+    m.event(ConsumerEvent::HighWatermarks(vec![(tp(0), 10_000)]));
+    m.commit();
+    assert_eq!(
+        m.state.router.route(),
+        crate::delivery::routing::Route::Batch
+    );
+    // c1's retry goes once its backoff (at most 1 s) is over, as it started.
+    m.advance(Duration::from_secs(1));
+    let again = one_update(&m.dispatch());
+    m.answer(again, AttemptOutcome::Accepted);
+    assert_eq!(m.commit(), vec![(0, 1)], "the partition commits past c1");
+}
+
+#[test]
 fn a_task_that_panicked_holds_no_place_and_its_update_is_tried_again_after_a_backoff() {
     let mut m = Machine::new(default_settings());
     m.assign(&[0]);
