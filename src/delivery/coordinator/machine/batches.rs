@@ -204,17 +204,23 @@ impl DeliveryState {
     /// Closes the open batch of `kind`: merges each row, encodes as many
     /// batches as the limits need, holds their profiles and submits them.
     fn seal_kind(&mut self, kind: BatchKind) {
-        let Some(batches) = self.batches.as_mut() else {
+        let Some(open) = self.batches.as_mut().and_then(|b| b.take_open(kind)) else {
             return;
         };
-        let Some(open) = batches.take_open(kind) else {
+        self.seal_rows(kind, open.rows);
+    }
+
+    /// Merges each row, encodes as many batches as the limits need, holds
+    /// their profiles and submits them.
+    fn seal_rows(&mut self, kind: BatchKind, open_rows: Vec<(Identity, Vec<Pending>)>) {
+        let Some(batches) = self.batches.as_ref() else {
             return;
         };
         let limits = batches.delivery.limits;
         let mut encoder = BatchEncoder::new(kind);
         let mut rows = Vec::new();
         let mut refused = Vec::new();
-        for (profile, items) in open.rows {
+        for (profile, items) in open_rows {
             let Some(update) = self.current_update(&items) else {
                 // Newer events delivered every attribute: nothing to send.
                 self.superseded(profile, items);
@@ -286,14 +292,45 @@ impl DeliveryState {
     }
 
     /// Sends a sealed batch again (stuck, forgotten, or its task failed).
+    /// Rows of partitions given up since leave it: the batch is encoded
+    /// again without them, so no stale row lands after the new owner's
+    /// updates. (Committed events, `commit_on = "submitted"`, all go again:
+    /// the batch is their only delivery.)
     pub(super) fn resubmit_batch(&mut self, id: u64) {
-        let batch = self
-            .batches
-            .as_ref()
-            .and_then(|b| b.sealed.get(&id))
-            .map(|s| s.batch.clone());
-        if let Some(batch) = batch {
+        let Some(sealed) = self.batches.as_ref().and_then(|b| b.sealed.get(&id)) else {
+            return;
+        };
+        let all_live = sealed.settled
+            || sealed
+                .rows
+                .iter()
+                .flat_map(|(_, items)| items)
+                .all(|item| self.is_live(&item.event));
+        if all_live {
+            let batch = sealed.batch.clone();
             self.spawn_submit(id, batch);
+            return;
+        }
+        let Some(sealed) = self.batches.as_mut().and_then(|b| b.sealed.remove(&id)) else {
+            return;
+        };
+        let mut rows = Vec::new();
+        for (profile, items) in sealed.rows {
+            let live = self.drop_gone(items);
+            if live.is_empty() {
+                self.queues.finish(&profile);
+            } else {
+                rows.push((profile, live));
+            }
+        }
+        tracing::info!(
+            batch = id,
+            rows = rows.len(),
+            "Bulk batch sent again without the rows of partitions given up."
+        );
+        if let Some((profile, _)) = rows.first() {
+            let kind = BatchKind::of(profile);
+            self.seal_rows(kind, rows);
         }
     }
 
@@ -400,6 +437,14 @@ impl DeliveryState {
             self.queues.finish(&profile);
             match rejected(row) {
                 Some(reason) => {
+                    // Committed events (`commit_on = "submitted"`) have no
+                    // other record; the others are their partition's new
+                    // owner's to dead-letter when it was given up meanwhile.
+                    let items = if sealed.settled {
+                        items
+                    } else {
+                        self.drop_gone(items)
+                    };
                     for item in items {
                         let letter = dead_letter_of(
                             &item,
@@ -445,6 +490,36 @@ impl DeliveryState {
         }
     }
 
+    /// Partitions given up (revoke deadline, loss): their events leave the
+    /// open batches unfinished, as their backoffs do; their new owner reads
+    /// them again. A row left without events goes, and so does a batch left
+    /// without rows. (A sealed batch is on its way: see `close_batch` and
+    /// `resubmit_batch`.)
+    pub(super) fn drop_open_rows_of(&mut self, gone: &[TopicPartition]) {
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        for open in &mut batches.open {
+            for (_, items) in &mut open.rows {
+                let (dropped, kept) = std::mem::take(items)
+                    .into_iter()
+                    .partition(|item: &Pending| gone.contains(&item.event.tp));
+                *items = kept;
+                for item in dropped {
+                    item.span.finish(Outcome::Abandoned);
+                }
+            }
+            open.rows.retain(|(_, items)| !items.is_empty());
+            open.index = open
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(row, (profile, _))| (profile.clone(), row))
+                .collect();
+        }
+        batches.open.retain(|open| !open.rows.is_empty());
+    }
+
     /// Shutdown: open batches are not sent; their events stay uncommitted.
     pub(super) fn drop_open_batches(&mut self) {
         let Some(batches) = self.batches.as_mut() else {
@@ -453,6 +528,11 @@ impl DeliveryState {
         for open in std::mem::take(&mut batches.open) {
             for (_, items) in open.rows {
                 for item in items {
+                    // No longer out: a revoke during the drain is answered
+                    // when the rest of its partition is done.
+                    if let Some(p) = self.partition(&item.event) {
+                        p.in_flight -= 1;
+                    }
                     item.span.finish(Outcome::Abandoned);
                 }
             }

@@ -22,7 +22,13 @@ impl DeliveryState {
         span: EventSpan,
         settled: bool,
     ) {
-        let cancel = self.cancel_token_of(&event);
+        // A committed event's letter is its only record: a rebalance does
+        // not stop it, only the pod's own end does.
+        let cancel = if settled {
+            self.abandon.clone()
+        } else {
+            self.cancel_token_of(&event)
+        };
         let write_span = span.dead_letter_write(&self.dead_letter_topic, letter.class.as_str());
         let task = Task::DeadLetter {
             letter: letter.clone(),
@@ -116,7 +122,14 @@ impl DeliveryState {
                 letter,
                 span,
                 settled,
-            } => self.write_dead_letter(event, letter, span, settled),
+            } => {
+                if settled || self.is_live(&event) {
+                    self.write_dead_letter(event, letter, span, settled);
+                } else {
+                    // Its partition was given up: the new owner's to write.
+                    span.finish(Outcome::Abandoned);
+                }
+            }
             Work::BatchSubmit { id } => self.resubmit_batch(id),
             Work::BatchPoll { id, status_url } => self.spawn_poll(id, status_url),
             Work::Fetch {
@@ -170,8 +183,13 @@ impl DeliveryState {
     ) {
         tracing::debug!(partition = %event.tp, offset = event.offset, written, "Dead letter done.");
         if settled {
-            // Committed before (on submission); the letter is a record only.
-            span.finish(Outcome::DeadLettered);
+            // Committed before (on submission); the letter is its only record.
+            if written {
+                span.finish(Outcome::DeadLettered);
+            } else {
+                tracing::error!(partition = %event.tp, offset = event.offset, "A bulk row failed after its event was committed (bulk.commit_on = \"submitted\"), and the pod stopped before its dead letter was written: nothing records the failure.");
+                span.finish(Outcome::Abandoned);
+            }
         } else if written {
             self.finish(&event);
             span.finish(Outcome::DeadLettered);

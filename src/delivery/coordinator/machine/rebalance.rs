@@ -15,8 +15,6 @@ impl DeliveryState {
     ) {
         let revoked = self.partitions.start_revoke(partitions);
         self.update_share();
-        // Open batches go now, so the drain does not wait for their age.
-        self.seal_due_batches(true);
         // Waiting work of these partitions is dropped: unfinished, it is not
         // committed, and the new owner reads it again.
         self.queues
@@ -35,6 +33,9 @@ impl DeliveryState {
             });
             return;
         }
+        // Open batches go now, so the drain does not wait for their age
+        // (after a loss, its rows have left them in `give_up`).
+        self.seal_due_batches(true);
         self.revokes.push(revoke);
         self.resume_if_room();
     }
@@ -85,6 +86,7 @@ impl DeliveryState {
             gone.push(tp);
         }
         self.drop_backoffs_of(&gone);
+        self.drop_open_rows_of(&gone);
         self.publish_assignment();
         // The dropped work no longer fills the pod: partitions paused for
         // it may fetch again.

@@ -161,18 +161,35 @@ fn revoke_answers(actions: &[Action]) -> Vec<Vec<(i32, i64)>> {
 }
 
 fn batch_submissions(actions: &[Action]) -> usize {
+    submissions(actions).len()
+}
+
+/// The batch submissions started: the work's id and the batch's rows.
+fn submissions(actions: &[Action]) -> Vec<(WorkId, usize)> {
     actions
         .iter()
-        .filter(|action| {
-            matches!(
-                action,
-                Action::Start {
-                    task: Task::Submit { .. },
-                    ..
-                }
-            )
+        .filter_map(|action| match action {
+            Action::Start {
+                work,
+                task: Task::Submit { batch, .. },
+            } => Some((*work, batch.rows())),
+            _ => None,
         })
-        .count()
+        .collect()
+}
+
+/// The partitions of the dead letters started.
+fn dead_letter_partitions(actions: &[Action]) -> Vec<i32> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Start {
+                task: Task::DeadLetter { letter, .. },
+                ..
+            } => Some(letter.source.partition),
+            _ => None,
+        })
+        .collect()
 }
 
 fn paused(actions: &[Action]) -> Vec<i32> {
@@ -424,20 +441,27 @@ fn fetching_settings(policy: crate::ops::config::ExistencePolicy) -> Coordinator
     }
 }
 
-/// The one profile fetch started.
-fn one_fetch(actions: &[Action]) -> WorkId {
-    let fetches: Vec<WorkId> = actions
+/// The one task started that `is` picks (`what`, for the message).
+fn one_started(actions: &[Action], what: &str, is: impl Fn(&Task) -> bool) -> WorkId {
+    let started: Vec<WorkId> = actions
         .iter()
         .filter_map(|action| match action {
-            Action::Start {
-                work,
-                task: Task::Fetch { .. },
-            } => Some(*work),
+            Action::Start { work, task } if is(task) => Some(*work),
             _ => None,
         })
         .collect();
-    assert_eq!(fetches.len(), 1, "one fetch: {actions:?}");
-    fetches[0]
+    assert_eq!(started.len(), 1, "one {what}: {actions:?}");
+    started[0]
+}
+
+/// The one profile fetch started.
+fn one_fetch(actions: &[Action]) -> WorkId {
+    one_started(actions, "fetch", |task| matches!(task, Task::Fetch { .. }))
+}
+
+/// The one status poll started.
+fn one_poll(actions: &[Action]) -> WorkId {
+    one_started(actions, "poll", |task| matches!(task, Task::Poll { .. }))
 }
 
 #[test]
@@ -503,6 +527,151 @@ fn a_fetch_answered_not_found_after_the_partition_was_lost_puts_nothing_in_a_bat
             assert_eq!(submitted, 1, "an owned partition's event goes into a batch");
         }
     }
+}
+
+/// A machine that fetches before a profile's first update and sends
+/// profiles Target does not have through batches of `max_rows` rows (a
+/// minute old at most), committing them on `commit_on`; partitions 0 and 1
+/// owned.
+fn creating_through_batches(max_rows: usize, commit_on: CommitOn) -> Machine {
+    let mut settings = fetching_settings(crate::ops::config::ExistencePolicy::Create);
+    settings.bulk = Some(bulk_delivery(max_rows, Duration::from_secs(60), commit_on));
+    let mut m = Machine::new(settings);
+    m.assign(&[0, 1]);
+    m
+}
+
+impl Machine {
+    /// `customer`'s sale at `offset` of `partition`, fetched and found
+    /// missing at Target: its row joins a batch. The actions after the fetch.
+    fn not_found_at(&mut self, partition: i32, offset: i64, customer: &str) -> Vec<Action> {
+        use crate::target::fetch::FetchOutcome;
+        self.record(partition, offset, customer);
+        let fetch = one_fetch(&self.dispatch());
+        self.state.on_task_done(
+            fetch,
+            Ok(TaskDone::Fetched(Some(FetchOutcome::NotFound))),
+            self.now,
+        );
+        self.actions()
+    }
+}
+
+#[test]
+fn a_lost_partitions_rows_leave_the_open_batch_and_the_rest_goes_at_its_age() {
+    let mut m = creating_through_batches(100, CommitOn::Complete);
+    assert_eq!(batch_submissions(&m.not_found_at(0, 0, "c1")), 0);
+    assert_eq!(batch_submissions(&m.not_found_at(1, 0, "c2")), 0);
+    assert_eq!(
+        batch_submissions(&m.revoke(&[0], true)),
+        0,
+        "a lost partition's row was submitted after the loss"
+    );
+    m.advance(Duration::from_secs(60));
+    let sent = submissions(&m.dispatch());
+    assert_eq!(
+        sent.iter().map(|(_, rows)| *rows).collect::<Vec<_>>(),
+        vec![1],
+        "c2's row, alone"
+    );
+}
+
+#[test]
+fn a_batch_refused_after_a_loss_dead_letters_only_the_events_still_owned() {
+    use crate::delivery::batch_sender::Submission;
+    let mut m = creating_through_batches(2, CommitOn::Complete);
+    m.not_found_at(0, 0, "c1");
+    let sent = submissions(&m.not_found_at(1, 0, "c2"));
+    assert_eq!(sent.len(), 1, "two rows: the batch is full and goes");
+    m.revoke(&[0], true);
+    let refused = Submission::Rejected {
+        status: 400,
+        message: "bad batch".into(),
+    };
+    m.state
+        .on_task_done(sent[0].0, Ok(TaskDone::BatchSubmitted(refused)), m.now);
+    assert_eq!(dead_letter_partitions(&m.actions()), vec![1]);
+}
+
+#[test]
+fn a_batch_sent_again_after_a_loss_carries_only_the_rows_still_owned() {
+    use crate::delivery::batch_sender::{Completion, Submission};
+    let mut m = creating_through_batches(2, CommitOn::Complete);
+    m.not_found_at(0, 0, "c1");
+    let sent = submissions(&m.not_found_at(1, 0, "c2"));
+    assert_eq!(sent.iter().map(|(_, rows)| *rows).collect::<Vec<_>>(), [2]);
+    let accepted = Submission::Submitted {
+        status_url: "https://acme.tt.omtrdc.net/status/1".into(),
+    };
+    m.state
+        .on_task_done(sent[0].0, Ok(TaskDone::BatchSubmitted(accepted)), m.now);
+    let poll = one_poll(&m.actions());
+    m.revoke(&[0], true);
+    let lost = Completion::Resubmit {
+        why: "Target lost the batch".into(),
+    };
+    m.state
+        .on_task_done(poll, Ok(TaskDone::BatchCompleted(lost)), m.now);
+    let again = submissions(&m.actions());
+    assert_eq!(
+        again.iter().map(|(_, rows)| *rows).collect::<Vec<_>>(),
+        [1],
+        "sent again with the lost partition's row"
+    );
+    // c1 is free: its event on partition 1 goes (Target has no profile: a batch).
+    m.record(1, 1, "c1");
+    m.dispatch();
+    m.advance(Duration::from_secs(60));
+    assert_eq!(batch_submissions(&m.dispatch()), 1, "c1 stayed held");
+}
+
+#[test]
+fn a_revoke_during_the_drain_waits_for_no_row_of_a_batch_left_unsent() {
+    let mut m = creating_through_batches(100, CommitOn::Complete);
+    m.not_found_at(0, 0, "c1");
+    m.state.begin_drain(m.now);
+    m.revoke(&[0], false);
+    assert_eq!(
+        revoke_answers(&m.check_revokes()),
+        vec![vec![(0, 0)]],
+        "answered at once: nothing of partition 0 is out"
+    );
+}
+
+#[test]
+fn a_committed_events_dead_letter_is_not_stopped_by_a_loss() {
+    use crate::delivery::batch_sender::{Completion, Submission};
+    let mut m = creating_through_batches(1, CommitOn::Submitted);
+    let submit = submissions(&m.not_found_at(0, 0, "c1"))[0].0;
+    let accepted = Submission::Submitted {
+        status_url: "https://acme.tt.omtrdc.net/status/1".into(),
+    };
+    m.state
+        .on_task_done(submit, Ok(TaskDone::BatchSubmitted(accepted)), m.now);
+    let poll = one_poll(&m.actions());
+    assert_eq!(m.commit(), vec![(0, 1)], "committed on submission");
+    let failed = Completion::Complete {
+        failed_ids: vec!["c1".into()],
+        failed_updates: Some(1),
+    };
+    m.state
+        .on_task_done(poll, Ok(TaskDone::BatchCompleted(failed)), m.now);
+    let cancel = m
+        .actions()
+        .iter()
+        .find_map(|action| match action {
+            Action::Start {
+                task: Task::DeadLetter { cancel, .. },
+                ..
+            } => Some(cancel.clone()),
+            _ => None,
+        })
+        .expect("a dead letter for the failed row");
+    m.revoke(&[0], true);
+    assert!(
+        !cancel.is_cancelled(),
+        "the loss stopped the only record of a committed event's failure"
+    );
 }
 
 #[test]

@@ -160,10 +160,7 @@ impl DeliveryState {
         profile: &Identity,
         items: Vec<Pending>,
     ) -> Option<Vec<Pending>> {
-        let (live, gone) = self.split_live(items);
-        for item in gone {
-            item.span.finish(Outcome::Abandoned);
-        }
+        let live = self.drop_gone(items);
         if live.is_empty() {
             self.queues.finish(profile);
             return None;
@@ -171,14 +168,29 @@ impl DeliveryState {
         Some(live)
     }
 
+    /// The events of partitions still owned; the others end unfinished
+    /// ([`keep_live`](DeliveryState::keep_live) for work that holds no profile).
+    pub(super) fn drop_gone(&self, items: Vec<Pending>) -> Vec<Pending> {
+        let (live, gone) = self.split_live(items);
+        for item in gone {
+            item.span.finish(Outcome::Abandoned);
+        }
+        live
+    }
+
     /// Splits events into those of partitions still owned and not being
     /// given up, and the others.
     fn split_live(&self, items: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
-        items.into_iter().partition(|item| {
-            self.partitions
-                .current(&item.event.tp, item.event.epoch)
-                .is_some_and(|p| !p.cancel.is_cancelled())
-        })
+        items
+            .into_iter()
+            .partition(|item| self.is_live(&item.event))
+    }
+
+    /// Whether the event's partition is still owned and not being given up.
+    pub(super) fn is_live(&self, event: &EventRef) -> bool {
+        self.partitions
+            .current(&event.tp, event.epoch)
+            .is_some_and(|p| !p.cancel.is_cancelled())
     }
 
     /// Drops the backoffs of partitions given up (revoke deadline, loss):
