@@ -11,19 +11,33 @@
 //!
 //! Bounded: at most `existence.max_profiles` profiles, the least recently
 //! delivered forgotten first, and per pod (a partition's new owner starts
-//! without it). Pure: no I/O, no clock.
+//! without it). What the pod remembers holds only for the assignment it
+//! delivered under: once a partition has gone, another owner may have sent
+//! older values since, so a profile's memory from an earlier assignment
+//! leaves nothing out. Pure: no I/O, no clock.
 
 use crate::event::{Identity, Timestamp};
 use crate::mapping::{Attribute, ProfileUpdate};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// What was delivered for one profile.
+#[derive(Debug)]
+struct Delivered {
+    /// Its place in the delivery order.
+    stamp: u64,
+    /// The assignment (epoch) of the partition whose events delivered it.
+    assignment: u64,
+    /// The newest `occurred_at` per attribute index.
+    times: Vec<(u16, Timestamp)>,
+}
+
 /// The newest delivered `occurred_at` per profile and attribute.
 #[derive(Debug)]
 pub struct Freshness {
     /// Attribute names seen, so a profile's entry holds small indexes.
     names: Vec<Arc<str>>,
-    profiles: HashMap<Identity, (u64, Vec<(u16, Timestamp)>)>,
+    profiles: HashMap<Identity, Delivered>,
     /// Delivery order, for forgetting the oldest first (stale slots skipped).
     order: VecDeque<(Identity, u64)>,
     next_stamp: u64,
@@ -43,16 +57,23 @@ impl Freshness {
     }
 
     /// `update` (the merge of events whose times are `times`, one per
-    /// attribute) without the attributes a newer value was delivered for;
-    /// `None` when nothing is left to send.
+    /// attribute, read under `assignment`) without the attributes a newer
+    /// value was delivered for under the same assignment; `None` when
+    /// nothing is left to send.
     pub fn current(
         &self,
         update: ProfileUpdate,
         times: &[(Arc<str>, Timestamp)],
+        assignment: u64,
     ) -> Option<ProfileUpdate> {
-        let Some((_, delivered)) = self.profiles.get(&update.identity) else {
+        let Some(delivered) = self
+            .profiles
+            .get(&update.identity)
+            .filter(|d| d.assignment == assignment)
+        else {
             return Some(update);
         };
+        let delivered = &delivered.times;
         let newer = |attribute: &Attribute| {
             let time = times.iter().find(|(n, _)| *n == attribute.name)?.1;
             let index = self.index_of(&attribute.name)?;
@@ -69,8 +90,14 @@ impl Freshness {
         (!update.attributes.is_empty()).then_some(update)
     }
 
-    /// Target accepted `update`, whose attributes' events happened at `times`.
-    pub fn delivered(&mut self, update: &ProfileUpdate, times: &[(Arc<str>, Timestamp)]) {
+    /// Target accepted `update`, whose attributes' events happened at
+    /// `times` and were read under `assignment`.
+    pub fn delivered(
+        &mut self,
+        update: &ProfileUpdate,
+        times: &[(Arc<str>, Timestamp)],
+        assignment: u64,
+    ) {
         let mut indexes = Vec::with_capacity(update.attributes.len());
         for attribute in &update.attributes {
             if let Some((_, time)) = times.iter().find(|(n, _)| *n == attribute.name) {
@@ -82,12 +109,21 @@ impl Freshness {
         let entry = self
             .profiles
             .entry(update.identity.clone())
-            .or_insert_with(|| (stamp, Vec::new()));
-        entry.0 = stamp;
+            .or_insert_with(|| Delivered {
+                stamp,
+                assignment,
+                times: Vec::new(),
+            });
+        entry.stamp = stamp;
+        if entry.assignment != assignment {
+            // Remembered under an earlier assignment: void now.
+            entry.assignment = assignment;
+            entry.times.clear();
+        }
         for (index, time) in indexes {
-            match entry.1.iter_mut().find(|(i, _)| *i == index) {
+            match entry.times.iter_mut().find(|(i, _)| *i == index) {
                 Some((_, at)) => *at = (*at).max(time),
-                None => entry.1.push((index, time)),
+                None => entry.times.push((index, time)),
             }
         }
         self.order.push_back((update.identity.clone(), stamp));
@@ -95,14 +131,14 @@ impl Freshness {
             let Some((oldest, stamp)) = self.order.pop_front() else {
                 break;
             };
-            if self.profiles.get(&oldest).is_some_and(|e| e.0 == stamp) {
+            if self.profiles.get(&oldest).is_some_and(|e| e.stamp == stamp) {
                 self.profiles.remove(&oldest);
             }
         }
         if self.order.len() > 2 * self.max_profiles {
             let profiles = &self.profiles;
             self.order
-                .retain(|(id, stamp)| profiles.get(id).is_some_and(|e| e.0 == *stamp));
+                .retain(|(id, stamp)| profiles.get(id).is_some_and(|e| e.stamp == *stamp));
         }
     }
 
@@ -144,6 +180,9 @@ mod tests {
     use super::*;
     use crate::event::parse_rfc3339;
 
+    /// The assignment the tests' events are read under.
+    const ASSIGNMENT: u64 = 1;
+
     fn update(id: &str, at: &str, attributes: &[(&str, &str)]) -> ProfileUpdate {
         ProfileUpdate {
             identity: Identity::ThirdParty(id.into()),
@@ -173,32 +212,56 @@ mod tests {
             "2026-11-28T10:00:00Z",
             &[("lastPurchaseAt", "10:00"), ("tier", "gold")],
         );
-        freshness.delivered(&sale, &attribute_times([&sale]));
+        freshness.delivered(&sale, &attribute_times([&sale]), ASSIGNMENT);
         // Uploaded late: a sale and a return of 09:00.
         let late = update(
             "a",
             "2026-11-28T09:00:00Z",
             &[("lastPurchaseAt", "09:00"), ("lastReturnAt", "09:00")],
         );
-        let sent = freshness.current(late.clone(), &attribute_times([&late]));
+        let sent = freshness.current(late.clone(), &attribute_times([&late]), ASSIGNMENT);
         assert_eq!(names(&sent), ["lastReturnAt"]);
         // Nothing newer than what was delivered: nothing to send.
         let older = update("a", "2026-11-28T08:00:00Z", &[("tier", "silver")]);
         assert!(freshness
-            .current(older.clone(), &attribute_times([&older]))
+            .current(older.clone(), &attribute_times([&older]), ASSIGNMENT)
             .is_none());
         // Newer, or as new (a later offset), goes.
         let newer = update("a", "2026-11-28T10:00:00Z", &[("tier", "platinum")]);
         assert_eq!(
-            names(&freshness.current(newer.clone(), &attribute_times([&newer]))),
+            names(&freshness.current(newer.clone(), &attribute_times([&newer]), ASSIGNMENT)),
             ["tier"]
         );
         // Another profile is not affected.
         let other = update("b", "2026-11-28T08:00:00Z", &[("tier", "silver")]);
         assert_eq!(
-            names(&freshness.current(other.clone(), &attribute_times([&other]))),
+            names(&freshness.current(other.clone(), &attribute_times([&other]), ASSIGNMENT)),
             ["tier"]
         );
+    }
+
+    #[test]
+    fn what_was_delivered_under_an_earlier_assignment_leaves_nothing_out() {
+        let mut freshness = Freshness::new(10);
+        let sale = update("a", "2026-11-28T10:00:00Z", &[("lastPurchaseAt", "10:00")]);
+        freshness.delivered(&sale, &attribute_times([&sale]), ASSIGNMENT);
+        // The partition went and came back: another owner may have sent an
+        // older value meanwhile, so an older event goes.
+        let older = update("a", "2026-11-28T09:30:00Z", &[("lastPurchaseAt", "09:30")]);
+        let times = attribute_times([&older]);
+        assert!(freshness
+            .current(older.clone(), &times, ASSIGNMENT)
+            .is_none());
+        assert_eq!(
+            names(&freshness.current(older.clone(), &times, ASSIGNMENT + 1)),
+            ["lastPurchaseAt"]
+        );
+        // Delivered under the new assignment, it is what counts from then on.
+        freshness.delivered(&older, &times, ASSIGNMENT + 1);
+        let oldest = update("a", "2026-11-28T09:00:00Z", &[("lastPurchaseAt", "09:00")]);
+        assert!(freshness
+            .current(oldest.clone(), &attribute_times([&oldest]), ASSIGNMENT + 1)
+            .is_none());
     }
 
     #[test]
@@ -216,19 +279,19 @@ mod tests {
         let mut freshness = Freshness::new(2);
         for id in ["a", "b", "c"] {
             let u = update(id, "2026-11-28T10:00:00Z", &[("x", "1")]);
-            freshness.delivered(&u, &attribute_times([&u]));
+            freshness.delivered(&u, &attribute_times([&u]), ASSIGNMENT);
         }
         assert_eq!(freshness.profiles.len(), 2);
         let old_a = update("a", "2026-11-28T09:00:00Z", &[("x", "0")]);
         assert!(
             freshness
-                .current(old_a.clone(), &attribute_times([&old_a]))
+                .current(old_a.clone(), &attribute_times([&old_a]), ASSIGNMENT)
                 .is_some(),
             "a was forgotten"
         );
         let old_c = update("c", "2026-11-28T09:00:00Z", &[("x", "0")]);
         assert!(freshness
-            .current(old_c.clone(), &attribute_times([&old_c]))
+            .current(old_c.clone(), &attribute_times([&old_c]), ASSIGNMENT)
             .is_none());
     }
 }

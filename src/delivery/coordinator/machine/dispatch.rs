@@ -206,7 +206,7 @@ impl DeliveryState {
         }
         let times = attribute_times(items.iter().map(|i| &i.update));
         self.freshness
-            .current(update.into_owned(), &times)
+            .current(update.into_owned(), &times, assignment_of(items))
             .map(Cow::Owned)
     }
 
@@ -218,7 +218,8 @@ impl DeliveryState {
         }
         if let Some(update) = self.current_update(items) {
             let times = attribute_times(items.iter().map(|i| &i.update));
-            self.freshness.delivered(&update, &times);
+            self.freshness
+                .delivered(&update, &times, assignment_of(items));
         }
     }
 
@@ -256,4 +257,9 @@ pub(super) fn current_minute() -> u64 {
         .unwrap_or_default()
         .as_secs()
         / 60
+}
+
+/// The assignment (epoch) a profile's newest event was read under.
+fn assignment_of(items: &[Pending]) -> u64 {
+    items.last().map_or(0, |item| item.event.epoch)
 }

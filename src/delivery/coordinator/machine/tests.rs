@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::delivery::coordinator::fixtures::{
-    bulk_delivery, one_update, record, settings, tp, updates,
+    bulk_delivery, one_update, record, record_of, settings, tp, updates,
 };
 use crate::delivery::gate::SendGate;
 use crate::mapping::Mapping;
@@ -702,6 +702,40 @@ fn a_retry_goes_on_after_the_overflow_route_switched_to_batches() {
     let again = one_update(&m.dispatch());
     m.answer(again, AttemptOutcome::Accepted);
     assert_eq!(m.commit(), vec![(0, 1)], "the partition commits past c1");
+}
+
+#[test]
+fn with_time_order_what_the_pod_delivered_before_its_partition_went_drops_nothing_after() {
+    let mut settings = default_settings();
+    settings.time_order = crate::ops::config::TimeOrder::OccurredAt;
+    let mut m = Machine::new(settings);
+    let sale = |m: &mut Machine, offset: i64, time: &str| {
+        let json = format!(
+            r#"{{"event_id":"e{offset}","event_type":"sale","occurred_at":"2026-11-28T{time}Z",
+            "store_id":"S{offset}","customer":{{"third_party_id":"c1"}},"currency":"EUR",
+            "total":"1.00","items":[]}}"#
+        );
+        let record = record_of(&m.mapping, 0, offset, Some("c1"), json);
+        m.event(ConsumerEvent::Record(record));
+        updates(&m.dispatch())
+    };
+    m.assign(&[0]);
+    let first = sale(&mut m, 0, "10:00:00");
+    m.answer(first[0].0, AttemptOutcome::Accepted);
+    assert_eq!(m.commit(), vec![(0, 1)]);
+    // Within the assignment, an older sale is left out: 10:00 was delivered.
+    assert!(sale(&mut m, 1, "09:00:00").is_empty());
+    // The partition goes (another pod may send offsets 2.. meanwhile, older
+    // values among them) and comes back: what this pod delivered before
+    // says nothing about the profile now.
+    m.revoke(&[0], false);
+    m.check_revokes();
+    m.assign(&[0]);
+    assert_eq!(
+        sale(&mut m, 3, "09:30:00").len(),
+        1,
+        "the 09:30 sale was dropped for a delivery of an assignment given up"
+    );
 }
 
 #[test]
