@@ -5,7 +5,7 @@
 //! coordinator to drain the partitions and commits what it answers before
 //! the partitions go, so a partition no longer owned is never committed.
 
-use super::{ConsumerEvent, Record, TopicPartition};
+use super::{ConsumerEvent, Record, ReportedOffsets, TopicPartition};
 use crate::mapping::Mapping;
 use crate::ops::config::Settings;
 use crate::ops::metrics::{Metrics, RebalanceKind, RebalanceLabels};
@@ -75,14 +75,17 @@ impl ClientContext for PipelineContext {
                             topic: topic_name.clone(),
                             partition: *id,
                         },
-                        partition.hi_offset,
+                        ReportedOffsets {
+                            high: partition.hi_offset,
+                            fetching: (partition.next_offset >= 0).then_some(partition.next_offset),
+                        },
                     ));
                 }
             }
         }
         if !marks.is_empty() {
             // Metrics only: never block for them.
-            let _ = self.events.try_send(ConsumerEvent::HighWatermarks(marks));
+            let _ = self.events.try_send(ConsumerEvent::Offsets(marks));
         }
     }
 }

@@ -71,8 +71,20 @@ pub enum ConsumerEvent {
     /// Partitions of all subscribed topics (the coordinator counts its own
     /// share of them).
     PartitionCount(usize),
-    /// Last known high watermarks, for lag.
-    HighWatermarks(Vec<(TopicPartition, i64)>),
+    /// Partitions' offsets as the client last reported them, for lag and
+    /// the overflow route's backlog.
+    Offsets(Vec<(TopicPartition, ReportedOffsets)>),
+}
+
+/// A partition's offsets from the Kafka client's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedOffsets {
+    /// The broker's high watermark: the offset its next record will get.
+    pub high: i64,
+    /// The next offset the client fetches, when it has one: where the pod
+    /// stands on a partition it has read nothing of yet (at its end when
+    /// there is nothing to read).
+    pub fetching: Option<i64>,
 }
 
 /// Why a Kafka client could not be set up. Each message names what to fix;

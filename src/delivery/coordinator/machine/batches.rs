@@ -580,13 +580,17 @@ impl DeliveryState {
             .iter()
             .filter(|(_, state)| !state.revoking)
             .map(|(tp, state)| {
+                let reported = self.reported.get(tp);
                 let done = state
                     .watermark
                     .committable()
                     .or(state.last_committed)
-                    .unwrap_or(0);
-                let high = self.high_watermarks.get(tp).copied().unwrap_or(done);
-                (high - done).max(0) as u64
+                    .or(reported.and_then(|r| r.fetching));
+                match (done, reported) {
+                    (Some(done), Some(reported)) => (reported.high - done).max(0) as u64,
+                    // Where it stands is not known yet: nothing counted.
+                    _ => 0,
+                }
             })
             .sum()
     }

@@ -31,10 +31,10 @@ impl DeliveryState {
                 self.total_partitions = total;
                 self.update_share();
             }
-            ConsumerEvent::HighWatermarks(marks) => {
-                for (tp, mark) in marks {
+            ConsumerEvent::Offsets(marks) => {
+                for (tp, offsets) in marks {
                     if self.partitions.contains(&tp) {
-                        self.high_watermarks.insert(tp, mark);
+                        self.reported.insert(tp, offsets);
                     }
                 }
                 self.publish_offsets();

@@ -29,7 +29,7 @@ use crate::delivery::queues::ProfileQueues;
 use crate::delivery::spans::{ChildSpan, EventSpan, Outcome, RequestTrace};
 use crate::event::Identity;
 use crate::kafka::dead_letter::{DeadLetter, DeadLetterClass};
-use crate::kafka::{ConsumerEvent, Record, TopicPartition};
+use crate::kafka::{ConsumerEvent, Record, ReportedOffsets, TopicPartition};
 use crate::mapping::{merge_updates, Decision, ProfileUpdate};
 use crate::ops::config::{ExistencePolicy, TimeOrder};
 use crate::ops::health::Health;
@@ -168,7 +168,8 @@ pub(in crate::delivery::coordinator) struct DeliveryState {
     /// A commit was asked for and not answered yet.
     committing: bool,
     counters: Counters,
-    high_watermarks: HashMap<TopicPartition, i64>,
+    /// What the client last reported of each owned partition's offsets.
+    reported: HashMap<TopicPartition, ReportedOffsets>,
     /// Partitions of all subscribed topics (from metadata), for the share.
     total_partitions: usize,
     /// Updates accepted in the last 24 hours.
@@ -265,7 +266,7 @@ impl DeliveryState {
             draining: false,
             committing: false,
             counters,
-            high_watermarks: HashMap::new(),
+            reported: HashMap::new(),
             total_partitions: 0,
             daily: crate::delivery::quota::RollingDay::default(),
             next_wake: None,

@@ -33,16 +33,22 @@ impl DeliveryState {
                     .get_or_create(&labels)
                     .set(committed);
             }
-            if let Some(high) = self.high_watermarks.get(tp) {
+            if let Some(reported) = self.reported.get(tp) {
                 self.metrics
                     .high_watermark
                     .get_or_create(&labels)
-                    .set(*high);
-                let base = committed.unwrap_or(0);
-                self.metrics
-                    .consumer_lag
-                    .get_or_create(&labels)
-                    .set((high - base).max(0));
+                    .set(reported.high);
+                // Before its first commit here, a partition's lag counts from
+                // its first unfinished event, or from where the client fetches.
+                let base = committed
+                    .or(state.watermark.committable())
+                    .or(reported.fetching);
+                if let Some(base) = base {
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&labels)
+                        .set((reported.high - base).max(0));
+                }
             }
             let oldest = state.watermark.oldest_unfinished_since();
             self.metrics

@@ -92,6 +92,22 @@ impl Machine {
         self.dispatch_within(LIMIT)
     }
 
+    /// The client's statistics: each partition's high watermark and the
+    /// offset it fetches next.
+    fn report(&mut self, offsets: &[(i32, i64, Option<i64>)]) -> Vec<Action> {
+        self.event(ConsumerEvent::Offsets(
+            offsets
+                .iter()
+                .map(|&(partition, high, fetching)| {
+                    (
+                        tp(partition),
+                        crate::kafka::ReportedOffsets { high, fetching },
+                    )
+                })
+                .collect(),
+        ))
+    }
+
     /// Dispatches with room for `limit` updates in flight.
     fn dispatch_within(&mut self, limit: usize) -> Vec<Action> {
         self.state.dispatch(self.now, limit);
@@ -691,7 +707,7 @@ fn a_retry_goes_on_after_the_overflow_route_switched_to_batches() {
     let first = one_update(&m.dispatch());
     m.answer(first, unavailable());
     // A backlog far past a second of budget: new work goes to batches.
-    m.event(ConsumerEvent::HighWatermarks(vec![(tp(0), 10_000)]));
+    m.report(&[(0, 10_000, Some(1))]);
     m.commit();
     assert_eq!(
         m.state.router.route(),
@@ -735,6 +751,45 @@ fn with_time_order_what_the_pod_delivered_before_its_partition_went_drops_nothin
         sale(&mut m, 3, "09:30:00").len(),
         1,
         "the 09:30 sale was dropped for a delivery of an assignment given up"
+    );
+}
+
+#[test]
+fn a_partition_with_nothing_to_read_adds_no_backlog_to_the_overflow_route() {
+    let mut settings = default_settings();
+    settings.bulk_mode = BulkMode::Overflow;
+    settings.bulk = Some(bulk_delivery(
+        100,
+        Duration::from_secs(60),
+        CommitOn::Complete,
+    ));
+    settings.per_second = 1000.0;
+    settings.overflow_after_seconds = 60;
+    let mut m = Machine::new(settings);
+    m.assign(&[0, 1, 2]);
+    // Partition 0 is caught up: its one event read and accepted.
+    m.record(0, 5_000_000, "c1");
+    let first = one_update(&m.dispatch());
+    m.answer(first, AttemptOutcome::Accepted);
+    // Partition 1 has nothing to read: the group committed its end. Nothing
+    // is known yet of partition 2's position.
+    m.report(&[
+        (0, 5_000_001, Some(5_000_001)),
+        (1, 2_000_000, Some(2_000_000)),
+        (2, 3_000_000, None),
+    ]);
+    m.commit();
+    assert_eq!(
+        m.state.router.route(),
+        crate::delivery::routing::Route::Single,
+        "nothing is left to read"
+    );
+    // Far behind on partition 1 (the client fetches from 100): batches.
+    m.report(&[(1, 2_000_000, Some(100))]);
+    m.commit();
+    assert_eq!(
+        m.state.router.route(),
+        crate::delivery::routing::Route::Batch
     );
 }
 
