@@ -690,8 +690,9 @@ fn a_committed_events_dead_letter_is_not_stopped_by_a_loss() {
     );
 }
 
-#[test]
-fn a_retry_goes_on_after_the_overflow_route_switched_to_batches() {
+/// `bulk.mode = "overflow"` with a budget of `per_second` and a backlog
+/// limit of `after` seconds of it.
+fn overflow_settings(per_second: f64, after: u64) -> CoordinatorSettings {
     let mut settings = default_settings();
     settings.bulk_mode = BulkMode::Overflow;
     settings.bulk = Some(bulk_delivery(
@@ -699,9 +700,14 @@ fn a_retry_goes_on_after_the_overflow_route_switched_to_batches() {
         Duration::from_secs(60),
         CommitOn::Complete,
     ));
-    settings.per_second = 1.0;
-    settings.overflow_after_seconds = 1;
-    let mut m = Machine::new(settings);
+    settings.per_second = per_second;
+    settings.overflow_after_seconds = after;
+    settings
+}
+
+#[test]
+fn a_retry_goes_on_after_the_overflow_route_switched_to_batches() {
+    let mut m = Machine::new(overflow_settings(1.0, 1));
     m.assign(&[0]);
     m.record(0, 0, "c1");
     let first = one_update(&m.dispatch());
@@ -756,16 +762,7 @@ fn with_time_order_what_the_pod_delivered_before_its_partition_went_drops_nothin
 
 #[test]
 fn a_partition_with_nothing_to_read_adds_no_backlog_to_the_overflow_route() {
-    let mut settings = default_settings();
-    settings.bulk_mode = BulkMode::Overflow;
-    settings.bulk = Some(bulk_delivery(
-        100,
-        Duration::from_secs(60),
-        CommitOn::Complete,
-    ));
-    settings.per_second = 1000.0;
-    settings.overflow_after_seconds = 60;
-    let mut m = Machine::new(settings);
+    let mut m = Machine::new(overflow_settings(1000.0, 60));
     m.assign(&[0, 1, 2]);
     // Partition 0 is caught up: its one event read and accepted.
     m.record(0, 5_000_000, "c1");
