@@ -33,6 +33,9 @@ pub struct PipelineContext {
     assignment_changed: AtomicBool,
     /// Set once the coordinator is gone: the close's revoke asks nobody.
     closing: AtomicBool,
+    /// Set by every client error: the polling loop then asks whether the
+    /// client is dead (a fatal error).
+    error_seen: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -62,6 +65,7 @@ impl ClientContext for PipelineContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(error = %error, "Kafka client error: {reason}");
+        self.error_seen.store(true, Ordering::Release);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -173,6 +177,7 @@ pub(crate) fn detached(settings: &crate::ops::config::KafkaSettings) -> Pipeline
         revoke_wait: Duration::from_secs(1),
         assignment_changed: AtomicBool::new(false),
         closing: AtomicBool::new(true),
+        error_seen: AtomicBool::new(false),
         metrics: Arc::new(Metrics::new()),
     };
     super::consumer_config(settings)
@@ -225,6 +230,7 @@ impl ConsumerThread {
             revoke_wait: settings.delivery.drain_timeout() + Duration::from_secs(2),
             assignment_changed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            error_seen: AtomicBool::new(false),
             metrics,
         };
         let consumer: PipelineConsumer = config.create_with_context(context).map_err(|error| {
@@ -344,11 +350,19 @@ impl PollLoop {
                 }
                 paused_all = true;
             }
-            match self.consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(error)) => {
-                    tracing::warn!(error = %error, "Kafka consumer error.");
-                }
+            let polled = self.consumer.poll(Duration::from_millis(100));
+            if let Some(Err(error)) = &polled {
+                tracing::warn!(error = %error, "Kafka consumer error.");
+                self.consumer
+                    .context()
+                    .error_seen
+                    .store(true, Ordering::Release);
+            }
+            if self.is_dead() {
+                break;
+            }
+            match polled {
+                None | Some(Err(_)) => {}
                 Some(Ok(message)) => {
                     if !fetching {
                         // Not tracked, so never committed: its next owner reads it.
@@ -393,6 +407,35 @@ impl PollLoop {
         while Arc::strong_count(&self.consumer) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        if self.consumer.client().fatal_error().is_some() {
+            // A client with a fatal error never finishes closing (librdkafka's
+            // main thread waits, spinning, for a group exit that cannot
+            // come): it is left open, and the process ends without it.
+            std::mem::forget(self.consumer);
+        }
+    }
+
+    /// Whether the client had a fatal error (a static member fenced by
+    /// another with its `group.instance.id`, for one): it can do nothing more,
+    /// so the loop ends, the coordinator drains and commits what it can, and
+    /// the process exits non-zero for its supervisor to start it again
+    /// rather than staying up, ready and idle. Asked only after an error.
+    fn is_dead(&self) -> bool {
+        if !self
+            .consumer
+            .context()
+            .error_seen
+            .swap(false, Ordering::AcqRel)
+        {
+            return false;
+        }
+        match self.consumer.client().fatal_error() {
+            Some((code, reason)) => {
+                tracing::error!(code = ?code, "Fatal Kafka client error, the consumer stops: {reason}");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Hands an event to the coordinator, waiting while the channel is
@@ -424,5 +467,63 @@ impl PollLoop {
                 .sum::<usize>();
         }
         (total > 0).then_some(ConsumerEvent::PartitionCount(total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::config::KafkaSettings;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::RDKafkaRespErr;
+
+    #[test]
+    // librdkafka's test hook has no safe binding; the test's only unsafe call.
+    #[allow(unsafe_code)]
+    fn a_fatal_client_error_ends_the_polling_thread() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
+        let settings = Settings {
+            kafka: KafkaSettings {
+                brokers: cluster.bootstrap_servers(),
+                group_id: "fatal-error-test".into(),
+                ..KafkaSettings::default()
+            },
+            ..Settings::default()
+        };
+        let (events, _keep) = mpsc::channel(1024);
+        let thread = ConsumerThread::start(
+            &settings,
+            Arc::new(Mapping::default()),
+            events,
+            Arc::new(Metrics::new()),
+        )
+        .expect("consumer");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !thread.stopped.is_cancelled(),
+            "polls while the client is well"
+        );
+        // librdkafka's own test hook: the error a fenced static member gets.
+        let reason = std::ffi::CString::new("fenced by another instance").expect("text");
+        // SAFETY: the client is alive (the thread holds it) and `reason` is a
+        // NUL-terminated string that outlives the call, which copies it.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                thread.consumer.client().native_ptr(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(raised, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread.stopped.is_cancelled() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            thread.stopped.is_cancelled(),
+            "the polling thread still runs a dead client"
+        );
+        thread.shut_down();
     }
 }
