@@ -80,7 +80,10 @@ impl DeliveryState {
         let consumed_at = std::time::Instant::now();
         if state.revoking || self.draining || !state.watermark.track_at(record.offset, consumed_at)
         {
-            // Not tracked, so never committed: it is read again.
+            // Not tracked, so never committed: a revoking or draining
+            // partition's record is read again by its next owner. An offset
+            // already tracked, or below them (Kafka reused offsets after a
+            // log truncation, an unclean leader election), is skipped.
             tracing::debug!(partition = %record.tp, offset = record.offset, "Record not tracked.");
             return;
         }
