@@ -33,8 +33,8 @@ impl DeliveryState {
             });
             return;
         }
-        // Open batches go now, so the drain does not wait for their age
-        // (after a loss, its rows have left them in `give_up`).
+        // A clean revoke: open batches go now, so the drain does not wait
+        // for their age. (A loss took its rows out of them in `give_up`.)
         self.seal_due_batches(true);
         self.revokes.push(revoke);
         self.resume_if_room();
