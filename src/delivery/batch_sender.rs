@@ -11,8 +11,8 @@
 //!   batch's events are dead-lettered as `target_rejected` with Adobe's message.
 //! - A batch Target loses after taking it (`stuck`; a status call answered 4xx
 //!   or `success=false`, as when Adobe has forgotten the batch; a status URL
-//!   that cannot be polled safely; `incomplete` for longer than
-//!   [`MAX_PROCESSING`]) is sent again, at most [`MAX_RESUBMISSIONS`] times
+//!   that cannot be polled safely; `incomplete`, or no status answer at all,
+//!   for longer than [`MAX_PROCESSING`]) is sent again, at most [`MAX_RESUBMISSIONS`] times
 //!   ([`Resubmissions`] says why that is safe), then dead-lettered likewise.
 
 use super::gate::SendGate;
@@ -339,7 +339,19 @@ impl BatchSender {
                         .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
                     return self.lost(status_url, 200, error.to_string());
                 }
-                Err(error) => self.failed(BulkCall::Status, &error, &mut failures),
+                Err(error) => {
+                    let wait = self.failed(BulkCall::Status, &error, &mut failures);
+                    if started.elapsed() >= MAX_PROCESSING {
+                        // No answer for as long as Adobe keeps a status: lost
+                        // like a batch still incomplete then, not polled forever.
+                        let why = format!(
+                            "no status of the batch for {} hours (last: {error})",
+                            MAX_PROCESSING.as_secs() / 3600
+                        );
+                        return self.lost(status_url, status_of(&error), why);
+                    }
+                    wait
+                }
             };
         }
     }
@@ -383,6 +395,28 @@ impl BatchSender {
     }
 }
 
+/// The HTTP status a failed call was answered with (200 for a 2xx Target
+/// refused or that could not be read; 0 when there was no answer).
+fn status_of(error: &BulkError) -> u16 {
+    match error {
+        BulkError::Retry {
+            cause: RetryCause::Status(status),
+            ..
+        }
+        | BulkError::AuthFailed { status }
+        | BulkError::Rejected { status, .. } => *status,
+        BulkError::Retry {
+            cause: RetryCause::Refused(_) | RetryCause::Unreadable(_),
+            ..
+        }
+        | BulkError::StatusUrl(_) => 200,
+        BulkError::Retry {
+            cause: RetryCause::Timeout | RetryCause::Connection,
+            ..
+        } => 0,
+    }
+}
+
 /// Sleeps; false when abandoned first.
 async fn sleep_or_abandon(delay: Duration, abandon: &CancellationToken) -> bool {
     tokio::select! {
@@ -400,6 +434,50 @@ mod tests {
     /// are exact (to the timer's millisecond) and take no wall time.
     fn within_ms(waited: Duration, from: u64, to: u64) -> bool {
         waited >= Duration::from_millis(from) && waited < Duration::from_millis(to)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_status_that_never_comes_counts_the_batch_lost_after_a_day() {
+        let hourly = RetryPolicy {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(3600),
+        };
+        let target = crate::ops::config::TargetSettings {
+            client_code: "acme".into(),
+            // Nothing listens there: every status call fails to connect.
+            base_url: "http://127.0.0.1:1".into(),
+            timeout_ms: 1000,
+            ..Default::default()
+        };
+        let share = crate::delivery::gate::RateShare::of_group(10.0, 10, 1, 1);
+        let sender = BatchSender {
+            client: Arc::new(BulkClient::new(&target).expect("client")),
+            calls: Arc::new(CallBudget::new(60)),
+            retry: hourly,
+            poll: hourly,
+            gate: Arc::new(SendGate::new(share, hourly)),
+            metrics: Arc::new(Metrics::new()),
+            resubmissions: Arc::default(),
+        };
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            MAX_PROCESSING * 3,
+            sender.await_completion(
+                "http://127.0.0.1:1/s?batchId=acme-1",
+                &CancellationToken::new(),
+            ),
+        )
+        .await
+        .expect("still polling after three days");
+        assert!(
+            matches!(&outcome, Completion::Resubmit { why } if why.contains("no status")),
+            "{outcome:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= MAX_PROCESSING && waited < MAX_PROCESSING + Duration::from_secs(3600),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
