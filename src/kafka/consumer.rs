@@ -421,14 +421,12 @@ impl PollLoop {
     /// the process exits non-zero for its supervisor to start it again
     /// rather than staying up, ready and idle. Asked only after an error.
     fn is_dead(&self) -> bool {
-        if !self
-            .consumer
-            .context()
-            .error_seen
-            .swap(false, Ordering::AcqRel)
-        {
+        // A load per record; the flag is cleared only when an error set it.
+        let error_seen = &self.consumer.context().error_seen;
+        if !error_seen.load(Ordering::Acquire) {
             return false;
         }
+        error_seen.store(false, Ordering::Release);
         match self.consumer.client().fatal_error() {
             Some((code, reason)) => {
                 tracing::error!(code = ?code, "Fatal Kafka client error, the consumer stops: {reason}");

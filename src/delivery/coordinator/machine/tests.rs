@@ -146,18 +146,23 @@ impl Machine {
     }
 }
 
-/// The dead letters started: class and reason.
-fn dead_letters(actions: &[Action]) -> Vec<(DeadLetterClass, String)> {
+/// What `pick` takes from each task started.
+fn started<T>(actions: &[Action], pick: impl Fn(WorkId, &Task) -> Option<T>) -> Vec<T> {
     actions
         .iter()
         .filter_map(|action| match action {
-            Action::Start {
-                task: Task::DeadLetter { letter, .. },
-                ..
-            } => Some((letter.class, letter.reason.clone())),
+            Action::Start { work, task } => pick(*work, task),
             _ => None,
         })
         .collect()
+}
+
+/// The dead letters started: class and reason.
+fn dead_letters(actions: &[Action]) -> Vec<(DeadLetterClass, String)> {
+    started(actions, |_, task| match task {
+        Task::DeadLetter { letter, .. } => Some((letter.class, letter.reason.clone())),
+        _ => None,
+    })
 }
 
 /// The revoke answers: the offsets of each.
@@ -182,30 +187,18 @@ fn batch_submissions(actions: &[Action]) -> usize {
 
 /// The batch submissions started: the work's id and the batch's rows.
 fn submissions(actions: &[Action]) -> Vec<(WorkId, usize)> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Start {
-                work,
-                task: Task::Submit { batch, .. },
-            } => Some((*work, batch.rows())),
-            _ => None,
-        })
-        .collect()
+    started(actions, |work, task| match task {
+        Task::Submit { batch, .. } => Some((work, batch.rows())),
+        _ => None,
+    })
 }
 
 /// The partitions of the dead letters started.
 fn dead_letter_partitions(actions: &[Action]) -> Vec<i32> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Start {
-                task: Task::DeadLetter { letter, .. },
-                ..
-            } => Some(letter.source.partition),
-            _ => None,
-        })
-        .collect()
+    started(actions, |_, task| match task {
+        Task::DeadLetter { letter, .. } => Some(letter.source.partition),
+        _ => None,
+    })
 }
 
 fn paused(actions: &[Action]) -> Vec<i32> {
@@ -459,15 +452,9 @@ fn fetching_settings(policy: crate::ops::config::ExistencePolicy) -> Coordinator
 
 /// The one task started that `is` picks (`what`, for the message).
 fn one_started(actions: &[Action], what: &str, is: impl Fn(&Task) -> bool) -> WorkId {
-    let started: Vec<WorkId> = actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Start { work, task } if is(task) => Some(*work),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(started.len(), 1, "one {what}: {actions:?}");
-    started[0]
+    let works = started(actions, |work, task| is(task).then_some(work));
+    assert_eq!(works.len(), 1, "one {what}: {actions:?}");
+    works[0]
 }
 
 /// The one profile fetch started.
@@ -672,17 +659,12 @@ fn a_committed_events_dead_letter_is_not_stopped_by_a_loss() {
     };
     m.state
         .on_task_done(poll, Ok(TaskDone::BatchCompleted(failed)), m.now);
-    let cancel = m
-        .actions()
-        .iter()
-        .find_map(|action| match action {
-            Action::Start {
-                task: Task::DeadLetter { cancel, .. },
-                ..
-            } => Some(cancel.clone()),
-            _ => None,
-        })
-        .expect("a dead letter for the failed row");
+    let cancel = started(&m.actions(), |_, task| match task {
+        Task::DeadLetter { cancel, .. } => Some(cancel.clone()),
+        _ => None,
+    })
+    .pop()
+    .expect("a dead letter for the failed row");
     m.revoke(&[0], true);
     assert!(
         !cancel.is_cancelled(),
