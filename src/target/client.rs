@@ -57,6 +57,45 @@ pub(crate) fn http_client(
         .build()?)
 }
 
+/// The longest single update answer read. Adobe's is a few bytes, and
+/// nothing in it is used: the body is read only so that the connection goes
+/// back to the pool.
+pub(crate) const MAX_UPDATE_BODY: usize = 64 * 1024;
+
+/// What was read of a response body.
+#[derive(Debug, Default)]
+pub(crate) struct Body {
+    /// The bytes read, when they were kept.
+    pub bytes: Vec<u8>,
+    /// Whether that was all of it: it was not longer than the cap.
+    pub whole: bool,
+}
+
+/// Reads a response body, at most `cap` bytes of it (kept when `keep`).
+/// Past the cap nothing more is read: the response is dropped and its
+/// connection closed, not returned to the pool. A proxy or gateway that
+/// answers with a long, or endless, body then costs neither memory nor a
+/// request timeout.
+pub(crate) async fn read_body(
+    response: &mut reqwest::Response,
+    cap: usize,
+    keep: bool,
+) -> Result<Body, reqwest::Error> {
+    let mut body = Body::default();
+    let mut read = 0usize;
+    while let Some(chunk) = response.chunk().await? {
+        read = read.saturating_add(chunk.len());
+        if read > cap {
+            return Ok(body);
+        }
+        if keep {
+            body.bytes.extend_from_slice(&chunk);
+        }
+    }
+    body.whole = true;
+    Ok(body)
+}
+
 /// The `Retry-After` header of a response, when it is text.
 pub(crate) fn retry_after_of(response: &reqwest::Response) -> Option<String> {
     response
@@ -120,11 +159,11 @@ impl TargetClient {
         let started = Instant::now();
         let outcome = builder.send().await;
         let (result_status, retry_after, timed_out, connection) = match outcome {
-            Ok(response) => {
+            Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after_of(&response);
                 // Read the (small) body so the connection goes back to the pool.
-                match response.bytes().await {
+                match read_body(&mut response, MAX_UPDATE_BODY, false).await {
                     Ok(_) => (Some(status), retry_after, false, false),
                     Err(error) => (Some(status), retry_after, error.is_timeout(), false),
                 }
@@ -149,5 +188,75 @@ impl TargetClient {
             timed_out,
             elapsed: started.elapsed(),
         }
+    }
+}
+
+/// A server on 127.0.0.1 that answers every request with `status` and a
+/// body that never ends (16 KiB chunks until the client goes), as a broken
+/// gateway might.
+#[cfg(test)]
+pub(crate) async fn endless_body_server(status: u16) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request head: the tests send no body.
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut chunk = b"4000\r\n".to_vec();
+                chunk.extend(std::iter::repeat_n(b'x', 0x4000));
+                chunk.extend_from_slice(b"\r\n");
+                while stream.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    address
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Identity;
+    use crate::mapping::Attribute;
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_no_further_than_the_cap() {
+        let address = endless_body_server(200).await;
+        let settings = TargetSettings {
+            client_code: "acme".into(),
+            base_url: format!("http://{address}"),
+            timeout_ms: 3_000,
+            ..TargetSettings::default()
+        };
+        let client = TargetClient::new(&settings, 1).expect("client");
+        let update = ProfileUpdate {
+            identity: Identity::ThirdParty("CRM-1".into()),
+            attributes: vec![Attribute {
+                name: "tier".into(),
+                value: "gold".into(),
+            }],
+            occurred_at: crate::event::parse_rfc3339("2026-11-28T10:15:00Z").expect("time"),
+        };
+        let attempt = client.send(&update).await;
+        // Read whole, the body would run into the request timeout.
+        assert!(!attempt.timed_out, "{attempt:?}");
+        assert_eq!(attempt.verdict, Verdict::Accepted, "{attempt:?}");
+        assert_eq!(attempt.status, Some(200));
     }
 }

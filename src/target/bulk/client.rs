@@ -28,12 +28,18 @@ use percent_encoding::utf8_percent_encode;
 use super::classify::{decide, BulkAnswer, BulkError, RetryCause};
 use super::response::{parse_status, parse_submit, BadReply, BatchReport, Submitted};
 use crate::ops::config::TargetSettings;
-use crate::target::client::{http_client, retry_after_of, ClientError};
+use crate::target::client::{http_client, read_body, retry_after_of, ClientError};
 use crate::target::request::PARAMETER;
 use crate::target::token::TokenSource;
 
 /// Idle connections kept: batches are few and far between.
 const POOL: usize = 2;
+
+/// The longest answer read: a status with details for a batch of Adobe's
+/// 500,000 rows, every one failed with a 256-character id (about 300 bytes
+/// a row), and room for the rest. A longer answer is unreadable: it is not
+/// kept in memory, and the call is retried.
+pub(crate) const MAX_BODY: usize = 500_000 * 320 + 64 * 1024;
 
 /// Submits batches and polls their status. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub struct BulkClient {
     /// `target.base_url` is https: so must every status poll be.
     https_only: bool,
     token: Option<TokenSource>,
+    /// The longest answer read ([`MAX_BODY`]).
+    max_body: usize,
 }
 
 impl BulkClient {
@@ -55,12 +63,14 @@ impl BulkClient {
         );
         reqwest::Url::parse(&submit_url)
             .map_err(|error| ClientError::Url(format!("{submit_url}: {error}")))?;
-        let https_only = settings.effective_base_url().starts_with("https:");
+        // By the parsed scheme, so that `HTTPS://` counts as https too.
+        let https_only = reqwest::Url::parse(&submit_url).is_ok_and(|url| url.scheme() == "https");
         Ok(BulkClient {
             http: http_client(settings, POOL)?,
             https_only,
             submit_url,
             token: settings.token_path().map(TokenSource::new),
+            max_body: MAX_BODY,
         })
     }
 
@@ -97,25 +107,32 @@ impl BulkClient {
             request = request.bearer_auth(token);
         }
         let outcome = match request.send().await {
-            Ok(response) => {
+            Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after_of(&response);
-                match response.bytes().await {
+                match read_body(&mut response, self.max_body, true).await {
                     Ok(body) => Ok((status, retry_after, body)),
                     Err(error) => Err(error),
                 }
             }
             Err(error) => Err(error),
         };
+        let max_body = self.max_body;
         let decided = match &outcome {
             Ok((status, retry_after, body)) => decide(
                 BulkAnswer::Response {
                     status: *status,
                     retry_after: retry_after.as_deref(),
-                    body: &String::from_utf8_lossy(body),
+                    body: &String::from_utf8_lossy(&body.bytes),
                 },
                 SystemTime::now(),
-                parse,
+                |xml: &str| {
+                    if body.whole {
+                        parse(xml)
+                    } else {
+                        Err(BadReply::TooLong(max_body))
+                    }
+                },
             ),
             Err(error) if error.is_timeout() => {
                 decide(BulkAnswer::Timeout, SystemTime::now(), parse)
@@ -152,6 +169,46 @@ pub fn poll_url(status_url: &str, https_only: bool) -> Result<reqwest::Url, Bulk
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_url_written_in_capitals_is_https_all_the_same() {
+        let client = BulkClient::new(&TargetSettings {
+            client_code: "acme".into(),
+            base_url: "HTTPS://acme.tt.omtrdc.net".into(),
+            ..TargetSettings::default()
+        })
+        .unwrap();
+        assert!(client.https_only, "status URLs must not be polled in clear");
+        let client = BulkClient::new(&TargetSettings {
+            client_code: "acme".into(),
+            base_url: "http://127.0.0.1:8080".into(),
+            ..TargetSettings::default()
+        })
+        .unwrap();
+        assert!(!client.https_only);
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_any_target_gives_is_unreadable_and_not_kept() {
+        let address = crate::target::client::endless_body_server(200).await;
+        let mut client = BulkClient::new(&TargetSettings {
+            client_code: "acme".into(),
+            base_url: format!("http://{address}"),
+            timeout_ms: 5_000,
+            ..TargetSettings::default()
+        })
+        .unwrap();
+        // As MAX_BODY, smaller, so that the test does not read 160 MB.
+        client.max_body = 1024 * 1024;
+        let status_url = format!("http://{address}/m2/acme/v2/profile/batchStatus?batchId=1");
+        match client.status(&status_url).await {
+            Err(BulkError::Retry {
+                cause: RetryCause::Unreadable(BadReply::TooLong(cap)),
+                retry_after: None,
+            }) => assert_eq!(cap, 1024 * 1024),
+            other => panic!("expected an unreadable answer, got {other:?}"),
+        }
+    }
 
     #[test]
     fn an_http_status_url_is_polled_over_https_when_the_base_url_is_https() {

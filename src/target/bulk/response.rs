@@ -101,6 +101,9 @@ pub enum BadReply {
         /// Its text.
         value: String,
     },
+    /// The answer is longer than any Target gives (the bytes read at most).
+    #[error("the answer is longer than {0} bytes")]
+    TooLong(usize),
     /// The `batchStatus` is not an absolute `http(s)` URL.
     #[error("<batchStatus> is not an http(s) URL: {0:?}")]
     NotAUrl(String),

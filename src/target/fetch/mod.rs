@@ -18,7 +18,7 @@ pub mod answer;
 
 pub use answer::{judge, FetchAnswer, FetchOutcome, FetchedAttribute, FetchedAttributes};
 
-use super::client::{http_client, retry_after_of, ClientError};
+use super::client::{http_client, read_body, retry_after_of, ClientError};
 use super::request::PARAMETER;
 use super::token::TokenSource;
 use crate::event::Identity;
@@ -78,31 +78,17 @@ impl FetchClient {
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after_of(&response);
-                let mut body = Vec::new();
-                let mut failed = None;
-                loop {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
-                            body.extend_from_slice(&chunk);
-                        }
-                        // Too long to be a profile: what was read does not parse.
-                        Ok(Some(_)) | Ok(None) => break,
-                        Err(error) => {
-                            failed = Some(error);
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    Some(error) if error.is_timeout() => {
+                // Too long to be a profile: what was read does not parse.
+                match read_body(&mut response, MAX_BODY, true).await {
+                    Err(error) if error.is_timeout() => {
                         judge(FetchAnswer::Timeout, SystemTime::now())
                     }
-                    Some(_) => judge(FetchAnswer::Connection, SystemTime::now()),
-                    None => judge(
+                    Err(_) => judge(FetchAnswer::Connection, SystemTime::now()),
+                    Ok(body) => judge(
                         FetchAnswer::Response {
                             status,
                             retry_after: retry_after.as_deref(),
-                            body: &body,
+                            body: &body.bytes,
                         },
                         SystemTime::now(),
                     ),
@@ -121,6 +107,27 @@ impl FetchClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_no_further_than_the_cap() {
+        let address = crate::target::client::endless_body_server(200).await;
+        let settings = TargetSettings {
+            client_code: "acme".into(),
+            base_url: format!("http://{address}"),
+            timeout_ms: 3_000,
+            ..TargetSettings::default()
+        };
+        let client = FetchClient::new(&settings, 1).unwrap();
+        // Read whole, the body would run into the request timeout (a retry
+        // with no status); cut at the cap, it is a 200 that is no profile.
+        assert_eq!(
+            client.fetch(&Identity::ThirdParty("CRM-1".into())).await,
+            FetchOutcome::Retry {
+                status: Some(200),
+                retry_after: None
+            }
+        );
+    }
 
     #[test]
     fn ids_are_one_encoded_path_segment_under_their_namespace() {
