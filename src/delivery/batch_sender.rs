@@ -146,10 +146,12 @@ pub enum Submission {
         /// The `batchStatus` URL.
         status_url: String,
     },
-    /// Target refused the batch for good (a 4xx other than 401/403).
+    /// Target refused the batch for good (a 4xx other than 401/403), or
+    /// lost it too often.
     Rejected {
-        /// The status.
-        status: u16,
+        /// The status of Target's last answer; none when the last call had
+        /// no answer (a timeout, a refused connection).
+        status: Option<u16>,
         /// Target's message.
         message: String,
     },
@@ -237,7 +239,10 @@ impl BatchSender {
                     self.metrics
                         .count_bulk_call(BulkCall::Submit, CallOutcome::Rejected);
                     self.resubmissions.forget(key);
-                    return Submission::Rejected { status, message };
+                    return Submission::Rejected {
+                        status: Some(status),
+                        message,
+                    };
                 }
                 Err(BulkError::Retry {
                     cause: RetryCause::Refused(message),
@@ -247,7 +252,7 @@ impl BatchSender {
                         .count_bulk_call(BulkCall::Submit, CallOutcome::Rejected);
                     self.resubmissions.forget(key);
                     return Submission::Rejected {
-                        status: 200,
+                        status: Some(200),
                         message: format!(
                             "Target answered success=false {MAX_REFUSALS} times: {message}"
                         ),
@@ -306,7 +311,7 @@ impl BatchSender {
                         }
                         BatchState::Stuck => {
                             let why = format!("Target reports batch {} stuck", report.batch_id);
-                            return self.lost(status_url, 200, why);
+                            return self.lost(status_url, Some(200), why);
                         }
                         BatchState::Incomplete if started.elapsed() >= MAX_PROCESSING => {
                             let why = format!(
@@ -314,7 +319,7 @@ impl BatchSender {
                                 report.batch_id,
                                 MAX_PROCESSING.as_secs() / 3600
                             );
-                            return self.lost(status_url, 200, why);
+                            return self.lost(status_url, Some(200), why);
                         }
                         BatchState::Incomplete => polls.next_bound(),
                     }
@@ -323,7 +328,7 @@ impl BatchSender {
                     self.metrics
                         .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
                     let why = format!("the status call was refused with HTTP {status}: {message}");
-                    return self.lost(status_url, status, why);
+                    return self.lost(status_url, Some(status), why);
                 }
                 Err(BulkError::Retry {
                     cause: RetryCause::Refused(message),
@@ -332,12 +337,12 @@ impl BatchSender {
                     self.metrics
                         .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
                     let why = format!("the status call was answered success=false: {message}");
-                    return self.lost(status_url, 200, why);
+                    return self.lost(status_url, Some(200), why);
                 }
                 Err(error @ BulkError::StatusUrl(_)) => {
                     self.metrics
                         .count_bulk_call(BulkCall::Status, CallOutcome::Rejected);
-                    return self.lost(status_url, 200, error.to_string());
+                    return self.lost(status_url, Some(200), error.to_string());
                 }
                 Err(error) => {
                     let wait = self.failed(BulkCall::Status, &error, &mut failures);
@@ -357,7 +362,7 @@ impl BatchSender {
     }
 
     /// Target lost the batch polled at `status_url`: it is to be sent again.
-    fn lost(&self, status_url: &str, status: u16, why: String) -> Completion {
+    fn lost(&self, status_url: &str, status: Option<u16>, why: String) -> Completion {
         let times = self.resubmissions.lost(status_url, status, &why);
         tracing::warn!(times, max = MAX_RESUBMISSIONS, why = %why, "Target lost track of a bulk batch.");
         Completion::Resubmit { why }
@@ -396,24 +401,24 @@ impl BatchSender {
 }
 
 /// The HTTP status a failed call was answered with (200 for a 2xx Target
-/// refused or that could not be read; 0 when there was no answer).
-fn status_of(error: &BulkError) -> u16 {
+/// refused or that could not be read; none when there was no answer).
+fn status_of(error: &BulkError) -> Option<u16> {
     match error {
         BulkError::Retry {
             cause: RetryCause::Status(status),
             ..
         }
         | BulkError::AuthFailed { status }
-        | BulkError::Rejected { status, .. } => *status,
+        | BulkError::Rejected { status, .. } => Some(*status),
         BulkError::Retry {
             cause: RetryCause::Refused(_) | RetryCause::Unreadable(_),
             ..
         }
-        | BulkError::StatusUrl(_) => 200,
+        | BulkError::StatusUrl(_) => Some(200),
         BulkError::Retry {
             cause: RetryCause::Timeout | RetryCause::Connection,
             ..
-        } => 0,
+        } => None,
     }
 }
 
@@ -436,21 +441,21 @@ mod tests {
         waited >= Duration::from_millis(from) && waited < Duration::from_millis(to)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_status_that_never_comes_counts_the_batch_lost_after_a_day() {
+    /// A sender whose every call fails to connect, retried hourly.
+    fn unreachable_sender() -> BatchSender {
         let hourly = RetryPolicy {
             initial: Duration::from_secs(60),
             max: Duration::from_secs(3600),
         };
         let target = crate::ops::config::TargetSettings {
             client_code: "acme".into(),
-            // Nothing listens there: every status call fails to connect.
+            // Nothing listens there.
             base_url: "http://127.0.0.1:1".into(),
             timeout_ms: 1000,
             ..Default::default()
         };
         let share = crate::delivery::gate::RateShare::of_group(10.0, 10, 1, 1);
-        let sender = BatchSender {
+        BatchSender {
             client: Arc::new(BulkClient::new(&target).expect("client")),
             calls: Arc::new(CallBudget::new(60)),
             retry: hourly,
@@ -458,7 +463,12 @@ mod tests {
             gate: Arc::new(SendGate::new(share, hourly)),
             metrics: Arc::new(Metrics::new()),
             resubmissions: Arc::default(),
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_status_that_never_comes_counts_the_batch_lost_after_a_day() {
+        let sender = unreachable_sender();
         let started = tokio::time::Instant::now();
         let outcome = tokio::time::timeout(
             MAX_PROCESSING * 3,
@@ -478,6 +488,36 @@ mod tests {
             waited >= MAX_PROCESSING && waited < MAX_PROCESSING + Duration::from_secs(3600),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_lost_for_want_of_any_answer_is_given_up_with_no_status() {
+        let sender = unreachable_sender();
+        let body = Bytes::from_static(b"batch=thirdPartyId%2Ca%0ACRM-1%2C1");
+        let key = BatchKey::of(&body);
+        for round in 1..=MAX_RESUBMISSIONS + 1 {
+            let status_url = format!("http://127.0.0.1:1/s?batchId=acme-{round}");
+            sender.resubmissions.submitted(key, &status_url);
+            let outcome = sender
+                .await_completion(&status_url, &CancellationToken::new())
+                .await;
+            assert!(
+                matches!(outcome, Completion::Resubmit { .. }),
+                "{outcome:?}"
+            );
+        }
+        // Lost a fourth time: not sent again, and no status is made up for
+        // the dead letters (no `pps-target-status: 0`).
+        match sender.submit(&body, &CancellationToken::new()).await {
+            Submission::Rejected { status, message } => {
+                assert_eq!(status, None, "{message}");
+                assert!(
+                    message.contains("lost track of the batch 4 times"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected the batch given up, got {other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,8 +47,9 @@ impl BatchKey {
 pub struct Lost {
     /// How many times.
     pub times: u32,
-    /// The HTTP status of Target's last answer about it.
-    pub status: u16,
+    /// The HTTP status of Target's last answer about it; none when the last
+    /// call had no answer.
+    pub status: Option<u16>,
     /// Why, for the dead letter.
     pub why: String,
 }
@@ -87,7 +88,7 @@ impl Resubmissions {
     }
 
     /// Target lost the batch polled at `status_url`; how many times so far.
-    pub fn lost(&self, status_url: &str, status: u16, why: &str) -> u32 {
+    pub fn lost(&self, status_url: &str, status: Option<u16>, why: &str) -> u32 {
         let mut ledger = self.ledger();
         let Some(key) = ledger.polled.remove(status_url) else {
             return 0;
@@ -141,13 +142,13 @@ mod tests {
             assert_eq!(ledger.give_up(key), None, "round {round}");
             let url = format!("http://edge/s?batchId=b{round}");
             ledger.submitted(key, &url);
-            assert_eq!(ledger.lost(&url, 404, "Batch not found"), round);
+            assert_eq!(ledger.lost(&url, Some(404), "Batch not found"), round);
         }
         assert_eq!(
             ledger.give_up(key),
             Some(Lost {
                 times: 4,
-                status: 404,
+                status: Some(404),
                 why: "Batch not found".into()
             })
         );
@@ -162,12 +163,16 @@ mod tests {
         assert_ne!(a, b);
         ledger.submitted(a, "u1");
         ledger.submitted(b, "u2");
-        assert_eq!(ledger.lost("u1", 200, "stuck"), 1);
-        assert_eq!(ledger.lost("u1", 200, "stuck"), 0, "a URL is lost once");
+        assert_eq!(ledger.lost("u1", Some(200), "stuck"), 1);
+        assert_eq!(
+            ledger.lost("u1", Some(200), "stuck"),
+            0,
+            "a URL is lost once"
+        );
         ledger.submitted(a, "u3");
         ledger.completed("u3");
         ledger.completed("unknown");
-        assert_eq!(ledger.lost("u2", 200, "stuck"), 1);
+        assert_eq!(ledger.lost("u2", Some(200), "stuck"), 1);
         ledger.forget(b);
         assert!(ledger.is_empty());
     }

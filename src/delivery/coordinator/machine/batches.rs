@@ -364,9 +364,13 @@ impl DeliveryState {
             Submission::Rejected { status, message } => {
                 self.metrics.count_batch(BatchStatus::Rejected);
                 tracing::warn!(batch = id, status, message = %message, "Target rejected a bulk batch; dead-lettering its events.");
-                let reason =
-                    format!("Target rejected the bulk batch with HTTP {status}: {message}");
-                self.close_batch(id, |_| Some(reason.clone()), Some(status));
+                let reason = match status {
+                    Some(status) => {
+                        format!("Target rejected the bulk batch with HTTP {status}: {message}")
+                    }
+                    None => format!("Target rejected the bulk batch: {message}"),
+                };
+                self.close_batch(id, |_| Some(reason.clone()), status);
             }
             Submission::Abandoned => self.abandon_batch(id),
         }

@@ -588,7 +588,7 @@ fn a_batch_refused_after_a_loss_dead_letters_only_the_events_still_owned() {
     assert_eq!(sent.len(), 1, "two rows: the batch is full and goes");
     m.revoke(&[0], true);
     let refused = Submission::Rejected {
-        status: 400,
+        status: Some(400),
         message: "bad batch".into(),
     };
     m.state
