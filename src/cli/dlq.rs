@@ -67,6 +67,11 @@ pub struct ReplayArgs {
     /// Consumer group that keeps the replay's position [default: <kafka.group_id>-dlq-replay].
     #[arg(long)]
     group: Option<String>,
+    /// Leave dead letters of records that were themselves replayed (they
+    /// carry pps-replayed-from): a record that fails again after a replay is
+    /// then replayed at most once.
+    #[arg(long)]
+    skip_replayed: bool,
     /// Count what would be replayed, by class; produce and commit nothing.
     #[arg(long)]
     dry_run: bool,
@@ -126,6 +131,7 @@ fn plan(args: &ReplayArgs, kafka: &KafkaSettings) -> Result<ReplayPlan, String> 
             classes: args.classes.iter().cloned().collect(),
             from_offset: args.from_offset,
             until_offset: args.until_offset,
+            skip_replayed: args.skip_replayed,
         },
         dry_run: args.dry_run,
     })
@@ -229,13 +235,24 @@ fn summary(report: &ReplayReport, plan: &ReplayPlan) -> String {
     } else {
         let _ = writeln!(out, "replayed {} to {to}", total.replayed);
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         "skipped by filter {}: {} by class, {} by offset range",
-        total.skipped_by_class + total.skipped_by_range,
+        total.skipped(),
         total.skipped_by_class,
         total.skipped_by_range
     );
+    if plan.filter.skip_replayed {
+        let _ = write!(out, ", {} replayed before", total.skipped_as_replayed);
+    }
+    if total.skipped_incomplete > 0 {
+        let _ = write!(
+            out,
+            ", {} without their value (too large for the dead-letter topic: see the log)",
+            total.skipped_incomplete
+        );
+    }
+    out.push('\n');
     if !report.by_class.is_empty() {
         out.push_str("by class:\n");
     }
@@ -249,7 +266,7 @@ fn summary(report: &ReplayReport, plan: &ReplayPlan) -> String {
         if tally.replayed > 0 {
             parts.push(format!("{verb} {}", tally.replayed));
         }
-        let skipped = tally.skipped_by_class + tally.skipped_by_range;
+        let skipped = tally.skipped();
         if skipped > 0 {
             parts.push(format!("skipped {skipped}"));
         }
@@ -326,6 +343,15 @@ mod tests {
         );
         plan.dry_run = true;
         assert!(summary(&report, &plan).contains("would replay 1 to replayed (dry run"));
+        plan.filter.skip_replayed = true;
+        report.count("invalid_json", Verdict::SkipReplayed);
+        let said = summary(&report, &plan);
+        assert!(
+            said.contains(
+                "skipped by filter 3: 1 by class, 1 by offset range, 1 replayed before\n"
+            ),
+            "{said}"
+        );
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// The longest the last span export may take at exit.
 const TRACE_FLUSH_MAX: Duration = Duration::from_secs(2);
 
+/// The longest the exit waits for blocking calls still running.
+const RUNTIME_STOP_MAX: Duration = Duration::from_millis(200);
+
 /// Options of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -62,6 +65,9 @@ pub(super) fn main(args: RunArgs) -> ExitCode {
             });
         export.shut_down(budget);
     }
+    // A blocking call still waiting on Kafka (a final commit given up) must
+    // not hold the exit: the next owner re-reads what it did not commit.
+    runtime.shutdown_timeout(RUNTIME_STOP_MAX);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

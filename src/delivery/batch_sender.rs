@@ -225,6 +225,7 @@ impl BatchSender {
                 _ = abandon.cancelled() => return Submission::Abandoned,
                 result = self.client.submit(body.clone()) => result,
             };
+            self.note_reach(&result);
             let delay = match result {
                 Ok(submitted) => {
                     self.metrics
@@ -296,6 +297,7 @@ impl BatchSender {
                 _ = abandon.cancelled() => return Completion::Abandoned,
                 result = self.client.status(status_url) => result,
             };
+            self.note_reach(&result);
             delay = match result {
                 Ok(report) => {
                     self.metrics
@@ -359,6 +361,16 @@ impl BatchSender {
                 }
             };
         }
+    }
+
+    /// Tells `/readyz` whether Target answered the call at all, as single
+    /// updates do: with bulk delivery alone, these calls are its only news.
+    fn note_reach<T>(&self, result: &Result<T, BulkError>) {
+        let answered = match result {
+            Ok(_) => true,
+            Err(error) => status_of(error).is_some(),
+        };
+        self.gate.set_reachable(answered);
     }
 
     /// Target lost the batch polled at `status_url`: it is to be sent again.
@@ -518,6 +530,53 @@ mod tests {
             }
             other => panic!("expected the batch given up, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn bulk_calls_tell_readiness_whether_target_answers() {
+        let sender = unreachable_sender();
+        let body = Bytes::from_static(b"batch=thirdPartyId%2Ca%0ACRM-1%2C1");
+        let submitting = {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.submit(&body, &CancellationToken::new()).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sender.gate.is_reachable() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        submitting.abort();
+        assert!(
+            !sender.gate.is_reachable(),
+            "a refused connection on a bulk submit leaves Target reachable"
+        );
+
+        // The same gate, now with a Target that answers: reachable again.
+        let mut config = pps_target_simulator::SimulatorConfig::new("acme");
+        config.existence = pps_target_simulator::Existence::all_known();
+        let sim =
+            pps_target_simulator::Simulator::start("127.0.0.1:0".parse().expect("address"), config)
+                .await
+                .expect("simulator");
+        let target = crate::ops::config::TargetSettings {
+            client_code: "acme".into(),
+            base_url: sim.base_url(),
+            timeout_ms: 5000,
+            ..Default::default()
+        };
+        let answering = BatchSender {
+            client: Arc::new(BulkClient::new(&target).expect("client")),
+            ..sender.clone()
+        };
+        let body = Bytes::from_static(b"batch=thirdPartyId%2Ca%0ACRM-1%2C1");
+        let outcome = answering.submit(&body, &CancellationToken::new()).await;
+        assert!(
+            matches!(outcome, Submission::Submitted { .. }),
+            "{outcome:?}"
+        );
+        assert!(
+            sender.gate.is_reachable(),
+            "an accepted bulk submit leaves Target unreachable"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,10 +36,20 @@ pub struct PipelineContext {
     /// Set by every client error: the polling loop then asks whether the
     /// client is dead (a fatal error).
     error_seen: AtomicBool,
+    /// Set when a commit was given up while its blocking call still holds
+    /// the consumer: closing then need not wait for that clone.
+    commit_abandoned: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl PipelineContext {
+    /// Says that a commit was given up while its blocking call still runs
+    /// (and holds a clone of the consumer): the polling thread then ends
+    /// without waiting for that clone, and the process without the close.
+    pub fn abandon_commit(&self) {
+        self.commit_abandoned.store(true, Ordering::Release);
+    }
+
     fn send(&self, event: ConsumerEvent) -> bool {
         // Callbacks normally run on the consumer thread, outside the async
         // runtime, where blocking is right; never block inside the runtime.
@@ -178,6 +188,7 @@ pub(crate) fn detached(settings: &crate::ops::config::KafkaSettings) -> Pipeline
         assignment_changed: AtomicBool::new(false),
         closing: AtomicBool::new(true),
         error_seen: AtomicBool::new(false),
+        commit_abandoned: AtomicBool::new(false),
         metrics: Arc::new(Metrics::new()),
     };
     super::consumer_config(settings)
@@ -231,6 +242,7 @@ impl ConsumerThread {
             assignment_changed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             error_seen: AtomicBool::new(false),
+            commit_abandoned: AtomicBool::new(false),
             metrics,
         };
         let consumer: PipelineConsumer = config.create_with_context(context).map_err(|error| {
@@ -249,6 +261,7 @@ impl ConsumerThread {
         let consumer = Arc::new(consumer);
         let fetching = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
+        let stopped = tokio_util::sync::CancellationToken::new();
         let worker = PollLoop {
             consumer: consumer.clone(),
             mapping,
@@ -256,8 +269,8 @@ impl ConsumerThread {
             fetching: fetching.clone(),
             stop: stop.clone(),
             topics: kafka.topics.clone(),
+            stopped: stopped.clone(),
         };
-        let stopped = tokio_util::sync::CancellationToken::new();
         let guard = stopped.clone().drop_guard();
         let thread = std::thread::Builder::new()
             .name("kafka-consumer".into())
@@ -315,6 +328,10 @@ struct PollLoop {
     fetching: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     topics: Vec<String>,
+    /// Cancelled as soon as the loop ends (a fatal error, or the
+    /// coordinator gone), so the coordinator drains without waiting for
+    /// the close.
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 impl PollLoop {
@@ -390,10 +407,13 @@ impl PollLoop {
                         timestamp_ms: message.timestamp().to_millis(),
                         decision,
                         trace_context: if crate::ops::traces::enabled() {
-                            super::trace_context::extract(message.headers())
+                            super::trace_context::extract(message.headers()).map(Box::new)
                         } else {
                             None
                         },
+                        replayed_from: message
+                            .headers()
+                            .and_then(super::dead_letter::replayed_from),
                     };
                     if self.hand_over(ConsumerEvent::Record(record)).is_err() {
                         break;
@@ -401,10 +421,16 @@ impl PollLoop {
                 }
             }
         }
+        self.stopped.cancel();
         // Wait for the coordinator to drop its clone, so the consumer closes
-        // (and leaves the group) here, outside the async runtime.
+        // (and leaves the group) here, outside the async runtime; not for a
+        // commit given up, whose call may never return.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.consumer) > 1 && Instant::now() < deadline {
+        let abandoned = &self.consumer.context().commit_abandoned;
+        while Arc::strong_count(&self.consumer) > 1
+            && !abandoned.load(Ordering::Acquire)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         if self.consumer.client().fatal_error().is_some() {

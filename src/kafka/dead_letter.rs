@@ -2,14 +2,19 @@
 //! byte on `kafka.dlq_topic`, with headers saying why and where from. The
 //! idempotent producer waits for `acks=all`; a write that fails is retried
 //! until it succeeds or the pod gives up at its drain deadline, so a failing
-//! dead-letter topic stops progress instead of skipping events.
+//! dead-letter topic stops progress instead of skipping events. The one
+//! refusal a retry cannot cure, a record larger than the topic or producer
+//! takes, is written again without the value (then without the key), saying
+//! so in `pps-value-omitted` (`pps-key-omitted`): the letter still records
+//! why and where from, and the record stays at its source offset.
 
 use super::TopicPartition;
 use crate::event::ErrorClass;
 use crate::ops::config::KafkaSettings;
 use crate::ops::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::sync::Arc;
@@ -94,6 +99,8 @@ pub struct DeadLetter {
     pub offset: i64,
     /// `pps-target-status`, for Target's answers.
     pub target_status: Option<u16>,
+    /// `pps-replayed-from`, carried on from a record `dlq replay` published.
+    pub replayed_from: Option<Box<str>>,
 }
 
 /// Writes dead letters.
@@ -141,13 +148,15 @@ impl DeadLetterWriter {
 
     /// Writes until Kafka acknowledges (`true`) or `abandon` fires (`false`).
     pub async fn write(&self, letter: &DeadLetter, abandon: &CancellationToken) -> bool {
-        let headers = headers(letter);
+        let mut carried = Carried::Whole;
         let mut schedule = self.retry.schedule();
         loop {
-            let mut record = FutureRecord::to(&self.topic)
-                .payload(&letter.payload[..])
-                .headers(headers.clone());
-            if let Some(key) = &letter.key {
+            let mut record = FutureRecord::to(&self.topic).headers(carried.headers(letter));
+            record = record.payload(match carried {
+                Carried::Whole => &letter.payload[..],
+                Carried::NoValue | Carried::Neither => &[],
+            });
+            if let (Some(key), Carried::Whole | Carried::NoValue) = (&letter.key, carried) {
                 record = record.key(&key[..]);
             }
             let sent = tokio::select! {
@@ -161,6 +170,19 @@ impl DeadLetterWriter {
                         .dead_letter_counter(letter.class.as_str())
                         .inc();
                     return true;
+                }
+                Err((error, _)) if too_large(&error) && carried != Carried::Neither => {
+                    carried = carried.less();
+                    tracing::warn!(
+                        error = %error,
+                        topic = %self.topic,
+                        source = %letter.source,
+                        offset = letter.offset,
+                        value_bytes = letter.payload.len(),
+                        key_bytes = letter.key.as_ref().map_or(0, Vec::len),
+                        "A dead letter is too large for the dead-letter topic; writing it without its {} (the record stays at its source offset).",
+                        carried.left_out()
+                    );
                 }
                 Err((error, _)) => {
                     self.metrics.dead_letter_write_errors.inc();
@@ -179,6 +201,71 @@ impl DeadLetterWriter {
             }
         }
     }
+}
+
+/// How much of the original record a dead letter carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carried {
+    /// Key and value.
+    Whole,
+    /// The key; the value was too large for the topic.
+    NoValue,
+    /// Neither: even the key was too large.
+    Neither,
+}
+
+impl Carried {
+    /// The next smaller form.
+    fn less(self) -> Carried {
+        match self {
+            Carried::Whole => Carried::NoValue,
+            Carried::NoValue | Carried::Neither => Carried::Neither,
+        }
+    }
+
+    /// What this form leaves out, for the log.
+    fn left_out(self) -> &'static str {
+        match self {
+            Carried::Whole => "nothing",
+            Carried::NoValue => "value",
+            Carried::Neither => "key and value",
+        }
+    }
+
+    /// The contract's headers, and one per part left out with its size.
+    fn headers(self, letter: &DeadLetter) -> OwnedHeaders {
+        let mut out = headers(letter);
+        if self != Carried::Whole {
+            out = out.insert(Header {
+                key: VALUE_OMITTED,
+                value: Some(&letter.payload.len().to_string()),
+            });
+        }
+        if let (Some(key), Carried::Neither) = (&letter.key, self) {
+            out = out.insert(Header {
+                key: KEY_OMITTED,
+                value: Some(&key.len().to_string()),
+            });
+        }
+        out
+    }
+}
+
+/// The header of a dead letter written without the record's value (too
+/// large for the dead-letter topic): the value's size in bytes.
+pub const VALUE_OMITTED: &str = "pps-value-omitted";
+/// The same for a key left out.
+pub const KEY_OMITTED: &str = "pps-key-omitted";
+
+/// Whether Kafka refused a record for its size, which no retry cures:
+/// librdkafka's own `message.max.bytes`, or the broker's topic limit.
+fn too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
 }
 
 /// The contract's headers.
@@ -219,7 +306,38 @@ pub fn headers(letter: &DeadLetter) -> OwnedHeaders {
             value: Some(&status.to_string()),
         });
     }
+    if let Some(from) = &letter.replayed_from {
+        headers = headers.insert(Header {
+            key: REPLAYED_FROM,
+            value: Some(&**from),
+        });
+    }
     headers
+}
+
+/// The header a replayed record gains, `<dlq topic>/<partition>/<offset>`,
+/// and the dead letter of a replayed record keeps.
+pub const REPLAYED_FROM: &str = "pps-replayed-from";
+
+/// The longest `pps-replayed-from` carried on (a topic name is at most 249
+/// characters, so a real one is far shorter).
+const MAX_REPLAYED_FROM_BYTES: usize = 512;
+
+/// A record's `pps-replayed-from` header, when it holds one-line UTF-8 of
+/// at most 512 bytes (anything else is not ours and is not carried on); the
+/// last one, the latest replay, when a record was replayed more than once.
+pub fn replayed_from<H: Headers>(headers: &H) -> Option<Box<str>> {
+    headers
+        .iter()
+        .filter(|header| header.key == REPLAYED_FROM)
+        .filter_map(|header| std::str::from_utf8(header.value?).ok())
+        .filter(|value| {
+            !value.is_empty()
+                && value.len() <= MAX_REPLAYED_FROM_BYTES
+                && !value.chars().any(char::is_control)
+        })
+        .last()
+        .map(Box::from)
 }
 
 /// The event's `store_id`, for `pps-store-id`, when the value is a JSON
@@ -307,6 +425,7 @@ mod tests {
             },
             offset: 1,
             target_status: None,
+            replayed_from: None,
         };
         let headers = headers(&letter);
         let found: Vec<(String, Vec<u8>)> = (0..headers.count())
@@ -369,6 +488,7 @@ mod tests {
             },
             offset: 42,
             target_status: Some(400),
+            replayed_from: None,
         };
         let headers = headers(&letter);
         let got: Vec<(String, String)> = (0..headers.count())
@@ -391,6 +511,112 @@ mod tests {
         assert_eq!(
             got,
             expected.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_letter_too_large_for_the_topic_is_written_without_what_does_not_fit() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dlq", 1, 1).expect("topic");
+        let settings = KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            dlq_topic: "dlq".into(),
+            ..KafkaSettings::default()
+        };
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        };
+        let writer =
+            DeadLetterWriter::new(&settings, retry, Arc::new(Metrics::new())).expect("writer");
+        // Over librdkafka's default message.max.bytes (1,000,000).
+        let big = vec![b'x'; 1_200_000];
+        let letter = |key: Vec<u8>| DeadLetter {
+            key: Some(key),
+            payload: big.clone(),
+            class: DeadLetterClass::InvalidJson,
+            reason: "not JSON".into(),
+            source: TopicPartition {
+                topic: "pos.purchases".into(),
+                partition: 2,
+            },
+            offset: 7,
+            target_status: None,
+            replayed_from: None,
+        };
+        let small_key = letter(b"CRM-1".to_vec());
+        let big_key = letter(big.clone());
+        for one in [&small_key, &big_key] {
+            let written = tokio::time::timeout(
+                Duration::from_secs(20),
+                writer.write(one, &CancellationToken::new()),
+            )
+            .await
+            .expect("a refusal for size is not retried forever");
+            assert!(written);
+        }
+        let inspector = crate::kafka::inspect::Inspector::new(&settings.brokers, &[]).unwrap();
+        let stored = tokio::task::spawn_blocking(move || inspector.read_all("dlq"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].key.as_deref(), Some(&b"CRM-1"[..]));
+        assert!(stored[0].value.is_empty());
+        assert_eq!(stored[0].headers[VALUE_OMITTED], "1200000");
+        assert!(!stored[0].headers.contains_key(KEY_OMITTED));
+        assert_eq!(stored[1].key, None);
+        assert_eq!(stored[1].headers[VALUE_OMITTED], "1200000");
+        assert_eq!(stored[1].headers[KEY_OMITTED], "1200000");
+        for letter in &stored {
+            assert_eq!(letter.headers["pps-error-class"], "invalid_json");
+            assert_eq!(letter.headers["pps-source-partition"], "2");
+            assert_eq!(letter.headers["pps-source-offset"], "7");
+        }
+    }
+
+    #[test]
+    fn the_latest_well_formed_replay_mark_is_carried_on() {
+        let of = |pairs: &[(&str, &[u8])]| {
+            let headers = pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            });
+            replayed_from(&headers).map(String::from)
+        };
+        assert_eq!(of(&[("traceparent", b"x")]), None);
+        assert_eq!(
+            of(&[(REPLAYED_FROM, b"dlq/0/1"), (REPLAYED_FROM, b"dlq/0/9")]).as_deref(),
+            Some("dlq/0/9")
+        );
+        let long = vec![b'a'; MAX_REPLAYED_FROM_BYTES + 1];
+        for bad in [&b""[..], b"\xff\xfe", b"a\nb", &long] {
+            assert_eq!(of(&[(REPLAYED_FROM, bad)]), None, "{bad:?}");
+            assert_eq!(
+                of(&[(REPLAYED_FROM, b"dlq/1/2"), (REPLAYED_FROM, bad)]).as_deref(),
+                Some("dlq/1/2")
+            );
+        }
+        let letter = DeadLetter {
+            key: None,
+            payload: vec![],
+            class: DeadLetterClass::InvalidJson,
+            reason: "not JSON".into(),
+            source: TopicPartition {
+                topic: "pos.purchases".into(),
+                partition: 0,
+            },
+            offset: 1,
+            target_status: None,
+            replayed_from: Some("dlq/0/9".into()),
+        };
+        let written = headers(&letter);
+        let last = written.get(written.count() - 1);
+        assert_eq!(
+            (last.key, last.value),
+            (REPLAYED_FROM, Some(&b"dlq/0/9"[..]))
         );
     }
 }

@@ -48,7 +48,10 @@ pub struct Record {
     pub decision: Decision,
     /// The W3C trace context of its headers, read only while traces are
     /// exported: the event's span continues that trace.
-    pub trace_context: Option<opentelemetry::trace::SpanContext>,
+    pub trace_context: Option<Box<opentelemetry::trace::SpanContext>>,
+    /// Its `pps-replayed-from` header (`dlq replay` put it there): a dead
+    /// letter of this record carries it on, so a replay can tell.
+    pub replayed_from: Option<Box<str>>,
 }
 
 /// What the consumer thread tells the coordinator.

@@ -197,6 +197,18 @@ def test_a_budget_above_adobes_cap_needs_an_explicit_override(rate):
     assert refusal(allowed) == ""
 
 
+# ------------------------------------------------------------ shutdown
+
+
+@pytest.mark.parametrize("margin", [0, 5])
+def test_a_grace_margin_shorter_than_the_exit_after_the_deadline_is_refused(margin):
+    # The process exits up to 5 s after the drain deadline (final commit,
+    # group leave): a smaller margin lets SIGKILL cut them short.
+    said = refusal(merged(MINIMAL, {"terminationGraceMarginSeconds": margin}))
+    assert "terminationGraceMarginSeconds" in said, said
+    assert refusal(merged(MINIMAL, {"terminationGraceMarginSeconds": 6})) == ""
+
+
 # ------------------------------------------------------------ autoscaling
 
 

@@ -5,6 +5,7 @@
 use crate::helpers::*;
 use pos_profile_sync::generator::{EventKind, GeneratorConfig};
 use pos_profile_sync::mapping::{Decision, Mapping};
+use pos_profile_sync::ops::config::PropertyValue;
 use pps_target_simulator::{Failure, Faults, Latency, RetryAfter};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -110,6 +111,20 @@ async fn every_event_arrives_and_bad_ones_are_dead_lettered_with_provenance() {
 
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// A session long enough for a drain deadline above the tests' 6 s.
+fn long_session(config: &mut AppConfig) {
+    for (key, value) in [
+        ("session.timeout.ms", 30_000),
+        ("max.poll.interval.ms", 60_000),
+    ] {
+        config
+            .settings
+            .kafka
+            .properties
+            .insert(key.to_owned(), PropertyValue::Int(value));
+    }
 }
 
 fn class_name(class: &str) -> &'static str {
@@ -640,4 +655,116 @@ async fn the_pods_buffer_limit_pauses_every_partition_whatever_their_number() {
     assert_eq!(app.metric("pps_paused_partitions").await, Some(0.0));
     let (status, _) = app.terminate(Duration::from_secs(10));
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_commit_the_group_never_answers_does_not_hold_the_exit_past_its_deadline() {
+    let kafka = Kafka::start(3);
+    let work = workload(400, 1_000_000, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    // No periodic commit comes before the stop: what was accepted waits
+    // for the final commit.
+    let mut config = AppConfig::new(&kafka, &sim).with_delivery(|delivery| {
+        delivery.commit_interval_ms = 600_000;
+        delivery.drain_timeout_ms = 10_000;
+    });
+    long_session(&mut config);
+    let mut app = spawn_app(&config);
+    wait_for(Duration::from_secs(30), "every event accepted", || {
+        sim.stats().accepted >= 400
+    })
+    .await;
+    // Every broker, the group coordinator among them, now answers after 40 s.
+    for broker in 1..=3 {
+        kafka
+            .mock()
+            .broker_round_trip_time(broker, Duration::from_secs(40))
+            .unwrap();
+    }
+    let (_, took) = app.terminate(Duration::from_secs(30));
+    assert!(
+        took <= Duration::from_millis(10_000 + 5000),
+        "took {took:?}; log:\n{}",
+        app.log_text()
+    );
+    assert!(
+        app.log_text()
+            .contains("Could not commit final offsets; the next owner re-reads"),
+        "log:\n{}",
+        app.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_kafka_error_ends_the_pod_promptly_and_loses_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let kafka = Kafka::start(2);
+    let work = workload(300, 100, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.settings.kafka.properties.insert(
+        "group.instance.id".to_owned(),
+        PropertyValue::Text("pod-0".to_owned()),
+    );
+    let mut app = spawn_app(&config);
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+    // The group coordinator says another member took this instance id:
+    // librdkafka raises a fatal error, and the client can do nothing more.
+    kafka.mock().request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID; 20],
+    );
+    let fenced = std::time::Instant::now();
+    let status = app
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running; log:\n{}", app.log_text()));
+    let took = fenced.elapsed();
+    println!("fenced to exit: {took:?}");
+    let log = app.log_text();
+    assert!(!status.success(), "exit {status:?}; log:\n{log}");
+    assert!(log.contains("Fatal Kafka client error"), "log:\n{log}");
+    // The heartbeat comes within 0.5 s and nothing is in flight: the pod
+    // stops at once rather than waiting for a close that cannot come.
+    assert!(took < Duration::from_secs(5), "took {took:?}; log:\n{log}");
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_a_long_drain_at_once() {
+    let kafka = Kafka::start(2);
+    let work = workload(200, 1_000_000, 0.0, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    let mut config =
+        AppConfig::new(&kafka, &sim).with_delivery(|delivery| delivery.drain_timeout_ms = 20_000);
+    long_session(&mut config);
+    let mut app = spawn_app(&config);
+    // Target holds every answer: the drain would wait out its 20 s.
+    sim.hold();
+    wait_for(Duration::from_secs(30), "a held request", || {
+        sim.stats().held >= 1
+    })
+    .await;
+    app.signal(15);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        app.running(),
+        "the first SIGTERM drains, it does not stop at once"
+    );
+    let second = std::time::Instant::now();
+    app.signal(15);
+    let status = app
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still draining; log:\n{}", app.log_text()));
+    assert_eq!(status.code(), Some(1), "log:\n{}", app.log_text());
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        second.elapsed()
+    );
+    // Nothing was accepted, so nothing was committed: all is read again.
+    assert!(kafka.committed("pos-profile-sync").iter().all(|c| *c <= 0));
+    sim.release();
 }

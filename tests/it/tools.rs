@@ -378,3 +378,183 @@ fn a_missing_dead_letter_topic_exits_2_and_an_empty_one_has_nothing_to_replay() 
     assert_eq!(unknown.code, Some(2), "{unknown}");
     assert!(unknown.stderr.contains("target_rejected"), "{unknown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_record_that_fails_again_keeps_its_mark_and_can_be_left_alone() {
+    let kafka = Kafka::start(2);
+    let work = Workload::new(GeneratorConfig {
+        events: 200,
+        customers: 50,
+        bad_ratio: 0.2,
+        ..GeneratorConfig::default()
+    });
+    // Every other event comes back from an earlier replay.
+    kafka.produce_with_headers(&work.events, |index| {
+        if index % 2 == 0 {
+            vec![("pps-replayed-from", format!("{DLQ}/0/{index}"))]
+        } else {
+            Vec::new()
+        }
+    });
+    let sim = start_simulator(None).await;
+    let mut app = spawn_app(&AppConfig::new(&kafka, &sim));
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+    let (status, _) = app.terminate(Duration::from_secs(20));
+    assert!(status.success());
+
+    let sources: BTreeMap<(i32, i64), Consumed> = kafka
+        .read_all(TOPIC)
+        .into_iter()
+        .map(|r| ((r.partition, r.offset), r))
+        .collect();
+    let letters = kafka.read_all(DLQ);
+    assert!(!letters.is_empty());
+    let mut marked = 0;
+    for letter in &letters {
+        let at = (
+            letter.headers["pps-source-partition"].parse().unwrap(),
+            letter.headers["pps-source-offset"].parse().unwrap(),
+        );
+        let mark = sources[&at].headers.get("pps-replayed-from");
+        assert_eq!(letter.headers.get("pps-replayed-from"), mark, "{letter:?}");
+        marked += usize::from(mark.is_some());
+    }
+    assert!(marked > 0 && marked < letters.len(), "{marked}");
+    let classes = ["invalid_json", "schema_violation", "unsupported_version"];
+    let (_dir, config) = tool_config(&kafka);
+    let mut args = vec![
+        "dlq",
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--dry-run",
+    ];
+    for class in &classes {
+        args.extend(["--class", class]);
+    }
+    let every = tool(&args);
+    assert_eq!(every.code, Some(0), "{every}");
+    assert!(
+        every.stdout.contains(&format!(
+            "would replay {} to their source topics",
+            letters.len()
+        )),
+        "{every}"
+    );
+    args.push("--skip-replayed");
+    let once = tool(&args);
+    assert_eq!(once.code, Some(0), "{once}");
+    assert!(
+        once.stdout.contains(&format!(
+            "would replay {} to their source topics",
+            letters.len() - marked
+        )) && once
+            .stdout
+            .contains(&format!(", {marked} replayed before\n")),
+        "{once}"
+    );
+}
+
+#[test]
+fn a_dead_letter_with_no_place_at_its_source_stops_the_replay_before_it() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::BaseRecord;
+    let kafka = Kafka::start(2);
+    let (_dir, config) = tool_config(&kafka);
+    let config = config.to_str().unwrap();
+    let producer = kafka.producer().unwrap();
+    // One dead-letter topic for each case, its single letter naming its source.
+    let cases = [
+        (
+            "dlq.no-topic",
+            "no.such.topic",
+            "0",
+            Some(2),
+            "topic no.such.topic does not exist",
+        ),
+        (
+            "dlq.garbage",
+            TOPIC,
+            "two",
+            Some(1),
+            "pps-source-partition \"two\" is not a partition number",
+        ),
+        (
+            "dlq.negative",
+            TOPIC,
+            "-1",
+            Some(1),
+            "pps-source-partition \"-1\" is not a partition number",
+        ),
+        (
+            "dlq.too-far",
+            TOPIC,
+            "7",
+            Some(1),
+            "pps-source-partition 7 is not a partition of pos.purchases (it has 2)",
+        ),
+        (
+            "dlq.fine",
+            TOPIC,
+            "1",
+            Some(0),
+            "replayed 1 to their source topics",
+        ),
+    ];
+    for (dlq, source, partition, _, _) in cases {
+        kafka.create_topic(dlq, 1).unwrap();
+        let headers = [
+            ("pps-error-class", "invalid_json"),
+            ("pps-source-topic", source),
+            ("pps-source-partition", partition),
+            ("pps-source-offset", "0"),
+        ]
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        });
+        let record = BaseRecord::to(dlq)
+            .key(&b"CRM-1"[..])
+            .payload(&b"{not json"[..])
+            .headers(headers);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    for (dlq, _, _, code, said) in cases {
+        let run = tool(&[
+            "dlq",
+            "replay",
+            "--config",
+            config,
+            "--class",
+            "invalid_json",
+            "--dlq-topic",
+            dlq,
+        ]);
+        assert_eq!(run.code, code, "{dlq}: {run}");
+        assert!(
+            run.stdout.contains(said) || run.stderr.contains(said),
+            "{dlq}: {run}"
+        );
+    }
+    // Only the letter with a place went back, to that partition; the missing
+    // topic was not created.
+    let back = kafka.read_all(TOPIC);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].partition, 1);
+    assert_eq!(back[0].headers["pps-replayed-from"], "dlq.fine/0/0");
+    // All topics: a request naming the topic would create it.
+    let metadata = rdkafka::producer::Producer::client(&producer)
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        metadata
+            .topics()
+            .iter()
+            .all(|t| t.name() != "no.such.topic"),
+        "the replay created the missing source topic"
+    );
+}

@@ -201,7 +201,8 @@ impl App {
         crate::status_kb(&format!("/proc/{}/status", self.pid()?), field)
     }
 
-    fn signal(&self, signal: i32) {
+    /// Sends `signal` (a number, as `kill -N`) to the process, if it runs.
+    pub fn signal(&self, signal: i32) {
         if let Some(child) = &self.child {
             // SAFETY-free: kill(2) on our own child's pid.
             let _ = Command::new("kill")
@@ -237,6 +238,20 @@ impl App {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for the process to exit by itself; its status, or `None` if it
+    /// still runs after `limit` (it is left running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        let child = self.child.as_mut()?;
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Whether the process is still running (it never exited nor was restarted).

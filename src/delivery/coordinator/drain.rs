@@ -3,6 +3,7 @@
 
 use super::effects::{commit_sync, wait_commit};
 use super::*;
+use rdkafka::consumer::Consumer;
 
 /// How long the final commit may take after the drain: the process must
 /// end within the drain deadline plus 5 s, leaving time to leave the group.
@@ -82,6 +83,7 @@ impl Coordinator {
                 }
                 Err(_) => {
                     tracing::error!("The last offset commit did not answer in time; the next owner re-reads from the last commit.");
+                    self.consumer.context().abandon_commit();
                     return;
                 }
             }
@@ -118,6 +120,7 @@ impl Coordinator {
                 }
                 Err(_) => {
                     tracing::error!("The final offset commit did not answer in time.");
+                    self.consumer.context().abandon_commit();
                     break;
                 }
             }

@@ -62,6 +62,7 @@ pub(super) fn record_of(
         payload,
         timestamp_ms: None,
         trace_context: None,
+        replayed_from: None,
     }
 }
 

@@ -88,6 +88,8 @@ pub struct ReplayOutcome {
 pub fn run(kafka: &KafkaSettings, plan: &ReplayPlan, stop: &CancellationToken) -> ReplayOutcome {
     let mut replay = Replay {
         plan,
+        kafka,
+        sources: BTreeMap::new(),
         report: ReplayReport::default(),
         interrupted: false,
     };
@@ -101,6 +103,9 @@ pub fn run(kafka: &KafkaSettings, plan: &ReplayPlan, stop: &CancellationToken) -
 
 struct Replay<'a> {
     plan: &'a ReplayPlan,
+    kafka: &'a KafkaSettings,
+    /// The partitions of each source topic a dead letter named, as first seen.
+    sources: BTreeMap<String, Vec<i32>>,
     report: ReplayReport,
     interrupted: bool,
 }
@@ -224,7 +229,7 @@ impl Replay<'_> {
         let mut failure = None;
         let mut handled = Vec::with_capacity(batch.len());
         for message in &batch {
-            match self.hand_over(producer, message) {
+            match self.hand_over(consumer, producer, message) {
                 Ok(one) => handled.push(one),
                 Err(error) => {
                     failure = Some(error);
@@ -268,7 +273,8 @@ impl Replay<'_> {
 
     /// Decides one dead letter and, when it moves, hands it to the producer.
     fn hand_over(
-        &self,
+        &mut self,
+        consumer: &BaseConsumer<TracingContext>,
         producer: Option<&FutureProducer<TracingContext>>,
         message: &OwnedMessage,
     ) -> Result<Handled, ReplayError> {
@@ -280,9 +286,17 @@ impl Replay<'_> {
                 .into_iter()
                 .flat_map(|headers| headers.iter().map(|h| (h.key, h.value))),
         );
-        let verdict = plan.filter.verdict(offset, provenance.class.as_deref());
+        let verdict = plan.filter.verdict(offset, &provenance);
         let at = format!("{}/{partition}/{offset}", plan.dlq_topic);
         let mut delivery = None;
+        if verdict == Verdict::SkipIncomplete {
+            tracing::warn!(
+                letter = %at,
+                source_topic = provenance.source_topic.as_deref().unwrap_or("?"),
+                source_partition = ?provenance.source_partition,
+                "Skipping a dead letter without its value (too large for the dead-letter topic); the record is at its pps-source-offset in its source topic."
+            );
+        }
         if verdict == Verdict::Replay {
             let (topic, to_partition) =
                 destination(&plan.destination, &provenance, &plan.dlq_topic).map_err(|reason| {
@@ -291,6 +305,13 @@ impl Replay<'_> {
                         reason,
                     }
                 })?;
+            if let Some(to_partition) = to_partition {
+                self.check_source(consumer, &topic, to_partition)?
+                    .map_err(|reason| ReplayError::Unreplayable {
+                        at: at.clone(),
+                        reason,
+                    })?;
+            }
             if let Some(producer) = producer {
                 let headers = message
                     .headers()
@@ -333,6 +354,36 @@ impl Replay<'_> {
             class: provenance.class_label().to_owned(),
             verdict,
             delivery,
+        })
+    }
+
+    /// Whether `partition` of the source topic `topic` exists (the topic's
+    /// partitions are read once a run). A missing topic stops the run: the
+    /// producer must not create it, nor wait for it until its timeout.
+    fn check_source(
+        &mut self,
+        consumer: &BaseConsumer<TracingContext>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Result<(), String>, ReplayError> {
+        if !self.sources.contains_key(topic) {
+            let found = partitions(consumer, topic, self.kafka).map_err(|error| match error {
+                ReplayError::MissingTopic { topic, .. } => ReplayError::MissingTopic {
+                    topic,
+                    hint: "it is the pps-source-topic of a dead letter; create it, or pass --to TOPIC",
+                },
+                other => other,
+            })?;
+            self.sources.insert(topic.to_owned(), found);
+        }
+        let known = &self.sources[topic];
+        Ok(if known.contains(&partition) {
+            Ok(())
+        } else {
+            Err(format!(
+                "its pps-source-partition {partition} is not a partition of {topic} (it has {}); pass --to TOPIC",
+                known.len()
+            ))
         })
     }
 

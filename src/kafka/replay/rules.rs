@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The header a replayed record gains: `<dlq topic>/<partition>/<offset>`.
-pub const REPLAYED_FROM: &str = "pps-replayed-from";
+pub use crate::kafka::dead_letter::REPLAYED_FROM;
+use crate::kafka::dead_letter::{KEY_OMITTED, VALUE_OMITTED};
 /// How dead letters without a `pps-error-class` header are counted.
 pub const NO_CLASS: &str = "(no class)";
 
@@ -19,6 +19,9 @@ pub struct Filter {
     pub from_offset: Option<i64>,
     /// Per dead-letter partition, the first offset not read (exclusive).
     pub until_offset: Option<i64>,
+    /// Leave dead letters of records that were themselves replayed (they
+    /// carry `pps-replayed-from`), so a record is replayed at most once.
+    pub skip_replayed: bool,
 }
 
 /// What happens to one dead letter.
@@ -30,19 +33,29 @@ pub enum Verdict {
     SkipRange,
     /// Its class was not asked for.
     SkipClass,
+    /// Replayed before, and `--skip-replayed` was given.
+    SkipReplayed,
+    /// Its value (or key) was too large for the dead-letter topic and is not
+    /// in the letter: only the source topic still has the record.
+    SkipIncomplete,
 }
 
 impl Filter {
-    /// The verdict for the dead letter at `offset` with this class header.
-    pub fn verdict(&self, offset: i64, class: Option<&str>) -> Verdict {
+    /// The verdict for the dead letter at `offset` with these headers.
+    pub fn verdict(&self, offset: i64, provenance: &Provenance) -> Verdict {
         let before = self.from_offset.is_some_and(|from| offset < from);
         let after = self.until_offset.is_some_and(|until| offset >= until);
+        let class = provenance.class.as_deref();
         if before || after {
             Verdict::SkipRange
-        } else if class.is_some_and(|class| self.classes.contains(class)) {
-            Verdict::Replay
-        } else {
+        } else if !class.is_some_and(|class| self.classes.contains(class)) {
             Verdict::SkipClass
+        } else if provenance.incomplete {
+            Verdict::SkipIncomplete
+        } else if self.skip_replayed && provenance.replayed_from.is_some() {
+            Verdict::SkipReplayed
+        } else {
+            Verdict::Replay
         }
     }
 }
@@ -99,8 +112,13 @@ pub struct Provenance {
     pub class: Option<String>,
     /// `pps-source-topic`.
     pub source_topic: Option<String>,
-    /// `pps-source-partition`.
-    pub source_partition: Option<i32>,
+    /// `pps-source-partition`: `Err` holds a value that names no partition.
+    pub source_partition: Option<Result<i32, String>>,
+    /// `pps-replayed-from`: the letter's record was itself replayed.
+    pub replayed_from: Option<String>,
+    /// `pps-value-omitted` or `pps-key-omitted`: the letter lacks part of
+    /// its record.
+    pub incomplete: bool,
 }
 
 impl Provenance {
@@ -119,8 +137,16 @@ impl Provenance {
                 "pps-error-class" => provenance.class = text.map(str::to_owned),
                 "pps-source-topic" => provenance.source_topic = text.map(str::to_owned),
                 "pps-source-partition" => {
-                    provenance.source_partition = text.and_then(|v| v.parse().ok())
+                    provenance.source_partition = Some(match text.map(str::parse::<i32>) {
+                        Some(Ok(partition)) if partition >= 0 => Ok(partition),
+                        _ => Err(String::from_utf8_lossy(value.unwrap_or_default())
+                            .chars()
+                            .take(64)
+                            .collect()),
+                    })
                 }
+                REPLAYED_FROM => provenance.replayed_from = text.map(str::to_owned),
+                VALUE_OMITTED | KEY_OMITTED => provenance.incomplete = true,
                 _ => {}
             }
         }
@@ -144,7 +170,10 @@ pub enum Destination {
 
 /// The topic (and, back at the source, the original partition, so a
 /// profile's events stay in one partition whatever partitioner the original
-/// producer used) of one dead letter; `Err` says why it cannot move.
+/// producer used) of one dead letter; `Err` says why it cannot move. A
+/// letter whose partition header is missing or names no partition is not
+/// sent back by key: librdkafka's partitioner is not the producers', so the
+/// record could land behind a customer's later events.
 pub fn destination(
     to: &Destination,
     provenance: &Provenance,
@@ -152,15 +181,16 @@ pub fn destination(
 ) -> Result<(String, Option<i32>), String> {
     match to {
         Destination::Topic(topic) => Ok((topic.clone(), None)),
-        Destination::Source => match &provenance.source_topic {
-            None => Err("it has no pps-source-topic header; pass --to TOPIC".into()),
-            Some(topic) if topic == dlq_topic => {
+        Destination::Source => match (&provenance.source_topic, &provenance.source_partition) {
+            (None, _) => Err("it has no pps-source-topic header; pass --to TOPIC".into()),
+            (Some(topic), _) if topic == dlq_topic => {
                 Err("its pps-source-topic is the dead-letter topic itself; pass --to TOPIC".into())
             }
-            Some(topic) => Ok((
-                topic.clone(),
-                provenance.source_partition.filter(|p| *p >= 0),
+            (Some(_), None) => Err("it has no pps-source-partition header; pass --to TOPIC".into()),
+            (Some(_), Some(Err(value))) => Err(format!(
+                "its pps-source-partition {value:?} is not a partition number; pass --to TOPIC"
             )),
+            (Some(topic), Some(Ok(partition))) => Ok((topic.clone(), Some(*partition))),
         },
     }
 }
@@ -195,6 +225,10 @@ pub struct Tally {
     pub skipped_by_class: u64,
     /// Skipped: outside the offset range.
     pub skipped_by_range: u64,
+    /// Skipped: replayed before (`--skip-replayed`).
+    pub skipped_as_replayed: u64,
+    /// Skipped: the letter lacks its value or key (too large for the topic).
+    pub skipped_incomplete: u64,
 }
 
 impl Tally {
@@ -203,12 +237,22 @@ impl Tally {
             Verdict::Replay => self.replayed += 1,
             Verdict::SkipClass => self.skipped_by_class += 1,
             Verdict::SkipRange => self.skipped_by_range += 1,
+            Verdict::SkipReplayed => self.skipped_as_replayed += 1,
+            Verdict::SkipIncomplete => self.skipped_incomplete += 1,
         }
+    }
+
+    /// Dead letters skipped, for whatever reason.
+    pub fn skipped(&self) -> u64 {
+        self.skipped_by_class
+            + self.skipped_by_range
+            + self.skipped_as_replayed
+            + self.skipped_incomplete
     }
 
     /// Dead letters read.
     pub fn read(&self) -> u64 {
-        self.replayed + self.skipped_by_class + self.skipped_by_range
+        self.replayed + self.skipped()
     }
 }
 
@@ -243,6 +287,14 @@ mod tests {
             classes: classes.iter().map(|c| c.to_string()).collect(),
             from_offset: from,
             until_offset: until,
+            skip_replayed: false,
+        }
+    }
+
+    fn of_class(class: Option<&str>) -> Provenance {
+        Provenance {
+            class: class.map(str::to_owned),
+            ..Provenance::default()
         }
     }
 
@@ -259,11 +311,41 @@ mod tests {
             (5, Some("schema_violation"), Verdict::SkipRange),
         ];
         for (offset, class, expected) in cases {
-            assert_eq!(f.verdict(offset, class), expected, "{offset} {class:?}");
+            assert_eq!(
+                f.verdict(offset, &of_class(class)),
+                expected,
+                "{offset} {class:?}"
+            );
         }
         assert_eq!(
-            filter(&["a", "b"], None, None).verdict(i64::MAX - 1, Some("b")),
+            filter(&["a", "b"], None, None).verdict(i64::MAX - 1, &of_class(Some("b"))),
             Verdict::Replay
+        );
+    }
+
+    #[test]
+    fn a_letter_replayed_before_is_left_only_when_asked() {
+        let again = Provenance {
+            replayed_from: Some("pos.purchases.dlq/0/7".into()),
+            ..of_class(Some("target_rejected"))
+        };
+        let mut f = filter(&["target_rejected"], None, None);
+        assert_eq!(f.verdict(9, &again), Verdict::Replay);
+        f.skip_replayed = true;
+        assert_eq!(f.verdict(9, &again), Verdict::SkipReplayed);
+        assert_eq!(
+            f.verdict(9, &of_class(Some("target_rejected"))),
+            Verdict::Replay
+        );
+        let cut = Provenance {
+            incomplete: true,
+            ..of_class(Some("target_rejected"))
+        };
+        assert_eq!(f.verdict(9, &cut), Verdict::SkipIncomplete);
+        // The other filters speak first.
+        assert_eq!(
+            filter(&["invalid_json"], None, None).verdict(9, &again),
+            Verdict::SkipClass
         );
     }
 
@@ -283,20 +365,32 @@ mod tests {
 
     #[test]
     fn provenance_comes_from_the_contract_headers() {
-        let headers: [(&str, Option<&[u8]>); 5] = [
+        let headers: [(&str, Option<&[u8]>); 6] = [
             ("pps-error-class", Some(b"target_rejected")),
             ("pps-source-topic", Some(b"pos.purchases")),
             ("pps-source-partition", Some(b"3")),
             ("pps-target-status", Some(b"400")),
+            ("pps-replayed-from", Some(b"pos.purchases.dlq/0/12")),
             ("traceparent", None),
         ];
         let p = Provenance::from_headers(headers);
         assert_eq!(p.class.as_deref(), Some("target_rejected"));
         assert_eq!(p.source_topic.as_deref(), Some("pos.purchases"));
-        assert_eq!(p.source_partition, Some(3));
-        let bare = Provenance::from_headers([("pps-source-partition", Some(&b"x"[..]))]);
+        assert_eq!(p.source_partition, Some(Ok(3)));
+        assert_eq!(p.replayed_from.as_deref(), Some("pos.purchases.dlq/0/12"));
+        assert!(!p.incomplete);
+        for omitted in ["pps-value-omitted", "pps-key-omitted"] {
+            assert!(Provenance::from_headers([(omitted, Some(&b"1200000"[..]))]).incomplete);
+        }
+        let bare = Provenance::from_headers([("pps-error-class", None)]);
         assert_eq!(bare, Provenance::default());
         assert_eq!(bare.class_label(), NO_CLASS);
+        for bad in [&b"x"[..], b"-1", b"", b"99999999999", b"\xff"] {
+            let p = Provenance::from_headers([("pps-source-partition", Some(bad))]);
+            assert!(matches!(p.source_partition, Some(Err(_))), "{bad:?}: {p:?}");
+        }
+        let p = Provenance::from_headers([("pps-source-partition", None)]);
+        assert!(matches!(p.source_partition, Some(Err(_))), "{p:?}");
     }
 
     #[test]
@@ -304,7 +398,9 @@ mod tests {
         let p = Provenance {
             class: Some("invalid_json".into()),
             source_topic: Some("pos.purchases".into()),
-            source_partition: Some(2),
+            source_partition: Some(Ok(2)),
+            replayed_from: None,
+            incomplete: false,
         };
         let dlq = "pos.purchases.dlq";
         assert_eq!(
@@ -321,9 +417,22 @@ mod tests {
             .contains("--to"));
         let looped = Provenance {
             source_topic: Some(dlq.into()),
-            ..p
+            ..p.clone()
         };
         assert!(destination(&Destination::Source, &looped, dlq).is_err());
+        // Never back by key: the producers' partitioner is not librdkafka's.
+        for source_partition in [None, Some(Err("-1".to_owned()))] {
+            let unplaced = Provenance {
+                source_partition,
+                ..p.clone()
+            };
+            let why = destination(&Destination::Source, &unplaced, dlq).unwrap_err();
+            assert!(
+                why.contains("pps-source-partition") && why.contains("--to"),
+                "{why}"
+            );
+            assert!(destination(&Destination::Topic("other".into()), &unplaced, dlq).is_ok());
+        }
     }
 
     #[test]
@@ -347,15 +456,18 @@ mod tests {
         report.count("invalid_json", Verdict::Replay);
         report.count("invalid_json", Verdict::SkipRange);
         report.count("schema_violation", Verdict::SkipClass);
+        report.count("target_rejected", Verdict::SkipReplayed);
         assert_eq!(
             report.total,
             Tally {
                 replayed: 1,
                 skipped_by_class: 1,
-                skipped_by_range: 1
+                skipped_by_range: 1,
+                skipped_as_replayed: 1,
+                skipped_incomplete: 0,
             }
         );
-        assert_eq!(report.total.read(), 3);
+        assert_eq!(report.total.read(), 4);
         assert_eq!(report.by_class["invalid_json"].replayed, 1);
         assert_eq!(report.by_class["schema_violation"].skipped_by_class, 1);
     }

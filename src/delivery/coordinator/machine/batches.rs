@@ -636,6 +636,7 @@ mod tests {
             key: None,
             payload: Vec::new(),
             timestamp_ms: None,
+            replayed_from: None,
             received_at: Instant::now(),
             span: EventSpan::default(),
         }

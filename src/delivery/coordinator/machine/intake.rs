@@ -91,7 +91,7 @@ impl DeliveryState {
             &record.tp,
             record.offset,
             &self.settings.group_id,
-            record.trace_context.as_ref(),
+            record.trace_context.as_deref(),
         );
         let tp = record.tp.clone();
         let event = EventRef {
@@ -119,6 +119,7 @@ impl DeliveryState {
                     source: event.tp.clone(),
                     offset: event.offset,
                     target_status: None,
+                    replayed_from: record.replayed_from,
                 };
                 self.spawn_dead_letter(event, letter, span, false);
             }
@@ -133,6 +134,7 @@ impl DeliveryState {
                         key: record.key,
                         payload: record.payload,
                         timestamp_ms: record.timestamp_ms,
+                        replayed_from: record.replayed_from,
                         received_at: self.now,
                         span,
                     },

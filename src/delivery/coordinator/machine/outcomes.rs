@@ -263,5 +263,6 @@ pub(super) fn dead_letter_of(
         source: item.event.tp.clone(),
         offset: item.event.offset,
         target_status,
+        replayed_from: item.replayed_from.clone(),
     }
 }

@@ -20,6 +20,8 @@ pub(super) struct Pending {
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Vec<u8>,
     pub(super) timestamp_ms: Option<i64>,
+    /// The record's `pps-replayed-from`, for its dead letter.
+    pub(super) replayed_from: Option<Box<str>>,
     /// When the coordinator received it (the coalescing window starts here).
     pub(super) received_at: Instant,
     pub(super) span: EventSpan,
