@@ -76,6 +76,29 @@ pub fn classify(result: AttemptResult<'_>, now: SystemTime) -> Verdict {
     }
 }
 
+/// Whether the body of a 2xx answer to a single update says it was not
+/// taken: an HTML page (a proxy's error or login page, a captive portal, a
+/// `base_url` that is not Target) or Adobe's answer with `success` false
+/// (`<success>false</success>`, or its flattened text `false...`). Adobe's
+/// documented yes is `<success>true</success>` (flattened `trueRequest
+/// successfully submitted`); an empty or other body is taken as a yes.
+pub fn refuses(body: &[u8]) -> bool {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let head = &body[start..body.len().min(start + 4096)];
+    let starts = |prefix: &[u8]| {
+        head.len() >= prefix.len() && head[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    starts(b"<!doctype html")
+        || starts(b"<html")
+        || starts(b"false")
+        || head
+            .windows(b"<success>false".len())
+            .any(|w| w.eq_ignore_ascii_case(b"<success>false"))
+}
+
 /// `Retry-After` as delay-seconds or an HTTP date; a date in the past is zero.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -101,6 +124,28 @@ mod tests {
         AttemptResult::Response {
             status,
             retry_after,
+        }
+    }
+
+    #[test]
+    fn a_2xx_body_refuses_only_as_an_html_page_or_success_false() {
+        for body in [
+            &b"<!DOCTYPE html><title>Proxy error</title>"[..],
+            b"  \n<HTML><body>login</body></HTML>",
+            b"<?xml version=\"1.0\"?><response><success>FALSE</success></response>",
+            b"falseUnexpected error",
+        ] {
+            assert!(refuses(body), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [
+            &b""[..],
+            b"trueRequest successfully submitted",
+            b"<response><success>true</success><message>Request successfully submitted</message></response>",
+            b"{\"ok\":true}",
+            b"\xff\xfe garbage",
+            b"<success>fals",
+        ] {
+            assert!(!refuses(body), "{}", String::from_utf8_lossy(body));
         }
     }
 

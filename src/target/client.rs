@@ -2,7 +2,7 @@
 //! rustls, pooled keep-alive connections, a per-request timeout, and the
 //! response turned into a [`Verdict`] by [`classify`].
 
-use super::classify::{classify, AttemptResult, Verdict};
+use super::classify::{classify, refuses, AttemptResult, Verdict};
 use super::request::{UpdateEndpoint, UpdateRequest};
 use super::token::TokenSource;
 use crate::mapping::ProfileUpdate;
@@ -57,9 +57,9 @@ pub(crate) fn http_client(
         .build()?)
 }
 
-/// The longest single update answer read. Adobe's is a few bytes, and
-/// nothing in it is used: the body is read only so that the connection goes
-/// back to the pool.
+/// The longest single update answer read. Adobe's is a few bytes; a 2xx's
+/// is looked at to be sure it is Target's yes ([`refuses`]), any other is
+/// read only so that the connection goes back to the pool.
 pub(crate) const MAX_UPDATE_BODY: usize = 64 * 1024;
 
 /// What was read of a response body.
@@ -158,13 +158,19 @@ impl TargetClient {
         }
         let started = Instant::now();
         let outcome = builder.send().await;
+        let mut not_taken = false;
         let (result_status, retry_after, timed_out, connection) = match outcome {
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after_of(&response);
-                // Read the (small) body so the connection goes back to the pool.
-                match read_body(&mut response, MAX_UPDATE_BODY, false).await {
-                    Ok(_) => (Some(status), retry_after, false, false),
+                // Read the (small) body so the connection goes back to the
+                // pool; a 2xx's is kept, to be sure it is Target's yes.
+                let success = response.status().is_success();
+                match read_body(&mut response, MAX_UPDATE_BODY, success).await {
+                    Ok(body) => {
+                        not_taken = success && refuses(&body.bytes);
+                        (Some(status), retry_after, false, false)
+                    }
                     Err(error) => (Some(status), retry_after, error.is_timeout(), false),
                 }
             }
@@ -178,7 +184,15 @@ impl TargetClient {
             (_, true, _) => AttemptResult::Timeout,
             _ => AttemptResult::Connection,
         };
-        let verdict = classify(result, SystemTime::now());
+        let mut verdict = classify(result, SystemTime::now());
+        if not_taken {
+            // Not Target's yes (an HTML page, `success` false): never
+            // committed on it; retried, and counted against max_attempts.
+            verdict = Verdict::Retry {
+                status: result_status,
+                retry_after: None,
+            };
+        }
         if let (Verdict::AuthFailed { .. }, Some(token)) = (verdict, &self.token) {
             token.invalidate();
         }
@@ -196,6 +210,16 @@ impl TargetClient {
 /// gateway might.
 #[cfg(test)]
 pub(crate) async fn endless_body_server(status: u16) -> std::net::SocketAddr {
+    answering_server(status, None).await
+}
+
+/// A server on 127.0.0.1 that answers every request with `status` and
+/// `body` (endless when `None`).
+#[cfg(test)]
+pub(crate) async fn answering_server(
+    status: u16,
+    body: Option<&'static str>,
+) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -213,16 +237,24 @@ pub(crate) async fn endless_body_server(status: u16) -> std::net::SocketAddr {
                         Ok(n) => head.extend_from_slice(&buffer[..n]),
                     }
                 }
-                let answer = format!(
-                    "HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
-                );
-                if stream.write_all(answer.as_bytes()).await.is_err() {
+                let Some(body) = body else {
+                    let answer = format!(
+                        "HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut chunk = b"4000\r\n".to_vec();
+                    chunk.extend(std::iter::repeat_n(b'x', 0x4000));
+                    chunk.extend_from_slice(b"\r\n");
+                    while stream.write_all(&chunk).await.is_ok() {}
                     return;
-                }
-                let mut chunk = b"4000\r\n".to_vec();
-                chunk.extend(std::iter::repeat_n(b'x', 0x4000));
-                chunk.extend_from_slice(b"\r\n");
-                while stream.write_all(&chunk).await.is_ok() {}
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status} Whatever\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
             });
         }
     });
@@ -235,24 +267,59 @@ mod tests {
     use crate::event::Identity;
     use crate::mapping::Attribute;
 
-    #[tokio::test]
-    async fn an_endless_answer_is_read_no_further_than_the_cap() {
-        let address = endless_body_server(200).await;
+    /// A client of the server at `address`, with a 3 s timeout.
+    fn client_of(address: std::net::SocketAddr) -> TargetClient {
         let settings = TargetSettings {
             client_code: "acme".into(),
             base_url: format!("http://{address}"),
             timeout_ms: 3_000,
             ..TargetSettings::default()
         };
-        let client = TargetClient::new(&settings, 1).expect("client");
-        let update = ProfileUpdate {
+        TargetClient::new(&settings, 1).expect("client")
+    }
+
+    /// One customer's tier set to gold.
+    fn gold_tier() -> ProfileUpdate {
+        ProfileUpdate {
             identity: Identity::ThirdParty("CRM-1".into()),
             attributes: vec![Attribute {
                 name: "tier".into(),
                 value: "gold".into(),
             }],
             occurred_at: crate::event::parse_rfc3339("2026-11-28T10:15:00Z").expect("time"),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_2xx_that_is_not_targets_yes_is_retried_not_taken() {
+        let update = gold_tier();
+        let cases = [
+            ("<!DOCTYPE html><html><body>Sign in to continue</body></html>", false),
+            ("<response><success>false</success><message>Unexpected error</message></response>", false),
+            ("<response><success>true</success><message>Request successfully submitted</message></response>", true),
+            ("trueRequest successfully submitted", true),
+            ("", true),
+        ];
+        for (body, taken) in cases {
+            let client = client_of(answering_server(200, Some(body)).await);
+            let attempt = client.send(&update).await;
+            let expected = if taken {
+                Verdict::Accepted
+            } else {
+                Verdict::Retry {
+                    status: Some(200),
+                    retry_after: None,
+                }
+            };
+            assert_eq!(attempt.verdict, expected, "{body:?}");
+            assert_eq!(attempt.status, Some(200));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_no_further_than_the_cap() {
+        let client = client_of(endless_body_server(200).await);
+        let update = gold_tier();
         let attempt = client.send(&update).await;
         // Read whole, the body would run into the request timeout.
         assert!(!attempt.timed_out, "{attempt:?}");

@@ -45,6 +45,16 @@ fn known_and_unknown(work: &Workload, share: f64) -> (BTreeSet<String>, BTreeSet
         .partition(|id| known_at_start(id, share))
 }
 
+/// `existence.policy = "dead_letter"` with fetches that do not hold the test up.
+fn dead_letter_policy() -> ExistenceSettings {
+    ExistenceSettings {
+        policy: ExistencePolicy::DeadLetter,
+        fetch_per_second: 2000.0,
+        fetch_burst: 200,
+        ..ExistenceSettings::default()
+    }
+}
+
 fn workload(events: u64, customers: u64) -> Workload {
     Workload::new(GeneratorConfig {
         events,
@@ -125,12 +135,7 @@ async fn with_the_dead_letter_policy_unknown_customers_become_profile_not_found_
     let sim = faithful(0.5, 0).await;
     let (known, unknown) = known_and_unknown(&work, 0.5);
     let mut config = AppConfig::new(&kafka, &sim);
-    config.settings.existence = ExistenceSettings {
-        policy: ExistencePolicy::DeadLetter,
-        fetch_per_second: 2000.0,
-        fetch_burst: 200,
-        ..ExistenceSettings::default()
-    };
+    config.settings.existence = dead_letter_policy();
     let mut app = spawn_app(&config);
     wait_all_committed(&kafka, GROUP, Duration::from_secs(90)).await;
 
@@ -153,6 +158,61 @@ async fn with_the_dead_letter_policy_unknown_customers_become_profile_not_found_
             "{id} got its updates"
         );
     }
+    let (status, _) = app.terminate(Duration::from_secs(15));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_only_fetches_are_made_a_fixed_token_makes_the_pod_ready_again() {
+    let kafka = Kafka::start(2);
+    let work = workload(100, 30);
+    kafka.produce(&work.events);
+    // No customer is known: every fetch finds nothing, so no update is sent.
+    let mut sim_config = SimulatorConfig {
+        existence: Existence {
+            known_share: 0.0,
+            ..Existence::faithful()
+        },
+        ..SimulatorConfig::new(CLIENT)
+    };
+    sim_config.token = Some("right-token".into());
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), sim_config)
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write_file(&token, "wrong-token\n");
+    let mut config = AppConfig::new(&kafka, &sim);
+    config.settings.target.token_file = token.display().to_string();
+    config.settings.existence = dead_letter_policy();
+    let mut app = spawn_app(&config);
+    let mut refused = false;
+    for _ in 0..300 {
+        if let Some((503, reason)) = app.get("/readyz").await {
+            refused |= reason.contains("credentials");
+        }
+        if refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "a fetch refused for its credentials makes the pod not ready"
+    );
+
+    write_file(&token, "right-token\n");
+    wait_all_committed(&kafka, GROUP, Duration::from_secs(60)).await;
+    let letters = kafka.read_all(DLQ);
+    assert_eq!(letters.len(), 100);
+    assert!(letters
+        .iter()
+        .all(|l| l.headers["pps-error-class"] == "profile_not_found"));
+    assert!(
+        app.wait_ready(Duration::from_secs(10)).await,
+        "/readyz still says {:?} once the fetches were answered",
+        app.get("/readyz").await
+    );
     let (status, _) = app.terminate(Duration::from_secs(15));
     assert!(status.success());
 }

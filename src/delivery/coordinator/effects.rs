@@ -134,8 +134,28 @@ impl Coordinator {
             Err(error) if error.is_cancelled() => (error.id(), Err(Ended::Cancelled)),
             Err(error) => (error.id(), Err(Ended::Panicked(error.to_string()))),
         };
+        if let Ok(TaskDone::Fetched(Some(outcome))) = &done {
+            self.note_fetch(outcome);
+        }
         if let Some(work) = self.work_of.remove(&id) {
             self.state.on_task_done(work, done, Instant::now());
+        }
+    }
+
+    /// What a profile fetch's answer tells `/readyz`, as an update's does:
+    /// whether Target answered at all, and (any answer but 401/403) that
+    /// the credentials work again. With `existence.policy = "dead_letter"`
+    /// and unknown customers, fetches may be the only calls made.
+    fn note_fetch(&self, outcome: &crate::target::fetch::FetchOutcome) {
+        use crate::target::fetch::FetchOutcome;
+        let gate = &self.updates.gate;
+        match outcome {
+            FetchOutcome::Found { .. } | FetchOutcome::NotFound | FetchOutcome::Rejected { .. } => {
+                gate.set_reachable(true);
+                gate.auth_ok();
+            }
+            FetchOutcome::AuthFailed { .. } => gate.set_reachable(true),
+            FetchOutcome::Retry { status, .. } => gate.set_reachable(status.is_some()),
         }
     }
 

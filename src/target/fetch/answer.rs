@@ -197,16 +197,18 @@ fn parse_document(body: &[u8]) -> Option<Document> {
             .collect();
         return Some(Document::Profile(attributes));
     }
-    let says_404 = wire
+    // Adobe's words, not any JSON 404: a gateway's or a framework's own
+    // `{"status":404,"error":"Not Found"}` is a misrouted request.
+    let status_fits = wire
         .status
         .as_ref()
-        .is_some_and(|status| status.as_u64() == Some(404) || status.as_str() == Some("404"));
+        .is_none_or(|status| status.as_u64() == Some(404) || status.as_str() == Some("404"));
     let says_no_profile = wire
         .message
         .as_ref()
         .and_then(serde_json::Value::as_str)
         .is_some_and(|message| message.to_ascii_lowercase().contains("no profile found"));
-    (says_404 || says_no_profile).then_some(Document::NoProfile)
+    (status_fits && says_no_profile).then_some(Document::NoProfile)
 }
 
 #[cfg(test)]
@@ -269,7 +271,23 @@ mod tests {
             ),
             (
                 response(404, None, r#"{"status":404,"message":"no route"}"#),
-                FetchOutcome::NotFound,
+                FetchOutcome::Rejected { status: 404 },
+            ),
+            (
+                response(
+                    404,
+                    None,
+                    r#"{"timestamp":"2026-12-05T07:00:00Z","status":404,"error":"Not Found","path":"/rest/v1/profiles/thirdPartyId/CRM-1"}"#,
+                ),
+                FetchOutcome::Rejected { status: 404 },
+            ),
+            (
+                response(
+                    404,
+                    None,
+                    r#"{"status":500,"message":"No profile found? internal error"}"#,
+                ),
+                FetchOutcome::Rejected { status: 404 },
             ),
             (
                 response(404, None, ""),

@@ -72,7 +72,19 @@ impl DeliveryState {
                     self.send_through_batch(profile, items);
                 }
             }
-            FetchOutcome::Retry { retry_after, .. } => {
+            FetchOutcome::Retry {
+                status,
+                retry_after,
+            } => {
+                let Some(items) = self.count_failure(
+                    &profile,
+                    items,
+                    &mut retry,
+                    status,
+                    " of the profile fetch",
+                ) else {
+                    return;
+                };
                 let delay = retry
                     .schedule
                     .next_delay()

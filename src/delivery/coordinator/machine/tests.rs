@@ -936,3 +936,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_fetch_that_keeps_failing_is_given_up_after_max_attempts() {
+    use crate::target::fetch::FetchOutcome;
+    let mut m = Machine::new(fetching_settings(
+        crate::ops::config::ExistencePolicy::DeadLetter,
+    ));
+    m.state.max_attempts = 3;
+    m.assign(&[0]);
+    m.record(0, 0, "c1");
+    let mut fetch = one_fetch(&m.dispatch());
+    let failed = FetchOutcome::Retry {
+        status: Some(503),
+        retry_after: None,
+    };
+    for round in 1..=3 {
+        m.state
+            .on_task_done(fetch, Ok(TaskDone::Fetched(Some(failed.clone()))), m.now);
+        if round < 3 {
+            assert_eq!(dead_letters(&m.actions()), vec![], "round {round}");
+            m.advance(Duration::from_secs(2));
+            fetch = one_fetch(&m.dispatch());
+        }
+    }
+    let letters = dead_letters(&m.actions());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].0, DeadLetterClass::RetriesExhausted);
+    assert!(
+        letters[0].1.contains("of the profile fetch") && letters[0].1.contains("HTTP 503"),
+        "{}",
+        letters[0].1
+    );
+}

@@ -35,22 +35,10 @@ impl DeliveryState {
                 status,
                 retry_after,
             } => {
-                retry.failures += 1;
-                let max_attempts = self.max_attempts;
-                if max_attempts > 0 && retry.failures >= max_attempts {
-                    let reason = match status {
-                        Some(status) => format!("gave up after delivery.max_attempts retryable failures; last HTTP {status}"),
-                        None => "gave up after delivery.max_attempts retryable failures; last attempt got no response".to_owned(),
-                    };
-                    self.dead_letter_all(
-                        &profile,
-                        items,
-                        DeadLetterClass::RetriesExhausted,
-                        &reason,
-                        status,
-                    );
+                let Some(items) = self.count_failure(&profile, items, &mut retry, status, "")
+                else {
                     return;
-                }
+                };
                 let delay = retry
                     .schedule
                     .next_delay()
@@ -64,6 +52,41 @@ impl DeliveryState {
             }
             AttemptOutcome::Abandoned => self.abandoned(profile, items, retry, Next::Update),
         }
+    }
+
+    /// Counts a retryable failure of the profile's call (`call` names it in
+    /// the reason, empty for the update itself). Once `delivery.max_attempts`
+    /// are reached, its events are dead-lettered as `retries_exhausted` and
+    /// `None` is returned; otherwise they are handed back.
+    pub(super) fn count_failure(
+        &mut self,
+        profile: &Identity,
+        items: Vec<Pending>,
+        retry: &mut RetryState,
+        status: Option<u16>,
+        call: &str,
+    ) -> Option<Vec<Pending>> {
+        retry.failures += 1;
+        let max_attempts = self.max_attempts;
+        if max_attempts == 0 || retry.failures < max_attempts {
+            return Some(items);
+        }
+        let reason = match status {
+            Some(status) => format!(
+                "gave up after delivery.max_attempts retryable failures{call}; last HTTP {status}"
+            ),
+            None => format!(
+                "gave up after delivery.max_attempts retryable failures{call}; last attempt got no response"
+            ),
+        };
+        self.dead_letter_all(
+            profile,
+            items,
+            DeadLetterClass::RetriesExhausted,
+            &reason,
+            status,
+        );
+        None
     }
 
     /// Accepted events finish (and may be committed).
