@@ -514,13 +514,14 @@ mod tests {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_letter_too_large_for_the_topic_is_written_without_what_does_not_fit() {
-        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("dlq", 1, 1).expect("topic");
+    /// A writer to `topic` on `cluster`, retrying every 50 to 200 ms.
+    fn writer_to(
+        cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        topic: &str,
+    ) -> (KafkaSettings, DeadLetterWriter) {
         let settings = KafkaSettings {
             brokers: cluster.bootstrap_servers(),
-            dlq_topic: "dlq".into(),
+            dlq_topic: topic.into(),
             ..KafkaSettings::default()
         };
         let retry = RetryPolicy {
@@ -529,6 +530,14 @@ mod tests {
         };
         let writer =
             DeadLetterWriter::new(&settings, retry, Arc::new(Metrics::new())).expect("writer");
+        (settings, writer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_letter_too_large_for_the_topic_is_written_without_what_does_not_fit() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dlq", 1, 1).expect("topic");
+        let (settings, writer) = writer_to(&cluster, "dlq");
         // Over librdkafka's default message.max.bytes (1,000,000).
         let big = vec![b'x'; 1_200_000];
         let letter = |key: Vec<u8>| DeadLetter {
@@ -573,6 +582,44 @@ mod tests {
             assert_eq!(letter.headers["pps-source-partition"], "2");
             assert_eq!(letter.headers["pps-source-offset"], "7");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_dead_letter_topic_is_waited_for_never_created() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        let (settings, writer) = writer_to(&cluster, "missing.dlq");
+        let letter = DeadLetter {
+            key: None,
+            payload: b"{".to_vec(),
+            class: DeadLetterClass::InvalidJson,
+            reason: "not JSON".into(),
+            source: TopicPartition {
+                topic: "pos.purchases".into(),
+                partition: 0,
+            },
+            offset: 1,
+            target_status: None,
+            replayed_from: None,
+        };
+        let abandon = CancellationToken::new();
+        let stop = abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.cancel();
+        });
+        assert!(
+            !writer.write(&letter, &abandon).await,
+            "written to a topic that does not exist"
+        );
+        let inspector = crate::kafka::inspect::Inspector::new(&settings.brokers, &[]).unwrap();
+        // The inspector is a consumer: asking about the topic creates none.
+        let topics = tokio::task::spawn_blocking(move || inspector.partitions("missing.dlq"))
+            .await
+            .unwrap();
+        assert!(
+            topics.is_err() || topics == Ok(0),
+            "the topic was created: {topics:?}"
+        );
     }
 
     #[test]

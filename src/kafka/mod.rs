@@ -223,9 +223,15 @@ pub fn dead_letter_producer_config(
     // batches (librdkafka's idempotent producer with several batches in
     // flight assumes that; a broker or mock that does not check producer
     // sequences then silently loses a retried batch). Dead letters are
-    // few, so the throughput cost does not matter.
+    // few, so the throughput cost does not matter. One letter a batch: a
+    // size refusal (the broker judges the whole batch) is then about that
+    // letter alone, so only a letter too large loses its value. The topic
+    // is never created here: a missing or mistyped `dlq_topic` would get
+    // the broker's defaults (one replica, short retention) and lose letters.
     config
         .set("enable.idempotence", "true")
+        .set("batch.num.messages", "1")
+        .set("allow.auto.create.topics", "false")
         .set("max.in.flight.requests.per.connection", "1")
         .set("acks", "all")
         .set("message.timeout.ms", "30000")
