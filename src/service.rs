@@ -173,8 +173,18 @@ pub async fn run(
         .context("the consumer did not close")?;
     server_stop.cancel();
     let _ = server.await;
-    delivered?;
-    tracing::info!("pos-profile-sync stopped cleanly.");
+    let drained = delivered?;
+    if drained.is_clean() {
+        tracing::info!("pos-profile-sync stopped cleanly.");
+    } else {
+        // Nothing is lost (at-least-once): the next owner reads again what
+        // was not committed, and Target sees those events twice.
+        tracing::warn!(
+            abandoned = drained.abandoned,
+            offsets_committed = drained.committed,
+            "pos-profile-sync stopped; the next owner re-reads from the last commit what this pod did not finish or commit."
+        );
+    }
     Ok(())
 }
 
@@ -188,18 +198,19 @@ fn profile_fetcher(
     let client = FetchClient::new(&settings.target, 4)
         .context("cannot set up the Target profile fetch client")?;
     let group = settings.rate_limit.per_second;
-    let gate = gate.clone();
+    let share_of = gate.clone();
     let existence = &settings.existence;
     let budget = FetchBudget::new(
         existence.fetch_per_second,
         existence.fetch_burst,
-        Box::new(move || gate.share().per_second / group),
+        Box::new(move || share_of.share().per_second / group),
         metrics.clone(),
     );
     Ok(ProfileFetcher {
         client: Arc::new(client),
         budget: Arc::new(budget),
         metrics: metrics.clone(),
+        gate: Some(gate.clone()),
     })
 }
 

@@ -134,6 +134,11 @@ async fn check(fetcher: &ProfileFetcher, profile: &ExpectedProfile) -> Line {
     let reference = profile.latest.as_offset_date_time();
     let mut attempts = 0;
     let (result, mismatches, detail) = loop {
+        if !profile.identity.is_fetchable() {
+            let detail =
+                "Target's profile fetch API cannot address this id (it reads it as a path step)";
+            break (ReadBack::Failed, Vec::new(), Some(detail.to_owned()));
+        }
         let outcome = fetcher.fetch(&profile.identity).await;
         match judge_read_back(&attributes, reference, &outcome) {
             Ok(result) => {
@@ -267,6 +272,7 @@ async fn run(settings: &Settings, profiles: &[ExpectedProfile]) -> anyhow::Resul
             metrics.clone(),
         )),
         metrics,
+        gate: None,
     };
     let mut lines = futures::stream::iter(profiles)
         .map(|profile| check(&fetcher, profile))

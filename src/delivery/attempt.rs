@@ -131,6 +131,9 @@ impl UpdateAttempts {
                 if let Some(pause) = retry_after {
                     self.gate.pause_for(pause);
                 }
+                if permit.is_probe() {
+                    self.gate.probe_inconclusive();
+                }
                 AttemptOutcome::Retry {
                     status,
                     retry_after,

@@ -7,7 +7,7 @@
 //! [`ProfileFetcher`] is what callers use: wait for the budget, fetch, count
 //! the outcome in `pps_target_fetches_total{outcome}`.
 
-use super::gate::{until_ready, BudgetLimiter, RateShare};
+use super::gate::{until_ready, BudgetLimiter, RateShare, SendGate};
 use crate::event::Identity;
 use crate::ops::metrics::Metrics;
 use crate::target::fetch::{FetchClient, FetchOutcome};
@@ -130,14 +130,32 @@ pub struct ProfileFetcher {
     pub budget: Arc<FetchBudget>,
     /// `pps_target_fetches_total`.
     pub metrics: Arc<Metrics>,
+    /// The pod's send gate, where updates are sent too: a `Retry-After`
+    /// from either API holds back both (Target throttles the client, not
+    /// one API). `None` where nothing else is sent (the `verify` command).
+    pub gate: Option<Arc<SendGate>>,
 }
 
 impl ProfileFetcher {
-    /// One fetch, once the budget allows it.
+    /// One fetch, once no `Retry-After` pause is in force and the budget
+    /// allows it. A `Retry-After` in its answer pauses the gate.
     pub async fn fetch(&self, identity: &Identity) -> FetchOutcome {
+        if let Some(gate) = &self.gate {
+            gate.wait_out_pause().await;
+        }
         self.budget.acquire().await;
         let outcome = self.client.fetch(identity).await;
         self.metrics.count_fetch(outcome.label());
+        if let (
+            Some(gate),
+            FetchOutcome::Retry {
+                retry_after: Some(pause),
+                ..
+            },
+        ) = (&self.gate, &outcome)
+        {
+            gate.pause_for(*pause);
+        }
         outcome
     }
 }
@@ -187,6 +205,55 @@ mod tests {
         assert!(
             waited >= Duration::from_millis(150) && waited < Duration::from_millis(160),
             "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fetchs_retry_after_pauses_the_pod_and_the_next_fetch_waits_it_out() {
+        let (address, arrivals) = crate::target::client::canned_server(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        let settings = crate::ops::config::TargetSettings {
+            client_code: "acme".into(),
+            base_url: format!("http://{address}"),
+            timeout_ms: 3_000,
+            ..crate::ops::config::TargetSettings::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let gate = Arc::new(SendGate::new(
+            RateShare {
+                per_second: 1000.0,
+                burst: 10,
+            },
+            crate::retry::RetryPolicy {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(10),
+            },
+        ));
+        let fetcher = ProfileFetcher {
+            client: Arc::new(FetchClient::new(&settings, 1).expect("client")),
+            budget: Arc::new(FetchBudget::whole(1000.0, 10, metrics.clone())),
+            metrics,
+            gate: Some(gate.clone()),
+        };
+        assert_eq!(
+            fetcher.fetch(&Identity::ThirdParty("CRM-1".into())).await,
+            FetchOutcome::Retry {
+                status: Some(503),
+                retry_after: Some(Duration::from_secs(1))
+            }
+        );
+        assert!(gate.is_retry_paused(), "updates are held back too");
+        // Another profile's fetch, within the budget, waits for the pause.
+        fetcher.fetch(&Identity::ThirdParty("CRM-2".into())).await;
+        let arrivals = arrivals.lock().expect("arrivals").clone();
+        assert_eq!(arrivals.len(), 2);
+        let apart = arrivals[1] - arrivals[0];
+        assert!(
+            apart >= Duration::from_millis(900),
+            "the second fetch came {apart:?} after Target asked for 1 s"
         );
     }
 }

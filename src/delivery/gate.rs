@@ -144,6 +144,18 @@ struct ProbeSchedule {
     next_at: Option<Instant>,
 }
 
+impl ProbeSchedule {
+    /// The next probe waits one more backoff step from now.
+    fn push_back(&mut self) {
+        let policy = self.policy;
+        let delay = self
+            .bounds
+            .get_or_insert_with(|| policy.schedule())
+            .next_delay();
+        self.next_at = Some(Instant::now() + delay);
+    }
+}
+
 /// Permission to send one request; while credentials are paused it holds the
 /// single probe slot.
 #[derive(Debug)]
@@ -283,7 +295,8 @@ impl SendGate {
         Some(SendPermit { probe: None })
     }
 
-    async fn wait_out_pause(&self) {
+    /// Waits until no `Retry-After` pause is in force.
+    pub async fn wait_out_pause(&self) {
         while let Some(remaining) = self.pause_remaining() {
             tokio::time::sleep(remaining).await;
         }
@@ -325,12 +338,7 @@ impl SendGate {
         {
             let mut schedule = self.lock_probe();
             if was_probe || schedule.next_at.is_none() {
-                let policy = schedule.policy;
-                let delay = schedule
-                    .bounds
-                    .get_or_insert_with(|| policy.schedule())
-                    .next_delay();
-                schedule.next_at = Some(Instant::now() + delay);
+                schedule.push_back();
             }
         }
         if !self.readiness.set_auth_refused(true) {
@@ -338,6 +346,16 @@ impl SendGate {
                 status,
                 "Target refused the credentials; sending paused until it accepts again (check target.token_file)."
             );
+        }
+    }
+
+    /// A credentials probe got no word on the credentials (a 5xx, a 429, a
+    /// timeout, no connection): the next probe is pushed back as after a
+    /// refusal, so that an outage during a credentials pause is probed on
+    /// the backoff schedule, not at the budget's rate.
+    pub fn probe_inconclusive(&self) {
+        if self.readiness.is_auth_refused() {
+            self.lock_probe().push_back();
         }
     }
 
@@ -613,6 +631,38 @@ mod tests {
         let started = waiter.await.unwrap();
         assert!(started - paused_at >= Duration::from_secs(30));
         assert_eq!(gate.retry_after_pauses(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_gets_no_word_on_the_credentials_backs_off_like_a_refused_one() {
+        let gate = SendGate::new(
+            RateShare {
+                per_second: 1e6,
+                burst: 100,
+            },
+            RetryPolicy {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(4),
+            },
+        );
+        gate.auth_failed(401, false);
+        // Every probe meets an outage (a 503, a timeout): without a backoff
+        // they would go at the budget's rate, a million a second.
+        let started = Instant::now();
+        let mut probes = 0;
+        while started.elapsed() < Duration::from_secs(30) && probes < 1000 {
+            let permit = gate.acquire().await;
+            assert!(permit.is_probe());
+            probes += 1;
+            gate.probe_inconclusive();
+        }
+        // Delays uniform up to 1, 2, 4, 4, ... s: about 16 probes in 30 s.
+        assert!(
+            (2..100).contains(&probes),
+            "{probes} probes in {:?}",
+            started.elapsed()
+        );
+        assert!(gate.is_auth_paused(), "no probe said the credentials work");
     }
 
     #[tokio::test]

@@ -120,6 +120,15 @@ impl Identity {
         }
     }
 
+    /// Whether Target's profile fetch API can address this profile: its id
+    /// is a path segment there, and every HTTP client reads the ids `.` and
+    /// `..` (and their percent-encoded forms) as path steps, so a fetch would
+    /// ask for another resource. Updates name the id in a parameter and are
+    /// not affected.
+    pub fn is_fetchable(&self) -> bool {
+        !matches!(self.id(), "." | "..")
+    }
+
     /// The id itself.
     pub fn id(&self) -> &str {
         match self {

@@ -15,7 +15,7 @@ use crate::ops::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +109,9 @@ pub struct DeadLetterWriter {
     topic: String,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// Cancelled when the producer hit a fatal error: it can write nothing
+    /// more, and only a new process has a new producer.
+    failed: CancellationToken,
 }
 
 impl std::fmt::Debug for DeadLetterWriter {
@@ -138,7 +141,37 @@ impl DeadLetterWriter {
             topic: settings.dlq_topic.clone(),
             retry,
             metrics,
+            failed: CancellationToken::new(),
         })
+    }
+
+    /// Cancelled once the producer failed for good (a librdkafka fatal
+    /// error, such as an idempotence sequence the broker refuses): the
+    /// service then drains and exits non-zero, and its restart makes a new
+    /// producer. Letters not written stay at their source offsets.
+    pub fn failed(&self) -> &CancellationToken {
+        &self.failed
+    }
+
+    /// Raises a librdkafka fatal error in the producer, as a broker's
+    /// refused idempotence sequence does (librdkafka's own test hook).
+    #[cfg(test)]
+    #[allow(unsafe_code)]
+    pub(crate) fn raise_fatal_error(&self) {
+        let reason = std::ffi::CString::new("out of order sequence").expect("text");
+        // SAFETY: the producer is alive (self owns it) and `reason` is a
+        // NUL-terminated string that outlives the call, which copies it.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(
+            raised,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
     }
 
     /// `kafka.dlq_topic`.
@@ -146,11 +179,16 @@ impl DeadLetterWriter {
         &self.topic
     }
 
-    /// Writes until Kafka acknowledges (`true`) or `abandon` fires (`false`).
+    /// Writes until Kafka acknowledges (`true`), or `abandon` fires or the
+    /// producer fails for good (`false`: the letter is not written and its
+    /// source offset must not be committed).
     pub async fn write(&self, letter: &DeadLetter, abandon: &CancellationToken) -> bool {
         let mut carried = Carried::Whole;
         let mut schedule = self.retry.schedule();
         loop {
+            if self.failed.is_cancelled() {
+                return false;
+            }
             let mut record = FutureRecord::to(&self.topic).headers(carried.headers(letter));
             record = record.payload(match carried {
                 Carried::Whole => &letter.payload[..],
@@ -186,6 +224,18 @@ impl DeadLetterWriter {
                 }
                 Err((error, _)) => {
                     self.metrics.dead_letter_write_errors.inc();
+                    if let Some((code, reason)) = self.producer.client().fatal_error() {
+                        if !self.failed.is_cancelled() {
+                            tracing::error!(
+                                error = %code,
+                                reason = %reason,
+                                topic = %self.topic,
+                                "The dead-letter producer failed for good (a fatal Kafka client error); the pod stops and its restart makes a new one. Letters not written stay at their source offsets, which are not committed."
+                            );
+                            self.failed.cancel();
+                        }
+                        return false;
+                    }
                     tracing::warn!(
                         error = %error,
                         topic = %self.topic,
@@ -363,11 +413,19 @@ pub fn store_id(payload: &[u8]) -> Option<String> {
 }
 
 /// Line breaks and control characters become spaces; cut to `max` bytes on a
-/// character boundary.
+/// character boundary. Unicode's line and paragraph separators (U+2028,
+/// U+2029) are line breaks too: not control characters, but log viewers and
+/// JavaScript break lines at them.
 pub fn one_line(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if out.len() > max {
         let mut cut = max;
@@ -387,6 +445,7 @@ mod tests {
     #[test]
     fn reasons_are_one_line_of_at_most_1_kb_on_a_character_boundary() {
         assert_eq!(one_line("a\nb\r\tc", 100), "a b  c");
+        assert_eq!(one_line("a\u{2028}b\u{2029}c\u{85}d", 100), "a b c d");
         let long = "é".repeat(600); // 1200 bytes
         let cut = one_line(&long, MAX_REASON_BYTES);
         assert!(cut.len() <= MAX_REASON_BYTES && cut.len() >= MAX_REASON_BYTES - 1);
@@ -419,13 +478,7 @@ mod tests {
             payload: br#"{"store_id":"S7","customer":{"third_party_id":"CRM-1"}}"#.to_vec(),
             class: DeadLetterClass::SchemaViolation,
             reason: "total: required".into(),
-            source: TopicPartition {
-                topic: "pos.purchases".into(),
-                partition: 0,
-            },
-            offset: 1,
-            target_status: None,
-            replayed_from: None,
+            ..not_json_letter()
         };
         let headers = headers(&letter);
         let found: Vec<(String, Vec<u8>)> = (0..headers.count())
@@ -514,6 +567,23 @@ mod tests {
         );
     }
 
+    /// The letter of offset 1 of `pos.purchases` partition 0, which was not JSON.
+    fn not_json_letter() -> DeadLetter {
+        DeadLetter {
+            key: None,
+            payload: b"{".to_vec(),
+            class: DeadLetterClass::InvalidJson,
+            reason: "not JSON".into(),
+            source: TopicPartition {
+                topic: "pos.purchases".into(),
+                partition: 0,
+            },
+            offset: 1,
+            target_status: None,
+            replayed_from: None,
+        }
+    }
+
     /// A writer to `topic` on `cluster`, retrying every 50 to 200 ms.
     fn writer_to(
         cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
@@ -588,19 +658,7 @@ mod tests {
     async fn a_missing_dead_letter_topic_is_waited_for_never_created() {
         let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
         let (settings, writer) = writer_to(&cluster, "missing.dlq");
-        let letter = DeadLetter {
-            key: None,
-            payload: b"{".to_vec(),
-            class: DeadLetterClass::InvalidJson,
-            reason: "not JSON".into(),
-            source: TopicPartition {
-                topic: "pos.purchases".into(),
-                partition: 0,
-            },
-            offset: 1,
-            target_status: None,
-            replayed_from: None,
-        };
+        let letter = not_json_letter();
         let abandon = CancellationToken::new();
         let stop = abandon.clone();
         tokio::spawn(async move {
@@ -620,6 +678,32 @@ mod tests {
             topics.is_err() || topics == Ok(0),
             "the topic was created: {topics:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_producer_error_fails_the_writer_instead_of_retrying_forever() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster
+            .create_topic("pos.purchases.dlq", 1, 1)
+            .expect("topic");
+        let (_, writer) = writer_to(&cluster, "pos.purchases.dlq");
+        let letter = not_json_letter();
+        let abandon = CancellationToken::new();
+        assert!(
+            writer.write(&letter, &abandon).await,
+            "the first is written"
+        );
+        // What an idempotent producer gets when the broker refuses its
+        // sequence for good: no retry of this producer can succeed.
+        writer.raise_fatal_error();
+        let written =
+            tokio::time::timeout(Duration::from_secs(20), writer.write(&letter, &abandon))
+                .await
+                .expect("the writer gave up instead of retrying a dead producer");
+        assert!(!written, "nothing can be written after a fatal error");
+        assert!(writer.failed().is_cancelled(), "the service is told");
+        // Later letters are refused at once.
+        assert!(!writer.write(&letter, &abandon).await);
     }
 
     #[test]
@@ -647,17 +731,8 @@ mod tests {
             );
         }
         let letter = DeadLetter {
-            key: None,
-            payload: vec![],
-            class: DeadLetterClass::InvalidJson,
-            reason: "not JSON".into(),
-            source: TopicPartition {
-                topic: "pos.purchases".into(),
-                partition: 0,
-            },
-            offset: 1,
-            target_status: None,
             replayed_from: Some("dlq/0/9".into()),
+            ..not_json_letter()
         };
         let written = headers(&letter);
         let last = written.get(written.count() - 1);

@@ -171,17 +171,27 @@ impl TargetClient {
                         not_taken = success && refuses(&body.bytes);
                         (Some(status), retry_after, false, false)
                     }
-                    Err(error) => (Some(status), retry_after, error.is_timeout(), false),
+                    // A 2xx is Target's yes only once its body is read:
+                    // unread, it counts as no answer (retried).
+                    Err(error) if success => (
+                        Some(status),
+                        retry_after,
+                        error.is_timeout(),
+                        !error.is_timeout(),
+                    ),
+                    // Any other answer counts by its status and
+                    // Retry-After, whatever became of its body.
+                    Err(_) => (Some(status), retry_after, false, false),
                 }
             }
             Err(error) => (None, None, error.is_timeout(), !error.is_timeout()),
         };
         let result = match (result_status, timed_out, connection) {
-            (Some(status), false, _) => AttemptResult::Response {
+            (_, true, _) => AttemptResult::Timeout,
+            (Some(status), false, false) => AttemptResult::Response {
                 status,
                 retry_after: retry_after.as_deref(),
             },
-            (_, true, _) => AttemptResult::Timeout,
             _ => AttemptResult::Connection,
         };
         let mut verdict = classify(result, SystemTime::now());
@@ -211,6 +221,56 @@ impl TargetClient {
 #[cfg(test)]
 pub(crate) async fn endless_body_server(status: u16) -> std::net::SocketAddr {
     answering_server(status, None).await
+}
+
+/// A server on 127.0.0.1 that answers every request with the bytes of
+/// `answer` as they are, noting when each request arrived. With `stall`
+/// it then sends nothing more and holds the connection (an `answer` that
+/// promises a body never delivers it); without, it reads the next request
+/// on the same connection.
+#[cfg(test)]
+pub(crate) async fn canned_server(
+    answer: &'static str,
+    stall: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let noted = noted.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    // The request head: the tests send no body.
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    head.clear();
+                    noted.lock().expect("arrivals").push(Instant::now());
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if stall {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, arrivals)
 }
 
 /// A server on 127.0.0.1 that answers every request with `status` and
@@ -314,6 +374,62 @@ mod tests {
             assert_eq!(attempt.verdict, expected, "{body:?}");
             assert_eq!(attempt.status, Some(200));
         }
+    }
+
+    /// A server that sends `head` (a status line and headers promising a
+    /// body) and then nothing, holding the connection open.
+    async fn stalling_server(head: &'static str) -> std::net::SocketAddr {
+        canned_server(head, true).await.0
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_body_stalls_counts_by_its_status_and_retry_after() {
+        let client = |address| {
+            TargetClient::new(
+                &TargetSettings {
+                    client_code: "acme".into(),
+                    base_url: format!("http://{address}"),
+                    timeout_ms: 500,
+                    ..TargetSettings::default()
+                },
+                1,
+            )
+            .expect("client")
+        };
+        let update = gold_tier();
+        // Target's throttle: its Retry-After holds whatever the body does.
+        let throttled = client(
+            stalling_server(
+                "HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\n",
+            )
+            .await,
+        );
+        let attempt = throttled.send(&update).await;
+        assert_eq!(
+            attempt.verdict,
+            Verdict::Retry {
+                status: Some(503),
+                retry_after: Some(Duration::from_secs(7))
+            },
+            "{attempt:?}"
+        );
+        assert!(!attempt.timed_out, "{attempt:?}");
+        // A refusal stays a refusal.
+        let refused = client(
+            stalling_server("HTTP/1.1 400 Bad Request\r\ncontent-length: 100\r\n\r\n").await,
+        );
+        assert_eq!(
+            refused.send(&update).await.verdict,
+            Verdict::Rejected { status: 400 }
+        );
+        // A 2xx whose body never comes is not Target's yes: retried.
+        let unread =
+            client(stalling_server("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n").await);
+        let attempt = unread.send(&update).await;
+        assert!(
+            matches!(attempt.verdict, Verdict::Retry { .. }) && attempt.timed_out,
+            "{attempt:?}"
+        );
     }
 
     #[tokio::test]

@@ -688,11 +688,17 @@ async fn a_final_commit_the_group_never_answers_does_not_hold_the_exit_past_its_
         "took {took:?}; log:\n{}",
         app.log_text()
     );
+    let log = app.log_text();
     assert!(
-        app.log_text()
-            .contains("Could not commit final offsets; the next owner re-reads"),
-        "log:\n{}",
-        app.log_text()
+        log.contains("Could not commit final offsets; the next owner re-reads"),
+        "log:\n{log}"
+    );
+    // The last word says so too: an operator reading the end of the log must
+    // not be told that the pod stopped cleanly.
+    assert!(!log.contains("stopped cleanly"), "log:\n{log}");
+    assert!(
+        log.contains("pos-profile-sync stopped; the next owner re-reads"),
+        "log:\n{log}"
     );
 }
 

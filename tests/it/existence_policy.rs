@@ -147,6 +147,15 @@ async fn with_the_dead_letter_policy_unknown_customers_become_profile_not_found_
         .headers
         .get("pps-error-class")
         .is_some_and(|class| class == "profile_not_found")));
+    // The contract's pps-target-status is for target_rejected and
+    // retries_exhausted only.
+    assert!(
+        letters
+            .iter()
+            .all(|l| !l.headers.contains_key("pps-target-status")),
+        "{:?}",
+        letters.first().map(|l| &l.headers)
+    );
     let dead: BTreeSet<String> = letters
         .iter()
         .map(|l| String::from_utf8_lossy(l.key.as_deref().unwrap_or_default()).into_owned())

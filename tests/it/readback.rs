@@ -199,6 +199,7 @@ async fn accepted_updates_are_read_back_as_applied_not_yet_applied_not_found_or_
         client: Arc::new(FetchClient::new(&settings(&sim, ""), 2).unwrap()),
         budget: Arc::new(FetchBudget::whole(50.0, 5, metrics.clone())),
         metrics: metrics.clone(),
+        gate: None,
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(verify::task::run(verifier, fetcher, stop.clone()));

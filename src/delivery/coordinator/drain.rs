@@ -14,7 +14,7 @@ impl Coordinator {
     /// the deadline, commit what was accepted. Every wait is bounded, so the
     /// process ends within the drain deadline plus a few seconds even when
     /// the group coordinator cannot be reached.
-    pub(super) async fn drain(mut self) {
+    pub(super) async fn drain(mut self) -> Drained {
         let now = Instant::now();
         let waiting = self.state.begin_drain(now);
         let drain_timeout = self.state.settings().drain_timeout;
@@ -29,6 +29,11 @@ impl Coordinator {
         while self.state.work_in_flight() > 0 {
             // Retries whose backoff ends within the deadline still go.
             let wake = self.start_ready();
+            if self.tasks.is_empty() && wake.is_none_or(|at| at >= deadline) {
+                // Only backoffs are left, and none ends before the
+                // deadline: waiting for it would finish nothing.
+                break;
+            }
             tokio::select! {
                 biased;
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task(done),
@@ -43,11 +48,19 @@ impl Coordinator {
             self.state.check_revokes(Instant::now());
             self.carry_out();
         }
-        if self.state.work_in_flight() > 0 {
-            tracing::warn!(
-                abandoned = self.state.work_in_flight(),
-                "Drain deadline passed; abandoning in-flight work (it will be re-read)."
-            );
+        let abandoned = self.state.work_in_flight();
+        if abandoned > 0 {
+            if self.tasks.is_empty() {
+                tracing::warn!(
+                    abandoned,
+                    "Every retry left waits past the drain deadline; leaving them to the next owner (they will be re-read)."
+                );
+            } else {
+                tracing::warn!(
+                    abandoned,
+                    "Drain deadline passed; abandoning in-flight work (it will be re-read)."
+                );
+            }
             self.state.abandon_all();
             // Abandoned tasks return at once; give them a moment.
             let grace = Instant::now() + Duration::from_secs(1);
@@ -66,15 +79,20 @@ impl Coordinator {
         // Partitions still being revoked hand back what they finished.
         self.state.answer_all_revokes();
         self.carry_out();
-        self.final_commit(Instant::now() + FINAL_COMMIT_LIMIT).await;
+        let committed = self.final_commit(Instant::now() + FINAL_COMMIT_LIMIT).await;
         self.state.publish_offsets();
         self.publish_gate();
+        Drained {
+            abandoned,
+            committed,
+        }
     }
 
     /// Commits what was accepted, trying a few times while a rebalance
     /// settles, and giving up at `limit` (the group coordinator may be
     /// unreachable): the next owner then re-reads from the last commit.
-    async fn final_commit(&mut self, limit: Instant) {
+    /// Whether every accepted offset was committed.
+    async fn final_commit(&mut self, limit: Instant) -> bool {
         if self.commit.is_some() {
             match tokio::time::timeout_at(limit, wait_commit(&mut self.commit)).await {
                 Ok(result) => {
@@ -84,7 +102,7 @@ impl Coordinator {
                 Err(_) => {
                     tracing::error!("The last offset commit did not answer in time; the next owner re-reads from the last commit.");
                     self.consumer.context().abandon_commit();
-                    return;
+                    return false;
                 }
             }
         }
@@ -125,11 +143,13 @@ impl Coordinator {
                 }
             }
         }
-        if !self.state.changed_offsets().is_empty() {
+        let committed = self.state.changed_offsets().is_empty();
+        if !committed {
             tracing::error!(
                 "Could not commit final offsets; the next owner re-reads from the last commit."
             );
         }
+        committed
     }
 }
 

@@ -41,10 +41,37 @@ const EVENTS_AT_ONCE: usize = 256;
 /// still served in between.
 const TASKS_AT_ONCE: usize = 64;
 
-/// The consumer stopped while the service was running: nothing is read any more.
+/// Why the service stopped on its own, not on a stop signal: it drained and
+/// committed what it could, and the process exits non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the Kafka consumer stopped unexpectedly; nothing more would be read")]
-pub struct ConsumerStopped;
+pub enum Halted {
+    /// The consumer stopped while the service was running: nothing is read any more.
+    #[error("the Kafka consumer stopped unexpectedly; nothing more would be read")]
+    ConsumerStopped,
+    /// The dead-letter producer failed for good: no bad event could be set
+    /// aside, so its partition could commit nothing more.
+    #[error("the dead-letter producer failed for good (a fatal Kafka client error); a restart makes a new one")]
+    DeadLettersFailed,
+}
+
+/// How a drain ended: what the process may say of its own stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Drained {
+    /// Updates, fetches and batches given up at the drain deadline (their
+    /// events are re-read by the next owner).
+    pub abandoned: usize,
+    /// Whether every accepted offset was committed. When false the next
+    /// owner re-reads from the last commit: duplicates, nothing lost.
+    pub committed: bool,
+}
+
+impl Drained {
+    /// Nothing given up and everything accepted committed.
+    pub fn is_clean(&self) -> bool {
+        self.abandoned == 0 && self.committed
+    }
+}
 
 /// The delivery loop: the state, and what carries its actions out.
 pub struct Coordinator {
@@ -110,9 +137,10 @@ impl Coordinator {
 
     /// Runs until `shutdown`, then drains within the deadline and commits.
     /// A consumer that stops on its own (its thread panicked) is an error:
-    /// the coordinator drains, commits and returns [`ConsumerStopped`], so
-    /// the process exits non-zero instead of staying up, ready and idle.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ConsumerStopped> {
+    /// the coordinator drains, commits and returns [`Halted::ConsumerStopped`],
+    /// so the process exits non-zero instead of staying up, ready and idle;
+    /// likewise a dead-letter producer that failed for good.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<Drained, Halted> {
         let mut commit_tick = tokio::time::interval(self.state.settings().commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // librdkafka's resume waits for each partition's broker thread: not
@@ -120,7 +148,8 @@ impl Coordinator {
         let mut reconcile_tick = tokio::time::interval(RECONCILE_PAUSES_EVERY);
         reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let consumer_stopped = self.consumer_stopped.clone();
-        let mut result = Ok(());
+        let dead_letters_failed = self.dead_letters.failed().clone();
+        let mut halted = None;
         // One timer for the state's next wake, moved when that changes
         // rather than made anew on every turn.
         let wake_timer = tokio::time::sleep(Duration::ZERO);
@@ -137,7 +166,12 @@ impl Coordinator {
                 _ = shutdown.cancelled() => break,
                 _ = consumer_stopped.cancelled() => {
                     tracing::error!("The Kafka consumer stopped on its own; draining and exiting.");
-                    result = Err(ConsumerStopped);
+                    halted = Some(Halted::ConsumerStopped);
+                    break;
+                }
+                _ = dead_letters_failed.cancelled() => {
+                    tracing::error!("The dead-letter producer failed; draining and exiting.");
+                    halted = Some(Halted::DeadLettersFailed);
                     break;
                 }
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
@@ -148,7 +182,7 @@ impl Coordinator {
                     Some(event) => self.on_events(event),
                     None => {
                         tracing::error!("The Kafka consumer stopped; draining and exiting.");
-                        result = Err(ConsumerStopped);
+                        halted = Some(Halted::ConsumerStopped);
                         break;
                     }
                 },
@@ -166,11 +200,14 @@ impl Coordinator {
             self.state.check_revokes(Instant::now());
             self.carry_out();
         }
-        if result.is_err() {
+        if halted == Some(Halted::ConsumerStopped) {
             self.health.consumer_stopped.store(true, Ordering::Release);
         }
-        self.drain().await;
-        result
+        let drained = self.drain().await;
+        match halted {
+            Some(halted) => Err(halted),
+            None => Ok(drained),
+        }
     }
 
     /// Starts what the state says may start now, under the adaptive

@@ -29,8 +29,9 @@ struct Harness {
     health: Arc<Health>,
     shutdown: CancellationToken,
     consumer_stopped: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ConsumerStopped>>,
+    task: tokio::task::JoinHandle<Result<Drained, Halted>>,
     mapping: Mapping,
+    dead_letters: Arc<DeadLetterWriter>,
 }
 
 /// What a coordinator built for a test talks to.
@@ -40,6 +41,7 @@ struct Parts {
     events: mpsc::Sender<ConsumerEvent>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    dead_letters: Arc<DeadLetterWriter>,
 }
 
 /// A coordinator (not running) over a fresh mock cluster and simulator.
@@ -95,7 +97,7 @@ async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, P
         consumer,
         events_rx,
         updates,
-        dead_letters,
+        dead_letters.clone(),
         metrics.clone(),
         health.clone(),
     );
@@ -105,6 +107,7 @@ async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, P
         events,
         metrics,
         health,
+        dead_letters,
     };
     (coordinator, parts)
 }
@@ -129,6 +132,7 @@ impl Harness {
             consumer_stopped,
             task,
             mapping: Mapping::default(),
+            dead_letters: parts.dead_letters,
         };
         harness.send(ConsumerEvent::PartitionCount(2)).await;
         harness
@@ -182,8 +186,8 @@ impl Harness {
     }
 
     /// Tells the pod to stop and waits up to `limit` for the coordinator to
-    /// return; how long its drain took.
-    async fn drain(&mut self, limit: Duration) -> Duration {
+    /// return; how long its drain took and how it ended.
+    async fn drain(&mut self, limit: Duration) -> (Duration, Drained) {
         drain(&self.shutdown, &mut self.task, limit).await
     }
 
@@ -209,21 +213,21 @@ impl Harness {
 }
 
 /// Cancels `shutdown` and waits up to `limit` for the coordinator's `task`
-/// to return; how long its drain took. (Apart from [`Harness`], so that a
-/// test can answer held requests while the drain runs.)
+/// to return; how long its drain took and how it ended. (Apart from
+/// [`Harness`], so that a test can answer held requests while the drain runs.)
 async fn drain(
     shutdown: &CancellationToken,
-    task: &mut tokio::task::JoinHandle<Result<(), ConsumerStopped>>,
+    task: &mut tokio::task::JoinHandle<Result<Drained, Halted>>,
     limit: Duration,
-) -> Duration {
+) -> (Duration, Drained) {
     let started = Instant::now();
     shutdown.cancel();
     let ended = tokio::time::timeout(limit, task).await;
-    let result = ended
+    let drained = ended
         .expect("the drain ended in time")
-        .expect("not panicked");
-    assert!(result.is_ok(), "a drain after a stop signal is no error");
-    started.elapsed()
+        .expect("not panicked")
+        .expect("a drain after a stop signal is no error");
+    (started.elapsed(), drained)
 }
 
 /// Releases the simulator's held requests `after` from now.
@@ -415,7 +419,7 @@ async fn a_consumer_that_stops_on_its_own_ends_the_run_with_an_error_and_not_rea
         .await
         .expect("the run ends")
         .expect("no panic");
-    assert_eq!(ended, Err(ConsumerStopped));
+    assert_eq!(ended, Err(Halted::ConsumerStopped));
     assert_eq!(
         h.health.not_ready_reason(),
         Some("the Kafka consumer stopped")
@@ -590,7 +594,7 @@ async fn a_drain_finishes_the_update_in_flight_and_commits_it() {
         h.sim.stats().held == 1
     })
     .await;
-    let (took, ()) = tokio::join!(
+    let ((took, drained), ()) = tokio::join!(
         drain(&h.shutdown, &mut h.task, Duration::from_secs(10)),
         release_after(&h.sim, Duration::from_millis(300)),
     );
@@ -600,6 +604,7 @@ async fn a_drain_finishes_the_update_in_flight_and_commits_it() {
     );
     assert!(h.sim.profile_third_party("CRM-1").is_some());
     assert_eq!(h.committed(0), 1, "the finished update is committed");
+    assert!(drained.is_clean(), "{drained:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,7 +623,14 @@ async fn a_drain_past_its_deadline_abandons_the_update_and_commits_only_what_was
         h.sim.stats().held == 1
     })
     .await;
-    let took = h.drain(Duration::from_secs(10)).await;
+    let (took, drained) = h.drain(Duration::from_secs(10)).await;
+    assert_eq!(
+        drained,
+        Drained {
+            abandoned: 1,
+            committed: true
+        }
+    );
     // The deadline, the abandoned attempt's moment to return (at most 1 s)
     // and the final commit (at most 2.5 s): the pod never waits for Target.
     assert!(
@@ -647,9 +659,13 @@ async fn a_drain_leaves_waiting_updates_to_the_next_owner_and_commits_before_the
         h.sim.stats().held == 1
     })
     .await;
-    tokio::join!(
+    let ((_, drained), ()) = tokio::join!(
         drain(&h.shutdown, &mut h.task, Duration::from_secs(10)),
         release_after(&h.sim, Duration::from_millis(300)),
+    );
+    assert!(
+        drained.is_clean(),
+        "waiting updates are not abandoned work: {drained:?}"
     );
     assert_eq!(
         h.sim.stats().total,
@@ -660,6 +676,80 @@ async fn a_drain_leaves_waiting_updates_to_the_next_owner_and_commits_before_the
         h.committed(0),
         1,
         "offset 0 was accepted, 1 and 2 were not: the commit stops before them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_producer_that_failed_for_good_stops_the_pod_before_the_bad_record() {
+    let mut h = Harness::start(settings(Duration::from_secs(5), 1000), Faults::none()).await;
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the first commit", || {
+        h.committed(0) == 1
+    })
+    .await;
+    h.dead_letters.raise_fatal_error();
+    // Offset 1 is not JSON: its dead letter cannot be written any more.
+    h.send(ConsumerEvent::Record(record_of(
+        &h.mapping,
+        0,
+        1,
+        Some("CRM-1"),
+        "{".into(),
+    )))
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(15), &mut h.task)
+        .await
+        .expect("the pod stops instead of retrying a dead producer")
+        .expect("no panic");
+    assert_eq!(ended, Err(Halted::DeadLettersFailed));
+    assert_eq!(
+        h.committed(0),
+        1,
+        "the bad record's offset is not committed: the next owner dead-letters it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_does_not_wait_out_a_retry_that_would_start_past_its_deadline() {
+    // Target asks for a minute's pause: the update's retry waits 60 s, far
+    // past the 5 s drain deadline, and nothing else is in flight.
+    let faults = Faults {
+        failures: vec![Failure {
+            status: 503,
+            probability: 1.0,
+            retry_after: Some(pps_target_simulator::RetryAfter::Seconds(60)),
+        }],
+        ..Faults::none()
+    };
+    let drain_timeout = Duration::from_secs(5);
+    let mut h = Harness::start(settings(drain_timeout, 1000), faults).await;
+    h.assign(&[0]).await;
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the refused attempt", || {
+        h.requests() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (took, drained) = h.drain(Duration::from_secs(15)).await;
+    // Waiting would have finished nothing: the pod leaves the retry to the
+    // next owner at once instead of at the deadline.
+    assert!(
+        took < drain_timeout / 2,
+        "the drain waited {took:?} for a retry due after its deadline"
+    );
+    assert_eq!(
+        drained,
+        Drained {
+            abandoned: 1,
+            committed: true
+        }
+    );
+    assert_eq!(h.requests(), 1, "the retry was not sent");
+    let committed = h.committed(0);
+    assert!(
+        committed < 1,
+        "offset 0 was never accepted, yet {committed} was committed"
     );
 }
 
@@ -684,10 +774,14 @@ async fn a_drain_ends_in_bounded_time_when_the_broker_is_slow_to_take_the_commit
     .await;
     // Let a periodic commit start and wait on the broker.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let took = h.drain(Duration::from_secs(15)).await;
+    let (took, drained) = h.drain(Duration::from_secs(15)).await;
     assert!(
         took < Duration::from_secs(5),
         "the final commit is bounded (2.5 s): the drain took {took:?}"
+    );
+    assert!(
+        !drained.committed,
+        "offset 1 was accepted, its commit never answered: {drained:?}"
     );
     // The broker answers at once again, so that the commit left waiting on
     // a blocking thread ends and the test's runtime can stop.

@@ -36,8 +36,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Whether a profile is in the sample: a hash of its identity that is stable
-/// across pods, versions and restarts (SHA-256), against the ratio.
+/// across pods, versions and restarts (SHA-256), against the ratio. A
+/// profile the fetch API cannot address ([`Identity::is_fetchable`]) never is.
 pub fn sampled(identity: &Identity, ratio: f64) -> bool {
+    if !identity.is_fetchable() {
+        // Read back, it would be another resource's answer.
+        return false;
+    }
     if ratio >= 1.0 {
         return true;
     }

@@ -57,7 +57,8 @@ impl FetchClient {
         })
     }
 
-    /// The URL a profile is fetched from.
+    /// The URL a profile is fetched from. For an id that is not
+    /// [`Identity::is_fetchable`] it names another resource: callers skip such ids.
     pub fn url_of(&self, identity: &Identity) -> String {
         let id = utf8_percent_encode(identity.id(), PARAMETER);
         match identity {

@@ -26,6 +26,14 @@ impl DeliveryState {
             self.queues.finish(&profile);
             return;
         };
+        if !profile.is_fetchable() {
+            let reason = format!(
+                "the profile id {:?} cannot be fetched (Target's profile API would read it as a path step), so whether Target has the profile cannot be told",
+                profile.id()
+            );
+            self.existence_unknown(profile, items, &reason, None);
+            return;
+        }
         let cancel = self.cancel_token_of(&first.event);
         self.fetches_in_flight += 1;
         let task = Task::Fetch {
@@ -98,20 +106,33 @@ impl DeliveryState {
                 self.back_off(profile, items, retry, delay, Next::Fetch);
             }
             FetchOutcome::Rejected { status } => {
-                if self.settings.existence.policy == ExistencePolicy::DeadLetter {
-                    let reason = format!("Target refused the profile fetch with HTTP {status}");
-                    self.dead_letter_all(
-                        &profile,
-                        items,
-                        DeadLetterClass::TargetRejected,
-                        &reason,
-                        Some(status),
-                    );
-                } else {
-                    // Whether Target has it cannot be told; a v2 batch lands either way.
-                    self.send_through_batch(profile, items);
-                }
+                let reason = format!("Target refused the profile fetch with HTTP {status}");
+                self.existence_unknown(profile, items, &reason, Some(status));
             }
+        }
+    }
+
+    /// Whether Target has the profile cannot be told (its fetch was refused,
+    /// or cannot be made): with the dead-letter policy its events are
+    /// dead-lettered as `target_rejected` for `reason`; otherwise they go
+    /// through a v2 batch, which lands whether Target has the profile or not.
+    fn existence_unknown(
+        &mut self,
+        profile: Identity,
+        items: Vec<Pending>,
+        reason: &str,
+        status: Option<u16>,
+    ) {
+        if self.settings.existence.policy == ExistencePolicy::DeadLetter {
+            self.dead_letter_all(
+                &profile,
+                items,
+                DeadLetterClass::TargetRejected,
+                reason,
+                status,
+            );
+        } else {
+            self.send_through_batch(profile, items);
         }
     }
 
@@ -146,7 +167,9 @@ impl DeliveryState {
             items,
             DeadLetterClass::ProfileNotFound,
             reason,
-            Some(404),
+            // The contract's pps-target-status is for target_rejected and
+            // retries_exhausted; the reason names the fetch's 404.
+            None,
         );
     }
 }

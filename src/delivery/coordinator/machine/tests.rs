@@ -441,6 +441,7 @@ fn fetching_settings(policy: crate::ops::config::ExistencePolicy) -> Coordinator
                     metrics.clone(),
                 )),
                 metrics,
+                gate: None,
             }),
             confirmed_ttl: Duration::from_secs(60),
             max_profiles: 100,
@@ -935,6 +936,44 @@ proptest! {
             prop_assert_eq!(last.unwrap_or(0), first_open);
         }
     }
+}
+
+#[test]
+fn a_profile_the_fetch_api_cannot_address_is_never_fetched() {
+    // "." and ".." are path steps to every HTTP client: a fetch would ask
+    // Target about another resource and take its answer for the profile's.
+    for id in [".", ".."] {
+        // Dead-letter policy: not known to exist, and cannot be asked.
+        let mut m = Machine::new(fetching_settings(
+            crate::ops::config::ExistencePolicy::DeadLetter,
+        ));
+        m.assign(&[0]);
+        m.record(0, 0, id);
+        let actions = m.dispatch();
+        assert!(
+            started(&actions, |_, task| matches!(task, Task::Fetch { .. })
+                .then_some(()))
+            .is_empty(),
+            "fetched {id:?}: {actions:?}"
+        );
+        let letters = dead_letters(&actions);
+        assert_eq!(letters.len(), 1, "{id:?}: {actions:?}");
+        assert_eq!(letters[0].0, DeadLetterClass::TargetRejected);
+        assert!(
+            letters[0].1.contains("cannot be fetched"),
+            "{}",
+            letters[0].1
+        );
+        // Create policy: a v2 batch lands whether Target has it or not.
+        let mut m = creating_through_batches(1, CommitOn::Complete);
+        m.record(0, 0, id);
+        let actions = m.dispatch();
+        assert_eq!(batch_submissions(&actions), 1, "{id:?}: {actions:?}");
+    }
+    // Ids that merely contain dots are fetched as usual.
+    let mut m = creating_through_batches(1, CommitOn::Complete);
+    m.record(0, 0, "...");
+    one_fetch(&m.dispatch());
 }
 
 #[test]
