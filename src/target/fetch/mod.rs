@@ -79,8 +79,20 @@ impl FetchClient {
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after_of(&response);
+                // Only a 2xx (a profile) and a 404 (Adobe's "no profile")
+                // are decided by their body; any other answer counts by its
+                // status and Retry-After, whatever becomes of its body.
+                let needs_body = response.status().is_success() || status == 404;
                 // Too long to be a profile: what was read does not parse.
                 match read_body(&mut response, MAX_BODY, true).await {
+                    Err(_) if !needs_body => judge(
+                        FetchAnswer::Response {
+                            status,
+                            retry_after: retry_after.as_deref(),
+                            body: b"",
+                        },
+                        SystemTime::now(),
+                    ),
                     Err(error) if error.is_timeout() => {
                         judge(FetchAnswer::Timeout, SystemTime::now())
                     }
@@ -128,6 +140,50 @@ mod tests {
                 retry_after: None
             }
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_body_stalls_counts_by_its_status_unless_the_body_decides() {
+        let fetch = |head: &'static str| async move {
+            let (address, _) = crate::target::client::canned_server(head, true).await;
+            let settings = TargetSettings {
+                client_code: "acme".into(),
+                base_url: format!("http://{address}"),
+                timeout_ms: 500,
+                ..TargetSettings::default()
+            };
+            let client = FetchClient::new(&settings, 1).unwrap();
+            client.fetch(&Identity::ThirdParty("CRM-1".into())).await
+        };
+        // Target's throttle: its Retry-After holds whatever the body does.
+        assert_eq!(
+            fetch(
+                "HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\n"
+            )
+            .await,
+            FetchOutcome::Retry {
+                status: Some(503),
+                retry_after: Some(std::time::Duration::from_secs(7))
+            }
+        );
+        assert_eq!(
+            fetch("HTTP/1.1 400 Bad Request\r\ncontent-length: 100\r\n\r\n").await,
+            FetchOutcome::Rejected { status: 400 }
+        );
+        // A profile, or Adobe's "no profile", is in the body: unread, no answer.
+        for head in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 100\r\n\r\n",
+        ] {
+            assert_eq!(
+                fetch(head).await,
+                FetchOutcome::Retry {
+                    status: None,
+                    retry_after: None
+                },
+                "{head}"
+            );
+        }
     }
 
     #[test]
