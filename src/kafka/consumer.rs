@@ -6,7 +6,8 @@
 //! the partitions go, so a partition no longer owned is never committed.
 
 use super::{ConsumerEvent, Record, ReportedOffsets, TopicPartition};
-use crate::mapping::Mapping;
+use crate::event::{ErrorClass, EventError};
+use crate::mapping::{Decision, Mapping};
 use crate::ops::config::Settings;
 use crate::ops::metrics::{Metrics, RebalanceKind, RebalanceLabels};
 use rdkafka::config::RDKafkaLogLevel;
@@ -21,6 +22,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// The dead-letter reason of a record without a value (a tombstone, as a
+/// compacting producer writes to delete a key): no event to read.
+pub const TOMBSTONE: &str = "the record has no value (a tombstone): there is no event to read";
 
 /// The consumer type the service uses.
 pub type PipelineConsumer = BaseConsumer<PipelineContext>;
@@ -394,8 +399,14 @@ impl PollLoop {
                             topic
                         }
                     };
+                    let decision = match message.payload() {
+                        Some(bytes) => self.mapping.decide(bytes),
+                        None => Decision::DeadLetter(EventError {
+                            class: ErrorClass::InvalidJson,
+                            reason: TOMBSTONE.to_owned(),
+                        }),
+                    };
                     let payload = message.payload().unwrap_or_default().to_vec();
-                    let decision = self.mapping.decide(&payload);
                     let record = Record {
                         tp: TopicPartition {
                             topic,
@@ -549,5 +560,56 @@ mod tests {
             "the polling thread still runs a dead client"
         );
         thread.shut_down();
+    }
+
+    #[test]
+    fn a_tombstone_is_dead_lettered_as_what_it_is() {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        producer
+            .send(BaseRecord::<str, [u8]>::to("pos.purchases").key("CRM-1"))
+            .expect("queued");
+        producer.flush(Duration::from_secs(10)).expect("written");
+        let settings = Settings {
+            kafka: KafkaSettings {
+                brokers: cluster.bootstrap_servers(),
+                group_id: "tombstone-test".into(),
+                ..KafkaSettings::default()
+            },
+            ..Settings::default()
+        };
+        let (events, mut received) = mpsc::channel(1024);
+        let thread = ConsumerThread::start(
+            &settings,
+            Arc::new(Mapping::default()),
+            events,
+            Arc::new(Metrics::new()),
+        )
+        .expect("consumer");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let record = loop {
+            assert!(Instant::now() < deadline, "the tombstone was not read");
+            match received.try_recv() {
+                Ok(ConsumerEvent::Record(record)) => break record,
+                Ok(_) | Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(error) => panic!("{error}"),
+            }
+        };
+        thread.shut_down();
+        match record.decision {
+            Decision::DeadLetter(error) => {
+                assert_eq!(error.class, ErrorClass::InvalidJson);
+                assert_eq!(error.reason, TOMBSTONE);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(record.key.as_deref(), Some(&b"CRM-1"[..]));
     }
 }
