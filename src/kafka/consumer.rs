@@ -512,21 +512,21 @@ mod tests {
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::RDKafkaRespErr;
 
-    #[test]
-    // librdkafka's test hook has no safe binding; the test's only unsafe call.
-    #[allow(unsafe_code)]
-    fn a_fatal_client_error_ends_the_polling_thread() {
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
+    /// A consumer thread of `group` on `cluster`, with the default mapping,
+    /// and what it hands over.
+    fn consumer_on(
+        cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        group: &str,
+    ) -> (ConsumerThread, mpsc::Receiver<ConsumerEvent>) {
         let settings = Settings {
             kafka: KafkaSettings {
                 brokers: cluster.bootstrap_servers(),
-                group_id: "fatal-error-test".into(),
+                group_id: group.into(),
                 ..KafkaSettings::default()
             },
             ..Settings::default()
         };
-        let (events, _keep) = mpsc::channel(1024);
+        let (events, received) = mpsc::channel(1024);
         let thread = ConsumerThread::start(
             &settings,
             Arc::new(Mapping::default()),
@@ -534,6 +534,16 @@ mod tests {
             Arc::new(Metrics::new()),
         )
         .expect("consumer");
+        (thread, received)
+    }
+
+    #[test]
+    // librdkafka's test hook has no safe binding; the test's only unsafe call.
+    #[allow(unsafe_code)]
+    fn a_fatal_client_error_ends_the_polling_thread() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
+        let (thread, _keep) = consumer_on(&cluster, "fatal-error-test");
         std::thread::sleep(Duration::from_millis(500));
         assert!(
             !thread.stopped.is_cancelled(),
@@ -575,22 +585,7 @@ mod tests {
             .send(BaseRecord::<str, [u8]>::to("pos.purchases").key("CRM-1"))
             .expect("queued");
         producer.flush(Duration::from_secs(10)).expect("written");
-        let settings = Settings {
-            kafka: KafkaSettings {
-                brokers: cluster.bootstrap_servers(),
-                group_id: "tombstone-test".into(),
-                ..KafkaSettings::default()
-            },
-            ..Settings::default()
-        };
-        let (events, mut received) = mpsc::channel(1024);
-        let thread = ConsumerThread::start(
-            &settings,
-            Arc::new(Mapping::default()),
-            events,
-            Arc::new(Metrics::new()),
-        )
-        .expect("consumer");
+        let (thread, mut received) = consumer_on(&cluster, "tombstone-test");
         let deadline = Instant::now() + Duration::from_secs(20);
         let record = loop {
             assert!(Instant::now() < deadline, "the tombstone was not read");
