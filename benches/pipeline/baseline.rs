@@ -80,7 +80,7 @@ pub(super) async fn http_baseline(
         .collect()
         .await;
     let elapsed = started.elapsed();
-    let cpu = CpuSnapshot::take().since(&cpu_before);
+    let cpu = CpuSnapshot::take().since(&cpu_before, &HashSet::new());
     let sim_accepted = simulator.stats().accepted;
     stop_simulator(simulators, simulator).await;
     done.sort_by_key(|(_, at, _)| *at);

@@ -59,8 +59,16 @@ impl CpuSnapshot {
         }
     }
 
-    /// Use since `earlier`; CPU of threads that ended meanwhile is "other".
-    pub(super) fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
+    /// The ids of the threads alive now.
+    pub(super) fn thread_ids() -> HashSet<String> {
+        CpuSnapshot::take().threads.into_keys().collect()
+    }
+
+    /// Use since `earlier`; CPU of threads that ended meanwhile is "other",
+    /// and of the threads in `observer` (the bench's own commit watcher and
+    /// its librdkafka threads, by id: their names are the service's too)
+    /// "bench observer".
+    pub(super) fn since(&self, earlier: &CpuSnapshot, observer: &HashSet<String>) -> CpuUse {
         let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
         let mut parts: BTreeMap<&'static str, f64> = BTreeMap::new();
         let mut threads: BTreeMap<String, f64> = BTreeMap::new();
@@ -69,7 +77,12 @@ impl CpuSnapshot {
             let before = earlier.threads.get(tid).map_or(0, |(_, t)| *t);
             let used = ticks.saturating_sub(before);
             attributed += used;
-            *parts.entry(part_of(name)).or_default() += seconds(used);
+            let part = if observer.contains(tid) {
+                "bench observer"
+            } else {
+                part_of(name)
+            };
+            *parts.entry(part).or_default() += seconds(used);
             *threads.entry(name.clone()).or_default() += seconds(used);
         }
         let total = self.process_ticks.saturating_sub(earlier.process_ticks);
@@ -87,9 +100,13 @@ impl CpuUse {
         self.parts.get(name).copied().unwrap_or_default()
     }
 
-    /// The service's own CPU: everything but the simulator and the mock brokers.
+    /// The service's own CPU: everything but the simulator, the mock
+    /// brokers and the bench's commit watcher.
     pub(super) fn service_s(&self) -> f64 {
-        self.total_s - self.part("simulator") - self.part("mock brokers")
+        self.total_s
+            - self.part("simulator")
+            - self.part("mock brokers")
+            - self.part("bench observer")
     }
 
     /// The bare client's CPU: everything but the simulator.

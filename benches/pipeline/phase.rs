@@ -99,7 +99,7 @@ pub(super) async fn pipeline(
             );
         }
     };
-    let cpu = CpuSnapshot::take().since(&cpu_before);
+    let cpu = CpuSnapshot::take().since(&cpu_before, &watcher.threads);
     let peak_rss_kb = proc_status_kb("VmHWM");
     let first_accept = progress.first.unwrap_or(all_committed);
     let all_accepted = progress.all.unwrap_or(all_committed);
@@ -195,15 +195,24 @@ impl Progress {
 }
 
 /// Polls a group's committed offsets on its own thread, every 100 ms, until
-/// every partition is committed at its end offset.
+/// every partition is committed at its end offset. The thread and its
+/// consumer live on until the watcher is dropped, so that their CPU is
+/// seen (by thread id) and kept out of the service's.
 pub(super) struct CommitWatcher {
     pub(super) done: tokio::sync::watch::Receiver<Option<Instant>>,
     pub(super) stop: CancellationToken,
+    /// The ids of the threads it started: its own and its consumer's.
+    pub(super) threads: HashSet<String>,
 }
 
 impl CommitWatcher {
     pub(super) fn start(kafka: &Kafka, group: &str, ends: &[i64]) -> anyhow::Result<CommitWatcher> {
+        let before = CpuSnapshot::thread_ids();
         let consumer: BaseConsumer = kafka.config().set("group.id", group).create()?;
+        // librdkafka starts a thread per broker once it knows the brokers:
+        // ask for them now, so those threads exist before the ids are read.
+        consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(200));
         let partitions = ends.len() as i32;
         let ends = ends.to_vec();
         let (tx, done) = tokio::sync::watch::channel(None);
@@ -212,17 +221,29 @@ impl CommitWatcher {
         std::thread::Builder::new()
             .name("commit-watcher".into())
             .spawn(move || {
+                let mut done = false;
                 while !stopped.is_cancelled() {
-                    let committed =
-                        pps_test_kit::broker::committed_offsets(&consumer, TOPIC, partitions);
-                    if committed.ok().as_deref() == Some(&ends[..]) {
-                        let _ = tx.send(Some(Instant::now()));
-                        return;
+                    if !done {
+                        let committed =
+                            pps_test_kit::broker::committed_offsets(&consumer, TOPIC, partitions);
+                        if committed.ok().as_deref() == Some(&ends[..]) {
+                            let _ = tx.send(Some(Instant::now()));
+                            done = true;
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
+                drop(consumer);
             })?;
-        Ok(CommitWatcher { done, stop })
+        // The watcher's thread is started; its consumer's threads were
+        // started when it was created.
+        let mut threads = CpuSnapshot::thread_ids();
+        threads.retain(|tid| !before.contains(tid));
+        Ok(CommitWatcher {
+            done,
+            stop,
+            threads,
+        })
     }
 
     pub(super) fn done(&self) -> Option<Instant> {

@@ -216,7 +216,7 @@ impl Report {
             row(&format!("    {part}"), per_event(cpu.part(part)));
         }
         row(
-            "    service (total - simulator - mock brokers)",
+            "    service (total - simulator - mock brokers - bench observer)",
             per_event(cpu.service_s()),
         );
         if options.threads {
@@ -343,9 +343,10 @@ impl Report {
 }
 
 /// The parts of the process CPU is attributed to, in print order.
-pub(super) const PARTS: [&str; 6] = [
+pub(super) const PARTS: [&str; 7] = [
     "simulator",
     "mock brokers",
+    "bench observer",
     "librdkafka clients",
     "consumer thread",
     "async runtime",
