@@ -20,11 +20,13 @@
 //! 4. **rss**: see [`rss`]; the service as a child process.
 //! 5. **failures** and 6. **overload**: see [`failures`]; throughput when Target
 //!    fails a random share of requests, and when it is past its capacity.
+//! 7. **dead-letters**: see [`dead_letters`]; letters per second in a storm of
+//!    bad events.
 //!
 //! Run: `cargo bench --bench limits` (about 10 minutes on 2 cores). Smoke run:
 //! `PPS_BENCH_RATE_S=5 PPS_BENCH_ZIPF_EVENTS=50000 PPS_BENCH_LATENCY_S=5
 //! PPS_BENCH_RSS_BACKLOGS=20000,40000 PPS_BENCH_RSS_S=5 cargo bench --bench limits`.
-//! Phases: `PPS_BENCH_PHASES` [rate,coalesce,latency,rss,failures,overload];
+//! Phases: `PPS_BENCH_PHASES` [rate,coalesce,latency,rss,failures,overload,dead-letters];
 //! `RUST_LOG` [warn]. The failure phases alone:
 //! `PPS_BENCH_PHASES=failures,overload cargo bench --bench limits`.
 
@@ -34,6 +36,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[path = "../common/mod.rs"]
 mod common;
+mod dead_letters;
 mod failures;
 mod latency;
 mod rss;
@@ -99,7 +102,15 @@ fn main() -> anyhow::Result<()> {
     common::init_logs();
     let phases = common::phases(
         "PPS_BENCH_PHASES",
-        &["rate", "coalesce", "latency", "rss", "failures", "overload"],
+        &[
+            "rate",
+            "coalesce",
+            "latency",
+            "rss",
+            "failures",
+            "overload",
+            "dead-letters",
+        ],
     )?;
     let (simulator_runtime, runtime) = common::runtimes(2)?;
     let mut bench = Bench {
@@ -133,6 +144,7 @@ fn main() -> anyhow::Result<()> {
             "rss" => rss::run(&mut bench, &runtime)?,
             "failures" => runtime.block_on(failures::random(&bench))?,
             "overload" => runtime.block_on(failures::overload(&bench))?,
+            "dead-letters" => runtime.block_on(dead_letters::run())?,
             other => bail!("unknown phase {other}"),
         };
         for line in &lines {

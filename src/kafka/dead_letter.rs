@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +106,10 @@ pub struct DeadLetter {
 /// Writes dead letters.
 pub struct DeadLetterWriter {
     producer: FutureProducer<super::TracingContext>,
+    /// One letter a batch, made at the first size refusal (see [`super::alone`]).
+    alone: OnceLock<FutureProducer<super::TracingContext>>,
+    /// Its configuration.
+    alone_config: rdkafka::ClientConfig,
     topic: String,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
@@ -138,6 +142,8 @@ impl DeadLetterWriter {
             })?;
         Ok(DeadLetterWriter {
             producer,
+            alone: OnceLock::new(),
+            alone_config: super::alone(config),
             topic: settings.dlq_topic.clone(),
             retry,
             metrics,
@@ -174,6 +180,28 @@ impl DeadLetterWriter {
         );
     }
 
+    /// The one-letter-a-batch producer, made on first use. `None` (after an
+    /// error naming the cause, and with the writer failed, as after a fatal
+    /// error) if librdkafka will not make it, which the same configuration
+    /// with one more setting does not make likely.
+    fn alone_producer(&self) -> Option<&FutureProducer<super::TracingContext>> {
+        if let Some(alone) = self.alone.get() {
+            return Some(alone);
+        }
+        match self.alone_config.create_with_context(super::TracingContext) {
+            // Two writers may race to make it: one is kept, the other dropped.
+            Ok(made) => Some(self.alone.get_or_init(|| made)),
+            Err(error) => {
+                tracing::error!(
+                    error = %error,
+                    "Could not make the dead-letter producer that sends one letter a batch; the pod stops."
+                );
+                self.failed.cancel();
+                None
+            }
+        }
+    }
+
     /// `kafka.dlq_topic`.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -185,6 +213,8 @@ impl DeadLetterWriter {
     pub async fn write(&self, letter: &DeadLetter, abandon: &CancellationToken) -> bool {
         let mut carried = Carried::Whole;
         let mut schedule = self.retry.schedule();
+        // Sent through the one-letter-a-batch producer, after a size refusal.
+        let mut producer = &self.producer;
         loop {
             if self.failed.is_cancelled() {
                 return false;
@@ -200,7 +230,7 @@ impl DeadLetterWriter {
             let sent = tokio::select! {
                 biased;
                 _ = abandon.cancelled() => return false,
-                sent = self.producer.send(record, Timeout::After(Duration::from_secs(30))) => sent,
+                sent = producer.send(record, Timeout::After(Duration::from_secs(30))) => sent,
             };
             match sent {
                 Ok(_) => {
@@ -208,6 +238,15 @@ impl DeadLetterWriter {
                         .dead_letter_counter(letter.class.as_str())
                         .inc();
                     return true;
+                }
+                Err((error, _)) if too_large(&error) && std::ptr::eq(producer, &self.producer) => {
+                    // The broker judges whole batches: the refusal may be
+                    // about the letters batched with this one. Alone, it
+                    // is about this letter only.
+                    match self.alone_producer() {
+                        Some(alone) => producer = alone,
+                        None => return false,
+                    }
                 }
                 Err((error, _)) if too_large(&error) && carried != Carried::Neither => {
                     carried = carried.less();
@@ -224,7 +263,7 @@ impl DeadLetterWriter {
                 }
                 Err((error, _)) => {
                     self.metrics.dead_letter_write_errors.inc();
-                    if let Some((code, reason)) = self.producer.client().fatal_error() {
+                    if let Some((code, reason)) = producer.client().fatal_error() {
                         if !self.failed.is_cancelled() {
                             tracing::error!(
                                 error = %code,
@@ -652,6 +691,80 @@ mod tests {
             assert_eq!(letter.headers["pps-source-partition"], "2");
             assert_eq!(letter.headers["pps-source-offset"], "7");
         }
+    }
+
+    /// Letters `0..count` of `pos.purchases` partition 0, each with its own
+    /// key, written at once by `writer`; how they were stored.
+    async fn write_letters_at_once(
+        cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        writer: DeadLetterWriter,
+        count: i64,
+    ) -> Vec<crate::kafka::inspect::StoredRecord> {
+        let writer = Arc::new(writer);
+        let mut writing = tokio::task::JoinSet::new();
+        for offset in 0..count {
+            let writer = writer.clone();
+            writing.spawn(async move {
+                let letter = DeadLetter {
+                    key: Some(format!("CRM-{offset}").into_bytes()),
+                    payload: vec![b'x'; 400],
+                    offset,
+                    ..not_json_letter()
+                };
+                writer.write(&letter, &CancellationToken::new()).await
+            });
+        }
+        while let Some(written) = tokio::time::timeout(Duration::from_secs(30), writing.join_next())
+            .await
+            .expect("written in time")
+        {
+            assert!(written.expect("no panic"));
+        }
+        let inspector =
+            crate::kafka::inspect::Inspector::new(&cluster.bootstrap_servers(), &[]).unwrap();
+        tokio::task::spawn_blocking(move || inspector.read_all("dlq"))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_refused_for_its_size_is_written_letter_by_letter_whole() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dlq", 1, 1).expect("topic");
+        let (_, writer) = writer_to(&cluster, "dlq");
+        // The broker refuses the first produce request as too large, as a
+        // topic whose max.message.bytes is below the batch's size does:
+        // the batch, not any one letter in it, was too large.
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let stored = write_letters_at_once(&cluster, writer, 20).await;
+        assert_eq!(stored.len(), 20);
+        for letter in &stored {
+            assert_eq!(letter.value.len(), 400, "{:?}", letter.headers);
+            assert!(!letter.headers.contains_key(VALUE_OMITTED));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_letter_refused_for_its_size_even_alone_is_written_without_its_value() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dlq", 1, 1).expect("topic");
+        let (_, writer) = writer_to(&cluster, "dlq");
+        // Refused in its batch, and again alone: the letter itself is too large.
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
+        );
+        let stored = write_letters_at_once(&cluster, writer, 1).await;
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].value.is_empty());
+        assert_eq!(stored[0].headers[VALUE_OMITTED], "400");
+        assert_eq!(stored[0].key.as_deref(), Some(&b"CRM-0"[..]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,21 +222,29 @@ pub fn dead_letter_producer_config(
     // order instead of relying on the broker to refuse out-of-order
     // batches (librdkafka's idempotent producer with several batches in
     // flight assumes that; a broker or mock that does not check producer
-    // sequences then silently loses a retried batch). Dead letters are
-    // few, so the throughput cost does not matter. One letter a batch: a
-    // size refusal (the broker judges the whole batch) is then about that
-    // letter alone, so only a letter too large loses its value. The topic
-    // is never created here: a missing or mistyped `dlq_topic` would get
-    // the broker's defaults (one replica, short retention) and lose letters.
+    // sequences then silently loses a retried batch). Letters are batched
+    // (a storm of bad events needs thousands a second); a batch the broker
+    // refuses for its size is sorted out letter by letter through
+    // [`alone`]. The topic is never created here: a missing or mistyped
+    // `dlq_topic` would get the broker's defaults (one replica, short
+    // retention) and lose letters.
     config
         .set("enable.idempotence", "true")
-        .set("batch.num.messages", "1")
         .set("allow.auto.create.topics", "false")
         .set("max.in.flight.requests.per.connection", "1")
         .set("acks", "all")
         .set("message.timeout.ms", "30000")
         .set("linger.ms", "5");
     Ok(config)
+}
+
+/// The same configuration for one letter a batch: the broker judges a
+/// produce request's size by whole batches, so a size refusal of a batch
+/// may be about the letters batched with a letter; sent alone, it is about
+/// that letter only.
+pub fn alone(mut config: ClientConfig) -> ClientConfig {
+    config.set("batch.num.messages", "1");
+    config
 }
 
 /// Every problem with `settings` for the `run` job, listed at once: the
