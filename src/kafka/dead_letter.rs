@@ -275,13 +275,29 @@ impl DeadLetterWriter {
                         }
                         return false;
                     }
-                    tracing::warn!(
-                        error = %error,
-                        topic = %self.topic,
-                        source = %letter.source,
-                        offset = letter.offset,
-                        "Could not write a dead letter; retrying (the source offset is not committed until it is written)."
-                    );
+                    if matches!(
+                        error,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord)
+                    ) {
+                        // What a compacted topic answers a record without a
+                        // key; compaction would also drop older letters of
+                        // the same key. Only the topic's policy cures it.
+                        tracing::error!(
+                            error = %error,
+                            topic = %self.topic,
+                            source = %letter.source,
+                            offset = letter.offset,
+                            "Kafka refuses the dead letter as an invalid record: a compacted dead-letter topic (cleanup.policy=compact) refuses records without a key and drops older letters of a key; give it cleanup.policy=delete. Retrying (the source offset is not committed until it is written)."
+                        );
+                    } else {
+                        tracing::warn!(
+                            error = %error,
+                            topic = %self.topic,
+                            source = %letter.source,
+                            offset = letter.offset,
+                            "Could not write a dead letter; retrying (the source offset is not committed until it is written)."
+                        );
+                    }
                     tokio::select! {
                         _ = abandon.cancelled() => return false,
                         _ = tokio::time::sleep(schedule.next_delay()) => {}

@@ -703,6 +703,37 @@ async fn a_final_commit_the_group_never_answers_does_not_hold_the_exit_past_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_refusing_records_as_invalid_names_compaction_and_loses_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let kafka = Kafka::start(2);
+    let work = workload(300, 100, 0.1, 0.0);
+    kafka.produce(&work.events);
+    let sim = start_simulator(None).await;
+    // What a compacted topic answers a record without a key, for the
+    // dead-letter producer's first requests.
+    kafka.mock().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
+    );
+    let mut app = spawn_app(&AppConfig::new(&kafka, &sim));
+    wait_all_committed(&kafka, "pos-profile-sync", Duration::from_secs(60)).await;
+    let log = app.log_text();
+    assert!(
+        log.contains("give it cleanup.policy=delete"),
+        "the log does not name the cause; log:\n{log}"
+    );
+    let letters = kafka.read_all(DLQ);
+    assert_eq!(
+        letters.len(),
+        work.malformed().values().sum::<usize>(),
+        "every bad event has its letter once the topic takes them"
+    );
+    assert_eq!(work.lost_profiles(&sim), Vec::<String>::new());
+    let (status, _) = app.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_kafka_error_ends_the_pod_promptly_and_loses_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let kafka = Kafka::start(2);
