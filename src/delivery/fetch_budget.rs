@@ -212,7 +212,7 @@ mod tests {
     async fn a_fetchs_retry_after_pauses_the_pod_and_the_next_fetch_waits_it_out() {
         let (address, arrivals) = crate::target::client::canned_server(
             "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n",
-            false,
+            crate::target::client::Then::Next,
         )
         .await;
         let settings = crate::ops::config::TargetSettings {

@@ -399,14 +399,15 @@ impl PollLoop {
                             topic
                         }
                     };
-                    let decision = match message.payload() {
+                    let value = message.payload();
+                    let decision = match value {
                         Some(bytes) => self.mapping.decide(bytes),
                         None => Decision::DeadLetter(EventError {
                             class: ErrorClass::InvalidJson,
                             reason: TOMBSTONE.to_owned(),
                         }),
                     };
-                    let payload = message.payload().unwrap_or_default().to_vec();
+                    let payload = value.unwrap_or_default().to_vec();
                     let record = Record {
                         tp: TopicPartition {
                             topic,

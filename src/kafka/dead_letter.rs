@@ -710,12 +710,20 @@ mod tests {
     }
 
     /// Letters `0..count` of `pos.purchases` partition 0, each with its own
-    /// key, written at once by `writer`; how they were stored.
-    async fn write_letters_at_once(
-        cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-        writer: DeadLetterWriter,
+    /// key, written at once to a fresh mock cluster that refuses its first
+    /// `refusals` produce requests as too large; how they were stored.
+    async fn written_after_size_refusals(
+        refusals: usize,
         count: i64,
     ) -> Vec<crate::kafka::inspect::StoredRecord> {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("dlq", 1, 1).expect("topic");
+        let (_, writer) = writer_to(&cluster, "dlq");
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; refusals],
+        );
         let writer = Arc::new(writer);
         let mut writing = tokio::task::JoinSet::new();
         for offset in 0..count {
@@ -746,18 +754,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_refused_for_its_size_is_written_letter_by_letter_whole() {
-        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("dlq", 1, 1).expect("topic");
-        let (_, writer) = writer_to(&cluster, "dlq");
         // The broker refuses the first produce request as too large, as a
         // topic whose max.message.bytes is below the batch's size does:
         // the batch, not any one letter in it, was too large.
-        cluster.request_errors(
-            RDKafkaApiKey::Produce,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
-        );
-        let stored = write_letters_at_once(&cluster, writer, 20).await;
+        let stored = written_after_size_refusals(1, 20).await;
         assert_eq!(stored.len(), 20);
         for letter in &stored {
             assert_eq!(letter.value.len(), 400, "{:?}", letter.headers);
@@ -767,16 +767,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_letter_refused_for_its_size_even_alone_is_written_without_its_value() {
-        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("dlq", 1, 1).expect("topic");
-        let (_, writer) = writer_to(&cluster, "dlq");
         // Refused in its batch, and again alone: the letter itself is too large.
-        cluster.request_errors(
-            RDKafkaApiKey::Produce,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
-        );
-        let stored = write_letters_at_once(&cluster, writer, 1).await;
+        let stored = written_after_size_refusals(2, 1).await;
         assert_eq!(stored.len(), 1);
         assert!(stored[0].value.is_empty());
         assert_eq!(stored[0].headers[VALUE_OMITTED], "400");

@@ -220,23 +220,49 @@ impl TargetClient {
 /// gateway might.
 #[cfg(test)]
 pub(crate) async fn endless_body_server(status: u16) -> std::net::SocketAddr {
-    answering_server(status, None).await
+    let head = format!(
+        "HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    canned_server(head, Then::Endless).await.0
+}
+
+/// A server on 127.0.0.1 that answers every request with `status` and
+/// `body`, then closes the connection.
+#[cfg(test)]
+pub(crate) async fn answering_server(status: u16, body: &str) -> std::net::SocketAddr {
+    let answer = format!(
+        "HTTP/1.1 {status} Whatever\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    canned_server(answer, Then::Next).await.0
+}
+
+/// What a [`canned_server`] does after its answer.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Reads the next request on the same connection.
+    Next,
+    /// Sends nothing more and holds the connection (an answer that promises
+    /// a body never delivers it).
+    Stall,
+    /// Sends 16 KiB chunks of a chunked body until the client goes.
+    Endless,
 }
 
 /// A server on 127.0.0.1 that answers every request with the bytes of
-/// `answer` as they are, noting when each request arrived. With `stall`
-/// it then sends nothing more and holds the connection (an `answer` that
-/// promises a body never delivers it); without, it reads the next request
-/// on the same connection.
+/// `answer` as they are, noting when each request arrived, and then does
+/// what `then` says.
 #[cfg(test)]
 pub(crate) async fn canned_server(
-    answer: &'static str,
-    stall: bool,
+    answer: impl Into<String>,
+    then: Then,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
 ) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let answer: std::sync::Arc<str> = answer.into().into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -246,6 +272,7 @@ pub(crate) async fn canned_server(
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let noted = noted.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buffer = [0u8; 4096];
@@ -262,63 +289,25 @@ pub(crate) async fn canned_server(
                     if stream.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
-                    if stall {
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                        return;
+                    match then {
+                        Then::Next => {}
+                        Then::Stall => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            return;
+                        }
+                        Then::Endless => {
+                            let mut chunk = b"4000\r\n".to_vec();
+                            chunk.extend(std::iter::repeat_n(b'x', 0x4000));
+                            chunk.extend_from_slice(b"\r\n");
+                            while stream.write_all(&chunk).await.is_ok() {}
+                            return;
+                        }
                     }
                 }
             });
         }
     });
     (address, arrivals)
-}
-
-/// A server on 127.0.0.1 that answers every request with `status` and
-/// `body` (endless when `None`).
-#[cfg(test)]
-pub(crate) async fn answering_server(
-    status: u16,
-    body: Option<&'static str>,
-) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                // The request head: the tests send no body.
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let Some(body) = body else {
-                    let answer = format!(
-                        "HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
-                    );
-                    if stream.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let mut chunk = b"4000\r\n".to_vec();
-                    chunk.extend(std::iter::repeat_n(b'x', 0x4000));
-                    chunk.extend_from_slice(b"\r\n");
-                    while stream.write_all(&chunk).await.is_ok() {}
-                    return;
-                };
-                let answer = format!(
-                    "HTTP/1.1 {status} Whatever\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    address
 }
 
 #[cfg(test)]
@@ -361,7 +350,7 @@ mod tests {
             ("", true),
         ];
         for (body, taken) in cases {
-            let client = client_of(answering_server(200, Some(body)).await);
+            let client = client_of(answering_server(200, body).await);
             let attempt = client.send(&update).await;
             let expected = if taken {
                 Verdict::Accepted
@@ -379,7 +368,7 @@ mod tests {
     /// A server that sends `head` (a status line and headers promising a
     /// body) and then nothing, holding the connection open.
     async fn stalling_server(head: &'static str) -> std::net::SocketAddr {
-        canned_server(head, true).await.0
+        canned_server(head, Then::Stall).await.0
     }
 
     #[tokio::test]

@@ -84,27 +84,22 @@ impl FetchClient {
                 // status and Retry-After, whatever becomes of its body.
                 let needs_body = response.status().is_success() || status == 404;
                 // Too long to be a profile: what was read does not parse.
-                match read_body(&mut response, MAX_BODY, true).await {
-                    Err(_) if !needs_body => judge(
-                        FetchAnswer::Response {
-                            status,
-                            retry_after: retry_after.as_deref(),
-                            body: b"",
-                        },
-                        SystemTime::now(),
-                    ),
-                    Err(error) if error.is_timeout() => {
-                        judge(FetchAnswer::Timeout, SystemTime::now())
-                    }
-                    Err(_) => judge(FetchAnswer::Connection, SystemTime::now()),
+                let body = match read_body(&mut response, MAX_BODY, true).await {
+                    Ok(body) => Ok(body.bytes),
+                    Err(_) if !needs_body => Ok(Vec::new()),
+                    Err(error) if error.is_timeout() => Err(FetchAnswer::Timeout),
+                    Err(_) => Err(FetchAnswer::Connection),
+                };
+                match body {
                     Ok(body) => judge(
                         FetchAnswer::Response {
                             status,
                             retry_after: retry_after.as_deref(),
-                            body: &body.bytes,
+                            body: &body,
                         },
                         SystemTime::now(),
                     ),
+                    Err(unanswered) => judge(unanswered, SystemTime::now()),
                 }
             }
             Err(error) if error.is_timeout() => judge(FetchAnswer::Timeout, SystemTime::now()),
@@ -145,7 +140,9 @@ mod tests {
     #[tokio::test]
     async fn an_answer_whose_body_stalls_counts_by_its_status_unless_the_body_decides() {
         let fetch = |head: &'static str| async move {
-            let (address, _) = crate::target::client::canned_server(head, true).await;
+            let (address, _) =
+                crate::target::client::canned_server(head, crate::target::client::Then::Stall)
+                    .await;
             let settings = TargetSettings {
                 client_code: "acme".into(),
                 base_url: format!("http://{address}"),
