@@ -62,7 +62,7 @@ pub fn decide(bytes: &[u8]) {
             for attribute in &update.attributes {
                 assert!(!attribute.name.is_empty(), "an attribute without a name");
                 assert!(
-                    names.insert(attribute.name.clone()),
+                    names.insert(attribute.name),
                     "attribute {} twice",
                     attribute.name
                 );

@@ -17,9 +17,9 @@
 //! leaves nothing out. Pure: no I/O, no clock.
 
 use crate::event::{Identity, Timestamp};
+use crate::mapping::AttributeName;
 use crate::mapping::{Attribute, ProfileUpdate};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 /// What was delivered for one profile.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ struct Delivered {
 #[derive(Debug)]
 pub struct Freshness {
     /// Attribute names seen, so a profile's entry holds small indexes.
-    names: Vec<Arc<str>>,
+    names: Vec<AttributeName>,
     profiles: HashMap<Identity, Delivered>,
     /// Delivery order, for forgetting the oldest first (stale slots skipped).
     order: VecDeque<(Identity, u64)>,
@@ -63,7 +63,7 @@ impl Freshness {
     pub fn current(
         &self,
         update: ProfileUpdate,
-        times: &[(Arc<str>, Timestamp)],
+        times: &[(AttributeName, Timestamp)],
         assignment: u64,
     ) -> Option<ProfileUpdate> {
         let Some(delivered) = self
@@ -95,13 +95,13 @@ impl Freshness {
     pub fn delivered(
         &mut self,
         update: &ProfileUpdate,
-        times: &[(Arc<str>, Timestamp)],
+        times: &[(AttributeName, Timestamp)],
         assignment: u64,
     ) {
         let mut indexes = Vec::with_capacity(update.attributes.len());
         for attribute in &update.attributes {
             if let Some((_, time)) = times.iter().find(|(n, _)| *n == attribute.name) {
-                indexes.push((self.intern(&attribute.name), *time));
+                indexes.push((self.intern(attribute.name), *time));
             }
         }
         let stamp = self.next_stamp;
@@ -149,11 +149,11 @@ impl Freshness {
             .and_then(|i| u16::try_from(i).ok())
     }
 
-    fn intern(&mut self, name: &Arc<str>) -> u16 {
-        if let Some(index) = self.index_of(name) {
+    fn intern(&mut self, name: AttributeName) -> u16 {
+        if let Some(index) = self.index_of(&name) {
             return index;
         }
-        self.names.push(name.clone());
+        self.names.push(name);
         u16::try_from(self.names.len() - 1).unwrap_or(u16::MAX)
     }
 }
@@ -162,13 +162,13 @@ impl Freshness {
 /// event its value comes from (the latest event that carries it).
 pub fn attribute_times<'a>(
     updates: impl IntoIterator<Item = &'a ProfileUpdate>,
-) -> Vec<(Arc<str>, Timestamp)> {
-    let mut times: Vec<(Arc<str>, Timestamp)> = Vec::new();
+) -> Vec<(AttributeName, Timestamp)> {
+    let mut times: Vec<(AttributeName, Timestamp)> = Vec::new();
     for update in updates {
         for attribute in &update.attributes {
             match times.iter_mut().find(|(n, _)| *n == attribute.name) {
                 Some((_, at)) => *at = (*at).max(update.occurred_at),
-                None => times.push((attribute.name.clone(), update.occurred_at)),
+                None => times.push((attribute.name, update.occurred_at)),
             }
         }
     }
@@ -189,7 +189,7 @@ mod tests {
             attributes: attributes
                 .iter()
                 .map(|(n, v)| Attribute {
-                    name: Arc::from(*n),
+                    name: AttributeName::new(n),
                     value: (*v).into(),
                 })
                 .collect(),

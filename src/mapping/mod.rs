@@ -5,15 +5,16 @@
 
 mod attribute;
 mod merge;
+mod name;
 mod settings;
 
 pub use attribute::{categories_by_spend, render_total, truncate_chars, AttributeSource};
 pub use merge::merge_updates;
+pub use name::AttributeName;
 pub use settings::MappingSettings;
 
 use crate::event::{self, EventError, EventKind, Identity, Purchase, Timestamp};
 use smallvec::SmallVec;
-use std::sync::Arc;
 
 /// The longest value Target keeps for a profile attribute, in characters.
 pub const MAX_VALUE_CHARS: usize = 256;
@@ -24,7 +25,7 @@ pub const MAX_NAME_CHARS: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
     /// Name without the `profile.` prefix.
-    pub name: Arc<str>,
+    pub name: AttributeName,
     /// The value, at most [`MAX_VALUE_CHARS`] characters.
     pub value: String,
 }
@@ -71,7 +72,7 @@ impl SkipReason {
 /// The attribute table in force: which attributes, under which names, plus constants.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    entries: Vec<(AttributeSource, Arc<str>)>,
+    entries: Vec<(AttributeSource, AttributeName)>,
     constants: Vec<Attribute>,
 }
 
@@ -80,7 +81,7 @@ impl Default for Mapping {
         Mapping {
             entries: AttributeSource::ALL
                 .iter()
-                .map(|source| (*source, Arc::from(source.default_name())))
+                .map(|source| (*source, AttributeName::new(source.default_name())))
                 .collect(),
             constants: Vec::new(),
         }
@@ -124,7 +125,7 @@ impl Mapping {
         for (source, name) in &self.entries {
             if let Some(value) = source.value_ranked(purchase, &mut ranking) {
                 attributes.push(Attribute {
-                    name: name.clone(),
+                    name: *name,
                     value: truncate_chars(value, MAX_VALUE_CHARS),
                 });
             }

@@ -1,9 +1,8 @@
 //! The `[mapping]` configuration: rename, drop and add constant attributes.
 
-use super::{Attribute, AttributeSource, Mapping, MAX_NAME_CHARS, MAX_VALUE_CHARS};
+use super::{Attribute, AttributeName, AttributeSource, Mapping, MAX_NAME_CHARS, MAX_VALUE_CHARS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// How operators change the default attribute table.
 ///
@@ -71,7 +70,7 @@ impl MappingSettings {
                     "mapping.rename.{default}: `{name}` is already the name of another attribute"
                 ));
             }
-            entries.push((source, Arc::from(name)));
+            entries.push((source, AttributeName::new(name)));
         }
         let mut constants = Vec::new();
         for (name, value) in &self.constants {
@@ -87,7 +86,7 @@ impl MappingSettings {
                 ));
             }
             constants.push(Attribute {
-                name: Arc::from(name.as_str()),
+                name: AttributeName::new(name),
                 value: value.clone(),
             });
         }

@@ -36,9 +36,12 @@ impl TokenSource {
     /// The current token (trimmed of surrounding white space), `None` when
     /// the file cannot be read or is empty.
     pub fn current(&self) -> Option<String> {
-        // The file is looked at outside the lock, by one caller a second:
-        // other requests never wait on a slow volume, they take the token
-        // as last read.
+        // The file is looked at outside the lock, by one caller a second;
+        // the others take the token as last read. That caller's look is a
+        // `stat` (a read when the file changed) on a mounted Secret, which
+        // Kubernetes keeps in memory: microseconds, on the thread of the
+        // request that happens to be due (for updates and fetches, the
+        // coordinator's task, see `delivery/coordinator/running.rs`).
         let stamp_seen = {
             let mut state = self.lock();
             let due = state.checked_at.is_none_or(|at| at.elapsed() >= RECHECK);

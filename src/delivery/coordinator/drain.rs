@@ -36,7 +36,7 @@ impl Coordinator {
             }
             tokio::select! {
                 biased;
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task(done),
+                Some(done) = self.tasks.next(), if !self.tasks.is_empty() => self.on_task(done),
                 event = self.events.recv(), if !consumer_gone => match event {
                     Some(event @ ConsumerEvent::Revoked { .. }) => self.state.on_event(event, Instant::now()),
                     Some(_) => {}
@@ -64,14 +64,11 @@ impl Coordinator {
             self.state.abandon_all();
             // Abandoned tasks return at once; give them a moment.
             let grace = Instant::now() + Duration::from_secs(1);
-            while let Ok(Some(done)) =
-                tokio::time::timeout_at(grace, self.tasks.join_next_with_id()).await
-            {
+            while let Ok(Some(done)) = tokio::time::timeout_at(grace, self.tasks.next()).await {
                 self.on_task(done);
                 self.carry_out();
             }
-            self.tasks.abort_all();
-            while let Some(done) = self.tasks.join_next_with_id().await {
+            for done in self.tasks.abort_all() {
                 self.on_task(done);
                 self.carry_out();
             }

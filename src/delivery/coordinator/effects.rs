@@ -1,10 +1,12 @@
-//! Carrying out the state's actions: tasks on the runtime (update attempts,
-//! fetches, dead-letter writes, batch submissions and polls), pauses and
+//! Carrying out the state's actions: tasks (update attempts, fetches,
+//! dead-letter writes, batch submissions and polls, polled on the
+//! coordinator's task: `running.rs`), pauses and
 //! resumes on the consumer, the gate's share, revoke answers, and commits
 //! (one at a time, on a blocking thread, counted only once the broker
 //! confirmed them).
 
-use super::machine::{CommitOffset, Ended, Task};
+use super::machine::{CommitOffset, Task, TaskDone, WorkId};
+use super::running::Finished;
 use super::*;
 use crate::ops::metrics::advance_to;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -23,10 +25,7 @@ impl Coordinator {
 
     fn carry_out_one(&mut self, action: Action) {
         match action {
-            Action::Start { work, task } => {
-                let handle = self.spawn(task);
-                self.work_of.insert(handle.id(), work);
-            }
+            Action::Start { work, task } => self.start(work, task),
             Action::Pause(tp) => {
                 let list = partition_list([&tp]);
                 if let Err(error) = self.consumer.pause(&list) {
@@ -69,8 +68,9 @@ impl Coordinator {
         }
     }
 
-    /// Starts a task's I/O on the runtime.
-    fn spawn(&mut self, task: Task) -> tokio::task::AbortHandle {
+    /// Starts a task's I/O, as the task of `work`.
+    fn start(&mut self, work: WorkId, task: Task) {
+        let tasks = &mut self.tasks;
         match task {
             Task::Update {
                 request,
@@ -79,7 +79,7 @@ impl Coordinator {
                 attempt,
             } => {
                 let updates = self.updates.clone();
-                self.tasks.spawn(async move {
+                tasks.start(work, async move {
                     TaskDone::Update(updates.attempt(request, &cancel, &trace, attempt).await)
                 })
             }
@@ -89,7 +89,7 @@ impl Coordinator {
                 span,
             } => {
                 let writer = self.dead_letters.clone();
-                self.tasks.spawn(async move {
+                tasks.start(work, async move {
                     let written = writer.write(&letter, &cancel).await;
                     span.written(written);
                     TaskDone::DeadLetter { written }
@@ -99,7 +99,7 @@ impl Coordinator {
                 fetcher,
                 profile,
                 cancel,
-            } => self.tasks.spawn(async move {
+            } => tasks.start(work, async move {
                 let outcome = tokio::select! {
                         biased;
                         _ = cancel.cancelled() => None,
@@ -111,35 +111,25 @@ impl Coordinator {
                 sender,
                 batch,
                 cancel,
-            } => self.tasks.spawn(async move {
+            } => tasks.start(work, async move {
                 TaskDone::BatchSubmitted(sender.submit(batch.body(), &cancel).await)
             }),
             Task::Poll {
                 sender,
                 status_url,
                 cancel,
-            } => self.tasks.spawn(async move {
+            } => tasks.start(work, async move {
                 TaskDone::BatchCompleted(sender.await_completion(&status_url, &cancel).await)
             }),
         }
     }
 
     /// A task ended: the state carries its work on.
-    pub(super) fn on_task(
-        &mut self,
-        done: Result<(tokio::task::Id, TaskDone), tokio::task::JoinError>,
-    ) {
-        let (id, done) = match done {
-            Ok((id, done)) => (id, Ok(done)),
-            Err(error) if error.is_cancelled() => (error.id(), Err(Ended::Cancelled)),
-            Err(error) => (error.id(), Err(Ended::Panicked(error.to_string()))),
-        };
+    pub(super) fn on_task(&mut self, (work, done): Finished) {
         if let Ok(TaskDone::Fetched(Some(outcome))) = &done {
             self.note_fetch(outcome);
         }
-        if let Some(work) = self.work_of.remove(&id) {
-            self.state.on_task_done(work, done, Instant::now());
-        }
+        self.state.on_task_done(work, done, Instant::now());
     }
 
     /// What a profile fetch's answer tells `/readyz`, as an update's does:

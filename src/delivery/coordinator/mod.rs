@@ -17,13 +17,12 @@ use crate::kafka::dead_letter::DeadLetterWriter;
 use crate::kafka::ConsumerEvent;
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use foldhash::{HashMap, HashMapExt as _};
-use machine::{Action, CommitResult, DeliveryState, StateParts, TaskDone, WorkId};
+use machine::{Action, CommitResult, DeliveryState, StateParts};
+use running::Running;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -85,9 +84,8 @@ pub struct Coordinator {
     batch_sender: Option<BatchSender>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    tasks: JoinSet<TaskDone>,
-    /// The state's name for each running task.
-    work_of: HashMap<tokio::task::Id, WorkId>,
+    /// The running tasks, polled on this task (see `running.rs`).
+    tasks: Running,
     /// The actions being carried out (kept for its capacity).
     outbox: Vec<Action>,
     /// The commit under way, if any: one at a time, and a partition's offset
@@ -127,8 +125,7 @@ impl Coordinator {
             batch_sender,
             metrics,
             health,
-            tasks: JoinSet::new(),
-            work_of: HashMap::new(),
+            tasks: Running::default(),
             outbox: Vec::new(),
             commit: None,
             consumer_stopped: CancellationToken::new(),
@@ -174,7 +171,7 @@ impl Coordinator {
                     halted = Some(Halted::DeadLettersFailed);
                     break;
                 }
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                Some(done) = self.tasks.next(), if !self.tasks.is_empty() => {
                     self.on_task(done);
                     self.on_more_tasks();
                 }
@@ -238,7 +235,7 @@ impl Coordinator {
     /// [`TASKS_AT_ONCE`]), so that it dispatches once for all of them.
     fn on_more_tasks(&mut self) {
         for _ in 1..TASKS_AT_ONCE {
-            match self.tasks.try_join_next_with_id() {
+            match self.tasks.try_next() {
                 Some(done) => self.on_task(done),
                 None => break,
             }
@@ -258,6 +255,7 @@ mod effects;
 #[cfg(test)]
 mod fixtures;
 mod machine;
+mod running;
 mod settings;
 #[cfg(test)]
 mod tests;

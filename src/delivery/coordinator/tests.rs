@@ -473,9 +473,9 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
     let mut actions = Vec::new();
     c.state.take_actions(&mut actions);
     let work = one_update(&actions);
-    let handle = c.tasks.spawn(async { panic!("a bug in a delivery task") });
-    c.work_of.insert(handle.id(), work);
-    let done = c.tasks.join_next_with_id().await.expect("the task ended");
+    c.tasks
+        .start(work, async { panic!("a bug in a delivery task") });
+    let done = c.tasks.next().await.expect("the task ended");
     c.on_task(done);
     c.carry_out();
     assert!(
@@ -491,11 +491,7 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     c.state.dispatch(Instant::now(), 64);
     c.carry_out();
-    let done = c
-        .tasks
-        .join_next_with_id()
-        .await
-        .expect("the attempt ended");
+    let done = c.tasks.next().await.expect("the attempt ended");
     c.on_task(done);
     assert!(parts.sim.profile_third_party("CRM-1").is_some());
     let offsets: Vec<(i32, i64)> = c

@@ -25,9 +25,9 @@
 //! closes a batch before a row would take it past `max_rows` or `max_bytes`
 //! ([`BatchEncoder::would_fit`], [`BatchEncoder::push_within`]).
 
+use crate::mapping::AttributeName;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use percent_encoding::utf8_percent_encode;
@@ -173,8 +173,8 @@ pub enum Admission {
 pub struct BatchEncoder {
     kind: BatchKind,
     /// Attribute columns in order of first appearance.
-    columns: Vec<Arc<str>>,
-    column_of: HashMap<Arc<str>, usize>,
+    columns: Vec<AttributeName>,
+    column_of: HashMap<AttributeName, usize>,
     /// The encoded header line, without `batch=`.
     header: String,
     rows: Vec<EncodedRow>,
@@ -193,7 +193,7 @@ struct EncodedRow {
 
 /// A row ready to be added: the columns it adds and its encoded text.
 struct RowPlan {
-    new_columns: Vec<Arc<str>>,
+    new_columns: Vec<AttributeName>,
     row: EncodedRow,
     /// Bytes the body grows by when the row is added.
     growth: usize,
@@ -306,7 +306,7 @@ impl BatchEncoder {
             });
         }
         check_batch_id(&update.identity)?;
-        let mut new_columns: Vec<Arc<str>> = Vec::new();
+        let mut new_columns: Vec<AttributeName> = Vec::new();
         let mut values: Vec<(usize, &str)> = Vec::with_capacity(update.attributes.len());
         for attribute in &update.attributes {
             if attribute.name.is_empty() {
@@ -317,7 +317,7 @@ impl BatchEncoder {
                 None => match new_columns.iter().position(|c| *c == attribute.name) {
                     Some(at) => self.columns.len() + at,
                     None => {
-                        new_columns.push(Arc::clone(&attribute.name));
+                        new_columns.push(attribute.name);
                         self.columns.len() + new_columns.len() - 1
                     }
                 },
@@ -352,7 +352,7 @@ impl BatchEncoder {
         for name in plan.new_columns {
             self.header.push_str(COMMA);
             self.header.push_str(&cell(&name));
-            self.column_of.insert(Arc::clone(&name), self.columns.len());
+            self.column_of.insert(name, self.columns.len());
             self.columns.push(name);
         }
         self.len += plan.growth;
@@ -366,7 +366,7 @@ impl BatchEncoder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
     kind: BatchKind,
-    columns: Vec<Arc<str>>,
+    columns: Vec<AttributeName>,
     body: Bytes,
     identities: Vec<Identity>,
 }
@@ -378,7 +378,7 @@ impl EncodedBatch {
     }
 
     /// The attribute columns, in header order.
-    pub fn columns(&self) -> &[Arc<str>] {
+    pub fn columns(&self) -> &[AttributeName] {
         &self.columns
     }
 

@@ -54,6 +54,19 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(in crate::delivery::coordinator) struct WorkId(u64);
 
+#[cfg(test)]
+impl WorkId {
+    /// An id made up by a test.
+    pub(in crate::delivery::coordinator) fn for_tests(number: u64) -> WorkId {
+        WorkId(number)
+    }
+
+    /// The id's number.
+    pub(in crate::delivery::coordinator) fn number(self) -> u64 {
+        self.0
+    }
+}
+
 /// What the coordinator is to do.
 #[derive(Debug)]
 pub(in crate::delivery::coordinator) enum Action {
