@@ -588,6 +588,7 @@ async fn full_partition_buffers_pause_fetching_until_target_catches_up() {
     sim.hold();
     let config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.max_buffered_per_partition = 50);
     let mut app = spawn_app(&config);
+    wait_assigned(&app, 2.0, Duration::from_secs(60)).await;
 
     let mut paused = 0.0;
     for _ in 0..150 {
@@ -630,6 +631,7 @@ async fn the_pods_buffer_limit_pauses_every_partition_whatever_their_number() {
     // Each partition alone could hold its whole share; the pod may not.
     let config = AppConfig::new(&kafka, &sim).with_delivery(|d| d.max_buffered = 100);
     let mut app = spawn_app(&config);
+    wait_assigned(&app, 8.0, Duration::from_secs(60)).await;
 
     let mut paused = 0.0;
     for _ in 0..150 {

@@ -49,6 +49,24 @@ pub async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> boo
     }
 }
 
+/// Waits until the app owns `partitions` partitions. The group join comes
+/// before what a test then checks, and on a loaded machine it alone can
+/// take longer than the time the test gives the behaviour it checks.
+pub async fn wait_assigned(app: &App, partitions: f64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let owned = app.metric("pps_assigned_partitions").await;
+        if owned == Some(partitions) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{partitions} partitions not assigned after {limit:?} (owned: {owned:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the group has committed every source offset.
 pub async fn wait_all_committed(kafka: &Kafka, group: &str, limit: Duration) {
     let ends = kafka.end_offsets();
