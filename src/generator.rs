@@ -275,7 +275,7 @@ pub fn expected_profiles<E: Borrow<GeneratedEvent>>(
         {
             let profile = out.entry(*n).or_default();
             for attribute in update.attributes {
-                profile.insert(attribute.name.to_string(), attribute.value);
+                profile.insert(attribute.name.to_string(), attribute.value.into());
             }
         }
     }

@@ -145,7 +145,7 @@ impl Serialize for AttributesJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.attributes.len()))?;
         for attribute in &self.0.attributes {
-            map.serialize_entry(&*attribute.name, &attribute.value)?;
+            map.serialize_entry(&*attribute.name, attribute.value.as_str())?;
         }
         map.end()
     }

@@ -100,7 +100,7 @@ pub fn expected_profiles(
             if newer {
                 profile
                     .values
-                    .insert(attribute.name.to_string(), (attribute.value, at));
+                    .insert(attribute.name.to_string(), (attribute.value.into(), at));
             }
         }
         Ok(())

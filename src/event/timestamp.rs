@@ -1,5 +1,6 @@
 //! `occurred_at`: RFC 3339 with an offset, rendered in UTC to the second.
 
+use compact_str::CompactString;
 use std::cmp::Ordering;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -15,16 +16,19 @@ impl Timestamp {
     /// panics outside years 0000 to 9999: `9999-12-31T23:30:00-01:00` is valid
     /// RFC 3339 and renders, with the sign ISO 8601 asks of expanded years, as
     /// `+10000-01-01T00:30:00Z`.
-    pub fn to_utc_second(&self) -> String {
+    pub fn to_utc_second(&self) -> CompactString {
         let seconds = self.0.unix_timestamp();
         let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
         let of_day = seconds.rem_euclid(86_400);
         let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
         if !(0..=9999).contains(&year) {
-            return format!("{year:+05}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+            return compact_str::format_compact!(
+                "{year:+05}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"
+            );
         }
         // The usual case, written digit by digit: this runs for every event.
-        let mut out = String::with_capacity(20);
+        // Twenty bytes fit in the value itself, without an allocation.
+        let mut out = CompactString::const_new("");
         for (value, width, after) in [
             (year, 4, '-'),
             (i64::from(month), 2, '-'),

@@ -1,6 +1,7 @@
 //! The default attributes and how each is computed from a purchase.
 
 use crate::event::{EventKind, Purchase};
+use compact_str::{CompactString, ToCompactString as _};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 /// Where an attribute's value comes from; each has the contract's default name.
@@ -78,7 +79,7 @@ impl AttributeSource {
     }
 
     /// The value for a purchase, `None` when the attribute is absent for it.
-    pub fn value(self, purchase: &Purchase) -> Option<String> {
+    pub fn value(self, purchase: &Purchase) -> Option<CompactString> {
         self.value_ranked(purchase, &mut Ranking::default())
     }
 
@@ -88,26 +89,26 @@ impl AttributeSource {
         self,
         purchase: &'p Purchase,
         ranking: &mut Ranking<'p>,
-    ) -> Option<String> {
+    ) -> Option<CompactString> {
         use AttributeSource::*;
         if !self.applies_to(purchase.kind) {
             return None;
         }
         Some(match self {
             LastPurchaseAt | LastReturnAt => purchase.occurred_at.to_utc_second(),
-            LastPurchaseStore | LastReturnStore => purchase.store_id.clone(),
-            LastPurchaseChannel => purchase.channel.as_str().to_owned(),
+            LastPurchaseStore | LastReturnStore => CompactString::from(purchase.store_id.as_str()),
+            LastPurchaseChannel => CompactString::const_new(purchase.channel.as_str()),
             LastPurchaseTotal | LastReturnTotal => render_total(purchase.total),
-            LastPurchaseCurrency => purchase.currency.clone(),
+            LastPurchaseCurrency => CompactString::from(purchase.currency.as_str()),
             LastPurchaseItemCount => purchase
                 .items
                 .iter()
                 .map(|item| u64::from(item.quantity))
                 .sum::<u64>()
-                .to_string(),
+                .to_compact_string(),
             LastPurchaseCategories => join_categories(ranking.of(purchase))?,
-            LastPurchaseTopCategory => ranking.of(purchase).first()?.to_string(),
-            LoyaltyTier => purchase.loyalty_tier.clone()?,
+            LastPurchaseTopCategory => CompactString::from(*ranking.of(purchase).first()?),
+            LoyaltyTier => CompactString::from(purchase.loyalty_tier.as_deref()?),
         })
     }
 }
@@ -124,25 +125,25 @@ impl<'p> Ranking<'p> {
 }
 
 /// An amount with exactly two fraction digits, rounded half to even.
-pub fn render_total(total: Decimal) -> String {
+pub fn render_total(total: Decimal) -> CompactString {
     let mut rounded = total.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
     rounded.rescale(2);
-    rounded.to_string()
+    rounded.to_compact_string()
 }
 
 /// Distinct categories by summed line spend, descending, ties by name (code
 /// point order), joined with `,` and cut at a category boundary to at most
 /// 256 characters. `None` when no item has a category.
-pub fn categories_by_spend(purchase: &Purchase) -> Option<String> {
+pub fn categories_by_spend(purchase: &Purchase) -> Option<CompactString> {
     join_categories(&ranked_categories(purchase))
 }
 
 /// Ranked categories joined as [`categories_by_spend`] says.
-fn join_categories(ranked: &[&str]) -> Option<String> {
+fn join_categories(ranked: &[&str]) -> Option<CompactString> {
     if ranked.is_empty() {
         return None;
     }
-    let mut joined = String::new();
+    let mut joined = CompactString::default();
     let mut chars = 0;
     for &category in ranked {
         let extra = category.chars().count() + usize::from(!joined.is_empty());
@@ -194,7 +195,7 @@ pub(super) fn ranked_categories(purchase: &Purchase) -> Vec<&str> {
 }
 
 /// At most `max` characters of `value`, never cutting inside a character.
-pub fn truncate_chars(mut value: String, max: usize) -> String {
+pub fn truncate_chars(mut value: CompactString, max: usize) -> CompactString {
     if value.len() > max {
         if let Some((at, _)) = value.char_indices().nth(max) {
             value.truncate(at);

@@ -113,7 +113,7 @@ mod tests {
                 .collect();
             let apply = |state: &mut BTreeMap<String, String>, u: &ProfileUpdate| {
                 for a in &u.attributes {
-                    state.insert(a.name.to_string(), a.value.clone());
+                    state.insert(a.name.to_string(), a.value.to_string());
                 }
             };
             let mut one_by_one = BTreeMap::new();

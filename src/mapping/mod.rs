@@ -10,10 +10,11 @@ mod settings;
 
 pub use attribute::{categories_by_spend, render_total, truncate_chars, AttributeSource};
 pub use merge::merge_updates;
-pub use name::AttributeName;
+pub use name::{AttributeName, PARAMETER};
 pub use settings::MappingSettings;
 
 use crate::event::{self, EventError, EventKind, Identity, Purchase, Timestamp};
+use compact_str::CompactString;
 use smallvec::SmallVec;
 
 /// The longest value Target keeps for a profile attribute, in characters.
@@ -26,8 +27,10 @@ pub const MAX_NAME_CHARS: usize = 128;
 pub struct Attribute {
     /// Name without the `profile.` prefix.
     pub name: AttributeName,
-    /// The value, at most [`MAX_VALUE_CHARS`] characters.
-    pub value: String,
+    /// The value, at most [`MAX_VALUE_CHARS`] characters: kept in the
+    /// value itself up to 24 bytes (most are: dates, stores, totals), so
+    /// most attributes cost no allocation to derive, buffer and drop.
+    pub value: CompactString,
 }
 
 /// What one Target request says about one profile.

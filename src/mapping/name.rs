@@ -6,7 +6,9 @@
 //! drop is an atomic count on a counter that the consumer thread (which
 //! derives updates) and the coordinator (which drops them once accepted)
 //! both write, for every attribute of every event. An interned name is
-//! copied like an integer.
+//! copied like an integer, and it keeps its request parameter's prefix
+//! (`&profile.NAME=`, encoded once) beside its text, so an update request
+//! encodes only the values.
 //!
 //! Names come from the mapping settings (the contract's defaults, renames
 //! and constants) and are checked to be at most [`MAX_NAME_CHARS`]
@@ -15,22 +17,62 @@
 //!
 //! [`MAX_NAME_CHARS`]: super::MAX_NAME_CHARS
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+/// How Target's request parameters are encoded: everything but RFC 3986's
+/// unreserved characters, so a space is `%20` (`docs/contract.md` section 7).
+pub const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// An attribute's name (without the `profile.` prefix), interned: `Copy`,
-/// compared and hashed as its text.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AttributeName(&'static str);
+/// compared, ordered and hashed as its text.
+#[derive(Clone, Copy)]
+pub struct AttributeName(&'static Interned);
+
+/// What is kept of a name.
+#[derive(Debug)]
+struct Interned {
+    text: Box<str>,
+    /// `&profile.NAME=`, NAME encoded as [`PARAMETER`] says.
+    parameter: Box<str>,
+}
+
+/// The interned names, found by their text.
+impl Borrow<str> for &'static Interned {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Interned {
+    fn eq(&self, other: &Interned) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Interned {}
+
+impl Hash for Interned {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
 
 impl AttributeName {
     /// The interned name equal to `name`: the same storage for the same text
     /// every time.
     pub fn new(name: &str) -> AttributeName {
-        static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+        static NAMES: OnceLock<Mutex<HashSet<&'static Interned>>> = OnceLock::new();
         let mut names = NAMES
             .get_or_init(Mutex::default)
             .lock()
@@ -40,14 +82,51 @@ impl AttributeName {
         if let Some(&known) = names.get(name) {
             return AttributeName(known);
         }
-        let kept: &'static str = Box::leak(name.into());
+        let kept: &'static Interned = Box::leak(Box::new(Interned {
+            text: name.into(),
+            parameter: format!("&profile.{}=", utf8_percent_encode(name, PARAMETER)).into(),
+        }));
         names.insert(kept);
         AttributeName(kept)
     }
 
     /// The name's text.
     pub fn as_str(self) -> &'static str {
-        self.0
+        &self.0.text
+    }
+
+    /// What an update request writes before the attribute's value:
+    /// `&profile.NAME=`, with NAME encoded as [`PARAMETER`] says.
+    pub fn parameter_prefix(self) -> &'static str {
+        &self.0.parameter
+    }
+}
+
+impl PartialEq for AttributeName {
+    fn eq(&self, other: &AttributeName) -> bool {
+        // One storage per text: the same pointer is the same text.
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for AttributeName {}
+
+/// Hashed as its text, so a map keyed by names can be asked with a `&str`.
+impl Hash for AttributeName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for AttributeName {
+    fn partial_cmp(&self, other: &AttributeName) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AttributeName {
+    fn cmp(&self, other: &AttributeName) -> Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -55,21 +134,19 @@ impl Deref for AttributeName {
     type Target = str;
 
     fn deref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for AttributeName {
     fn as_ref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
-/// Hashed and compared as its text (derived from the `&str` inside), so a
-/// map keyed by names can be asked with a `&str`.
 impl Borrow<str> for AttributeName {
     fn borrow(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
@@ -81,25 +158,25 @@ impl From<&str> for AttributeName {
 
 impl PartialEq<str> for AttributeName {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for AttributeName {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl fmt::Debug for AttributeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for AttributeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -123,6 +200,18 @@ mod tests {
         map.insert(AttributeName::new("loyaltyTier"), 1);
         assert_eq!(map.get("loyaltyTier"), Some(&1));
         assert_eq!(map.get("tier"), None);
+    }
+
+    #[test]
+    fn a_name_keeps_its_parameter_prefix_encoded() {
+        assert_eq!(
+            AttributeName::new("lastPurchaseAt").parameter_prefix(),
+            "&profile.lastPurchaseAt="
+        );
+        assert_eq!(
+            AttributeName::new("Größe & Farbe").parameter_prefix(),
+            "&profile.Gr%C3%B6%C3%9Fe%20%26%20Farbe="
+        );
     }
 
     #[test]

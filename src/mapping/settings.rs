@@ -87,7 +87,7 @@ impl MappingSettings {
             }
             constants.push(Attribute {
                 name: AttributeName::new(name),
-                value: value.clone(),
+                value: value.as_str().into(),
             });
         }
         if problems.is_empty() {

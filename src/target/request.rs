@@ -4,17 +4,12 @@
 //! request target would pass 8 KB.
 
 use crate::mapping::ProfileUpdate;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+pub(crate) use crate::mapping::PARAMETER;
+use percent_encoding::utf8_percent_encode;
 use reqwest::Url;
 
-/// Everything but RFC 3986's unreserved characters is encoded; a space is `%20`.
-/// (`push_encoded` writes the same with `is_unreserved`; a property test
-/// holds the two together.)
-pub(crate) const PARAMETER: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+// `push_encoded` writes what `PARAMETER` says with `is_unreserved`; a
+// property test holds the two together.
 
 /// RFC 3986's unreserved characters: the bytes [`PARAMETER`] leaves as they are.
 const fn is_unreserved(byte: u8) -> bool {
@@ -83,31 +78,29 @@ pub struct UpdateRequest {
 
 /// `mbox3rdPartyId=CRM-1&profile.lastPurchaseAt=2026-11-28T10%3A15%3A00Z&...`
 ///
-/// Measured first, then written into a buffer of exactly that length: one
-/// allocation per update, however many attributes it has.
+/// Each attribute's `&profile.NAME=` was encoded once, when its name was
+/// interned; only the id and the values are encoded here, into a buffer
+/// sized for the worst case (every byte escaped): one allocation per update.
 pub fn encode_parameters(update: &ProfileUpdate) -> String {
     let identity = update.identity.id();
-    let length = update.identity.param().len()
+    let most = update.identity.param().len()
         + 1
-        + encoded_len(identity)
+        + 3 * identity.len()
         + update
             .attributes
             .iter()
-            .map(|a| "&profile.".len() + encoded_len(&a.name) + 1 + encoded_len(&a.value))
+            .map(|a| a.name.parameter_prefix().len() + 3 * a.value.len())
             .sum::<usize>();
-    let mut out = Vec::with_capacity(length);
+    let mut out = Vec::with_capacity(most);
     out.extend_from_slice(update.identity.param().as_bytes());
     out.push(b'=');
     push_encoded(&mut out, identity);
     for attribute in &update.attributes {
-        out.extend_from_slice(b"&profile.");
-        push_encoded(&mut out, &attribute.name);
-        out.push(b'=');
+        out.extend_from_slice(attribute.name.parameter_prefix().as_bytes());
         push_encoded(&mut out, &attribute.value);
     }
-    debug_assert_eq!(out.len(), length);
-    // Only ASCII was written: the parameter names are ASCII, and every
-    // other byte went through `push_encoded`.
+    // Only ASCII was written: the parameter names and prefixes are ASCII,
+    // and every other byte went through `push_encoded`.
     String::from_utf8(out)
         .unwrap_or_else(|error| unreachable!("percent-encoded parameters are ASCII: {error}"))
 }
@@ -123,16 +116,6 @@ const UNRESERVED: [bool; 256] = {
     }
     table
 };
-
-/// The length of `text` encoded by [`push_encoded`]: every byte it escapes
-/// becomes three.
-fn encoded_len(text: &str) -> usize {
-    text.len()
-        + 2 * text
-            .bytes()
-            .filter(|&byte| !UNRESERVED[usize::from(byte)])
-            .count()
-}
 
 /// Appends `text` encoded as [`PARAMETER`] says (what `utf8_percent_encode`
 /// writes): runs of unreserved characters copied at once, every other byte
@@ -203,8 +186,27 @@ mod tests {
             let mut out = Vec::new();
             push_encoded(&mut out, &text);
             let expected = utf8_percent_encode(&text, PARAMETER).to_string();
-            proptest::prop_assert_eq!(encoded_len(&text), expected.len());
             proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    proptest::proptest! {
+        /// With the names' prefixes encoded once, the whole query is still
+        /// what encoding every part with the general encoder makes.
+        #[test]
+        fn a_whole_query_is_what_the_general_encoder_makes(
+            id in "(?s).{1,16}",
+            attributes in proptest::collection::vec(("(?s).{1,12}", "(?s).{0,24}"), 0..6),
+        ) {
+            let encode = |text: &str| utf8_percent_encode(text, PARAMETER).to_string();
+            let mut expected = format!("mbox3rdPartyId={}", encode(&id));
+            for (name, value) in &attributes {
+                expected.push_str(&format!("&profile.{}={}", encode(name), encode(value)));
+            }
+            let refs: Vec<(&str, &str)> =
+                attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let update = update(Identity::ThirdParty(id.clone()), &refs);
+            proptest::prop_assert_eq!(encode_parameters(&update), expected);
         }
     }
 

@@ -403,7 +403,7 @@ async fn sigterm_under_load_exits_cleanly_and_commits_exactly_what_was_accepted(
                 update
                     .attributes
                     .iter()
-                    .all(|a| p.get(&*a.name) == Some(&a.value))
+                    .all(|a| p.get(&*a.name).map(String::as_str) == Some(a.value.as_str()))
             });
             assert!(
                 !carried,

@@ -40,7 +40,7 @@ impl Expected {
             if newer {
                 self.values.insert(
                     attribute.name.to_string(),
-                    (attribute.value.clone(), update.occurred_at),
+                    (attribute.value.to_string(), update.occurred_at),
                 );
             }
         }
