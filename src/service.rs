@@ -29,7 +29,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Records handed from the consumer thread to the coordinator at most at once.
+/// Records handed from the consumer thread to the coordinator at most at
+/// once: so many batches of at most `HANDOVER_BATCH` records.
 const HANDOVER_CAPACITY: usize = 1024;
 
 /// What a running service exposes to whoever started it (tests, the demo).
@@ -87,7 +88,8 @@ pub async fn run(
         retry,
         metrics.clone(),
     )?);
-    let (events_tx, events_rx) = mpsc::channel(HANDOVER_CAPACITY);
+    let (events_tx, events_rx) =
+        mpsc::channel(HANDOVER_CAPACITY / crate::kafka::consumer::HANDOVER_BATCH);
     let consumer = ConsumerThread::start(&settings, Arc::new(mapping), events_tx, metrics.clone())?;
     tracing::info!(
         topics = ?settings.kafka.topics,

@@ -1,7 +1,9 @@
 //! The consumer: a group member with the cooperative-sticky assignor and no
 //! automatic offset handling, polled on its own thread. Records are parsed
 //! and mapped there (off the coordinator), then handed over through a bounded
-//! channel. Rebalance callbacks run on this thread too: a revoke asks the
+//! channel, in batches of what the client had ready: waking the coordinator
+//! (a futex call here, a parked runtime thread there) once per batch instead
+//! of once per record. Rebalance callbacks run on this thread too: a revoke asks the
 //! coordinator to drain the partitions and commits what it answers before
 //! the partitions go, so a partition no longer owned is never committed.
 
@@ -18,7 +20,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -26,6 +28,11 @@ use tokio::sync::mpsc;
 /// The dead-letter reason of a record without a value (a tombstone, as a
 /// compacting producer writes to delete a key): no event to read.
 pub const TOMBSTONE: &str = "the record has no value (a tombstone): there is no event to read";
+
+/// The most records handed over at once. A batch is what the client had
+/// ready when it was polled: under a backlog, this many; a record arriving
+/// alone goes alone, at once.
+pub const HANDOVER_BATCH: usize = 64;
 
 /// The consumer type the service uses.
 pub type PipelineConsumer = BaseConsumer<PipelineContext>;
@@ -45,6 +52,10 @@ pub struct PipelineContext {
     /// the consumer: closing then need not wait for that clone.
     commit_abandoned: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Records read but not handed over yet (the batch being gathered).
+    /// Every other event this thread sends goes after them, so the
+    /// coordinator hears of a revoke only after every record read before it.
+    held: Mutex<Vec<Record>>,
 }
 
 impl PipelineContext {
@@ -55,13 +66,47 @@ impl PipelineContext {
         self.commit_abandoned.store(true, Ordering::Release);
     }
 
+    /// Adds a record to the batch being gathered; how many it holds now.
+    fn hold(&self, record: Record) -> usize {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.push(record);
+        held.len()
+    }
+
+    /// Whether records wait to be handed over.
+    fn holds_records(&self) -> bool {
+        !self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Hands the gathered records over; false when the coordinator is gone.
+    fn hand_over_held(&self) -> bool {
+        let records =
+            std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        records.is_empty() || self.send_now(ConsumerEvent::Records(records))
+    }
+
+    /// Sends an event after the records gathered before it.
     fn send(&self, event: ConsumerEvent) -> bool {
-        // Callbacks normally run on the consumer thread, outside the async
-        // runtime, where blocking is right; never block inside the runtime.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.events.try_send(event).is_ok()
-        } else {
-            self.events.blocking_send(event).is_ok()
+        self.hand_over_held() && self.send_now(event)
+    }
+
+    /// Sends an event now, waiting while the channel is full; false when
+    /// the coordinator is gone. Trying first spares the waiting path's
+    /// set-up when there is room, as there nearly always is.
+    fn send_now(&self, event: ConsumerEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            // Callbacks normally run on the consumer thread, outside the
+            // async runtime, where waiting is right; never block inside it.
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                tokio::runtime::Handle::try_current().is_err()
+                    && self.events.blocking_send(event).is_ok()
+            }
         }
     }
 
@@ -195,6 +240,7 @@ pub(crate) fn detached(settings: &crate::ops::config::KafkaSettings) -> Pipeline
         error_seen: AtomicBool::new(false),
         commit_abandoned: AtomicBool::new(false),
         metrics: Arc::new(Metrics::new()),
+        held: Mutex::default(),
     };
     super::consumer_config(settings)
         .expect("a consumer configuration for the tests")
@@ -249,6 +295,7 @@ impl ConsumerThread {
             error_seen: AtomicBool::new(false),
             commit_abandoned: AtomicBool::new(false),
             metrics,
+            held: Mutex::default(),
         };
         let consumer: PipelineConsumer = config.create_with_context(context).map_err(|error| {
             super::KafkaSetupError::Create {
@@ -372,7 +419,15 @@ impl PollLoop {
                 }
                 paused_all = true;
             }
-            let polled = self.consumer.poll(Duration::from_millis(100));
+            // While records are held, only what the client has ready is
+            // taken: the batch goes as soon as nothing more is.
+            let context = self.consumer.context();
+            let wait = if context.holds_records() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            let polled = self.consumer.poll(wait);
             if let Some(Err(error)) = &polled {
                 tracing::warn!(error = %error, "Kafka consumer error.");
                 self.consumer
@@ -384,7 +439,11 @@ impl PollLoop {
                 break;
             }
             match polled {
-                None | Some(Err(_)) => {}
+                None | Some(Err(_)) => {
+                    if !context.hand_over_held() {
+                        break;
+                    }
+                }
                 Some(Ok(message)) => {
                     if !fetching {
                         // Not tracked, so never committed: its next owner reads it.
@@ -427,7 +486,7 @@ impl PollLoop {
                             .headers()
                             .and_then(super::dead_letter::replayed_from),
                     };
-                    if self.hand_over(ConsumerEvent::Record(record)).is_err() {
+                    if context.hold(record) >= HANDOVER_BATCH && !context.hand_over_held() {
                         break;
                     }
                 }
@@ -471,19 +530,6 @@ impl PollLoop {
                 true
             }
             None => false,
-        }
-    }
-
-    /// Hands an event to the coordinator, waiting while the channel is
-    /// full; `Err` when the coordinator is gone. Trying first spares the
-    /// blocking path's set-up when there is room, as there nearly always is.
-    fn hand_over(&self, event: ConsumerEvent) -> Result<(), ()> {
-        match self.events.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                self.events.blocking_send(event).map_err(|_| ())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
         }
     }
 
@@ -573,6 +619,108 @@ mod tests {
         thread.shut_down();
     }
 
+    /// A record as the polling loop would hold it.
+    fn held_record(offset: i64) -> Record {
+        Record {
+            tp: TopicPartition {
+                topic: Arc::from("pos.purchases"),
+                partition: 0,
+            },
+            offset,
+            key: None,
+            payload: Vec::new(),
+            timestamp_ms: None,
+            decision: Decision::Skip(crate::mapping::SkipReason::NoIdentity),
+            trace_context: None,
+            replayed_from: None,
+        }
+    }
+
+    #[test]
+    fn an_event_sent_while_records_are_held_goes_after_them() {
+        let (events, mut received) = mpsc::channel(16);
+        let context = PipelineContext {
+            events,
+            revoke_wait: Duration::from_secs(1),
+            assignment_changed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            error_seen: AtomicBool::new(false),
+            commit_abandoned: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
+            held: Mutex::default(),
+        };
+        assert_eq!(context.hold(held_record(7)), 1);
+        assert_eq!(context.hold(held_record(8)), 2);
+        assert!(received.try_recv().is_err(), "held, not sent yet");
+        // What a rebalance callback sends: the held records go first.
+        assert!(context.send(ConsumerEvent::PartitionCount(3)));
+        match received.try_recv() {
+            Ok(ConsumerEvent::Records(records)) => {
+                let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+                assert_eq!(offsets, [7, 8]);
+            }
+            other => panic!("expected the held records first, got {other:?}"),
+        }
+        assert!(matches!(
+            received.try_recv(),
+            Ok(ConsumerEvent::PartitionCount(3))
+        ));
+        assert!(!context.holds_records());
+        assert!(context.hand_over_held(), "nothing held: nothing to send");
+        assert!(received.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_backlog_is_handed_over_in_batches_in_order_and_whole() {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+        const RECORDS: i64 = 500;
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        for n in 0..RECORDS {
+            let value = format!("not an event {n}");
+            producer
+                .send(BaseRecord::<str, str>::to("pos.purchases").payload(&value))
+                .expect("queued");
+        }
+        producer.flush(Duration::from_secs(10)).expect("written");
+        let (thread, mut received) = consumer_on(&cluster, "batch-test");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut offsets = Vec::new();
+        let mut batches = Vec::new();
+        while (offsets.len() as i64) < RECORDS {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {RECORDS} records handed over",
+                offsets.len()
+            );
+            match received.try_recv() {
+                Ok(ConsumerEvent::Records(records)) => {
+                    batches.push(records.len());
+                    offsets.extend(records.iter().map(|r| r.offset));
+                }
+                Ok(_) | Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        thread.shut_down();
+        assert_eq!(offsets, (0..RECORDS).collect::<Vec<_>>());
+        assert!(batches.iter().all(|&n| (1..=HANDOVER_BATCH).contains(&n)));
+        // The records were all there when the consumer started: they came
+        // in full batches, not one by one.
+        assert!(
+            batches.len() < offsets.len() / 4,
+            "{} batches for {} records: {batches:?}",
+            batches.len(),
+            offsets.len()
+        );
+    }
+
     #[test]
     fn a_tombstone_is_dead_lettered_as_what_it_is() {
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
@@ -591,7 +739,7 @@ mod tests {
         let record = loop {
             assert!(Instant::now() < deadline, "the tombstone was not read");
             match received.try_recv() {
-                Ok(ConsumerEvent::Record(record)) => break record,
+                Ok(ConsumerEvent::Records(mut records)) => break records.remove(0),
                 Ok(_) | Err(mpsc::error::TryRecvError::Empty) => {
                     std::thread::sleep(Duration::from_millis(20))
                 }

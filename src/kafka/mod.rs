@@ -57,8 +57,11 @@ pub struct Record {
 /// What the consumer thread tells the coordinator.
 #[derive(Debug)]
 pub enum ConsumerEvent {
-    /// A record to process.
-    Record(Record),
+    /// Records to process, in the order they were read: handed over in
+    /// batches of what the client had ready (at most
+    /// [`consumer::HANDOVER_BATCH`]), so the coordinator is woken once per
+    /// batch, not once per record.
+    Records(Vec<Record>),
     /// Partitions newly assigned to this pod.
     Assigned(Vec<TopicPartition>),
     /// Partitions being taken away: drain them, then answer with the

@@ -151,12 +151,12 @@ impl Harness {
 
     /// A sale of `customer` (or an anonymous one) at `offset` of `partition`.
     async fn record(&self, partition: i32, offset: i64, customer: Option<&str>) {
-        self.send(ConsumerEvent::Record(record(
+        self.send(ConsumerEvent::Records(vec![record(
             &self.mapping,
             partition,
             offset,
             customer,
-        )))
+        )]))
         .await;
     }
 
@@ -464,7 +464,7 @@ async fn an_update_task_that_panics_keeps_its_events_and_they_are_sent_again() {
     for event in [
         ConsumerEvent::PartitionCount(2),
         ConsumerEvent::Assigned(vec![tp(0)]),
-        ConsumerEvent::Record(record(&Mapping::default(), 0, 0, Some("CRM-1"))),
+        ConsumerEvent::Records(vec![record(&Mapping::default(), 0, 0, Some("CRM-1"))]),
     ] {
         c.state.on_event(event, now);
     }
@@ -515,7 +515,7 @@ async fn with_time_order_by_occurrence_a_late_event_never_overwrites_what_a_newe
         )
     };
     let send = |offset: i64, json: String| {
-        ConsumerEvent::Record(record_of(&h.mapping, 0, offset, Some("CRM-1"), json))
+        ConsumerEvent::Records(vec![record_of(&h.mapping, 0, offset, Some("CRM-1"), json)])
     };
     h.send(send(0, at("10:00:00", "S-new", "sale"))).await;
     eventually(Duration::from_secs(5), "the newer sale", || {
@@ -550,21 +550,21 @@ async fn by_default_each_update_goes_in_arrival_order_even_a_late_one() {
     h.assign(&[0]).await;
     let newer = sale(0, Some("CRM-1")).replace("10:15:00", "11:00:00");
     let late = sale(1, Some("CRM-1")).replace("10:15:01", "09:00:00");
-    h.send(ConsumerEvent::Record(record_of(
+    h.send(ConsumerEvent::Records(vec![record_of(
         &h.mapping,
         0,
         0,
         Some("CRM-1"),
         newer,
-    )))
+    )]))
     .await;
-    h.send(ConsumerEvent::Record(record_of(
+    h.send(ConsumerEvent::Records(vec![record_of(
         &h.mapping,
         0,
         1,
         Some("CRM-1"),
         late,
-    )))
+    )]))
     .await;
     eventually(Duration::from_secs(5), "both updates", || {
         h.sim.stats().accepted == 2
@@ -686,13 +686,13 @@ async fn a_dead_letter_producer_that_failed_for_good_stops_the_pod_before_the_ba
     .await;
     h.dead_letters.raise_fatal_error();
     // Offset 1 is not JSON: its dead letter cannot be written any more.
-    h.send(ConsumerEvent::Record(record_of(
+    h.send(ConsumerEvent::Records(vec![record_of(
         &h.mapping,
         0,
         1,
         Some("CRM-1"),
         "{".into(),
-    )))
+    )]))
     .await;
     let ended = tokio::time::timeout(Duration::from_secs(15), &mut h.task)
         .await

@@ -7,7 +7,11 @@ impl DeliveryState {
     /// One message from the consumer thread.
     pub(super) fn handle_event(&mut self, event: ConsumerEvent) {
         match event {
-            ConsumerEvent::Record(record) => self.on_record(record),
+            ConsumerEvent::Records(records) => {
+                for record in records {
+                    self.on_record(record);
+                }
+            }
             ConsumerEvent::Assigned(partitions) => {
                 for tp in partitions {
                     let cancel = self.abandon.child_token();

@@ -74,7 +74,7 @@ impl Machine {
     /// A sale of `customer` at `offset` of `partition`.
     fn record(&mut self, partition: i32, offset: i64, customer: &str) -> Vec<Action> {
         let record = record(&self.mapping, partition, offset, Some(customer));
-        self.event(ConsumerEvent::Record(record))
+        self.event(ConsumerEvent::Records(vec![record]))
     }
 
     /// Revokes partitions; the answer comes as an action.
@@ -721,7 +721,7 @@ fn with_time_order_what_the_pod_delivered_before_its_partition_went_drops_nothin
             "total":"1.00","items":[]}}"#
         );
         let record = record_of(&m.mapping, 0, offset, Some("c1"), json);
-        m.event(ConsumerEvent::Record(record));
+        m.event(ConsumerEvent::Records(vec![record]));
         updates(&m.dispatch())
     };
     m.assign(&[0]);
