@@ -557,6 +557,7 @@ mod tests {
     use super::*;
     use crate::ops::config::KafkaSettings;
     use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
     use rdkafka::types::RDKafkaRespErr;
 
     /// A consumer thread of `group` on `cluster`, with the default mapping,
@@ -619,6 +620,22 @@ mod tests {
         thread.shut_down();
     }
 
+    /// A one-broker mock cluster whose topic `pos.purchases` holds what
+    /// `write` produced.
+    fn cluster_holding(
+        write: impl FnOnce(&BaseProducer),
+    ) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        write(&producer);
+        producer.flush(Duration::from_secs(10)).expect("written");
+        cluster
+    }
+
     /// A record as the polling loop would hold it.
     fn held_record(offset: i64) -> Record {
         Record {
@@ -672,21 +689,15 @@ mod tests {
 
     #[test]
     fn a_backlog_is_handed_over_in_batches_in_order_and_whole() {
-        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
         const RECORDS: i64 = 500;
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
-        let producer: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .expect("producer");
-        for n in 0..RECORDS {
-            let value = format!("not an event {n}");
-            producer
-                .send(BaseRecord::<str, str>::to("pos.purchases").payload(&value))
-                .expect("queued");
-        }
-        producer.flush(Duration::from_secs(10)).expect("written");
+        let cluster = cluster_holding(|producer| {
+            for n in 0..RECORDS {
+                let value = format!("not an event {n}");
+                producer
+                    .send(BaseRecord::<str, str>::to("pos.purchases").payload(&value))
+                    .expect("queued");
+            }
+        });
         let (thread, mut received) = consumer_on(&cluster, "batch-test");
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut offsets = Vec::new();
@@ -723,17 +734,11 @@ mod tests {
 
     #[test]
     fn a_tombstone_is_dead_lettered_as_what_it_is() {
-        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("pos.purchases", 1, 1).expect("topic");
-        let producer: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .expect("producer");
-        producer
-            .send(BaseRecord::<str, [u8]>::to("pos.purchases").key("CRM-1"))
-            .expect("queued");
-        producer.flush(Duration::from_secs(10)).expect("written");
+        let cluster = cluster_holding(|producer| {
+            producer
+                .send(BaseRecord::<str, [u8]>::to("pos.purchases").key("CRM-1"))
+                .expect("queued");
+        });
         let (thread, mut received) = consumer_on(&cluster, "tombstone-test");
         let deadline = Instant::now() + Duration::from_secs(20);
         let record = loop {
