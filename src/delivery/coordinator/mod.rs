@@ -30,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 /// `DeliveryState::reconcile_pauses`).
 const RECONCILE_PAUSES_EVERY: Duration = Duration::from_secs(5);
 
-/// Events from the consumer thread taken in one turn of the loop at most,
-/// so that finished requests and commits are not kept waiting behind a
-/// long backlog of records.
+/// Records (and other events) from the consumer thread taken in one turn of
+/// the loop at most, so that finished requests and commits are not kept
+/// waiting behind a long backlog of records, and a partition whose buffer
+/// filled is paused (at the end of the turn) before much more of it came in.
 const EVENTS_AT_ONCE: usize = 256;
 
 /// Finished tasks taken in one turn of the loop at most: one look at the
@@ -217,14 +218,19 @@ impl Coordinator {
     }
 
     /// Hands `first`, and what else the consumer thread has handed over
-    /// already (up to [`EVENTS_AT_ONCE`]), to the state, in order: one turn
-    /// of the loop per handful of records instead of per record.
+    /// already (up to [`EVENTS_AT_ONCE`] records and events), to the state,
+    /// in order: one turn of the loop per handful of records instead of per
+    /// record.
     fn on_events(&mut self, first: ConsumerEvent) {
         let now = Instant::now();
+        let mut taken = weight(&first);
         self.state.on_event(first, now);
-        for _ in 1..EVENTS_AT_ONCE {
+        while taken < EVENTS_AT_ONCE {
             match self.events.try_recv() {
-                Ok(event) => self.state.on_event(event, now),
+                Ok(event) => {
+                    taken += weight(&event);
+                    self.state.on_event(event, now);
+                }
                 // Empty, or closed: the next `recv` says so.
                 Err(_) => break,
             }
@@ -247,6 +253,15 @@ impl Coordinator {
     pub fn watch_consumer(mut self, stopped: CancellationToken) -> Coordinator {
         self.consumer_stopped = stopped;
         self
+    }
+}
+
+/// How much of a turn's [`EVENTS_AT_ONCE`] an event takes: a batch of
+/// records one per record, any other event one.
+fn weight(event: &ConsumerEvent) -> usize {
+    match event {
+        ConsumerEvent::Records(records) => records.len().max(1),
+        _ => 1,
     }
 }
 
