@@ -138,12 +138,6 @@ impl Deref for AttributeName {
     }
 }
 
-impl AsRef<str> for AttributeName {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl Borrow<str> for AttributeName {
     fn borrow(&self) -> &str {
         self.as_str()
@@ -153,18 +147,6 @@ impl Borrow<str> for AttributeName {
 impl From<&str> for AttributeName {
     fn from(name: &str) -> AttributeName {
         AttributeName::new(name)
-    }
-}
-
-impl PartialEq<str> for AttributeName {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for AttributeName {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 

@@ -193,6 +193,16 @@ impl Harness {
 
     /// The group's committed offset of `partition`, read from the broker
     /// (-1 when none was committed).
+    /// Partition 0 assigned, its first record (CRM-1) delivered and committed.
+    async fn first_record_committed(&self) {
+        self.assign(&[0]).await;
+        self.record(0, 0, Some("CRM-1")).await;
+        eventually(Duration::from_secs(5), "the first commit", || {
+            self.committed(0) == 1
+        })
+        .await;
+    }
+
     fn committed(&self, partition: i32) -> i64 {
         use rdkafka::consumer::{BaseConsumer, Consumer as _};
         let reader: BaseConsumer = rdkafka::ClientConfig::new()
@@ -678,12 +688,7 @@ async fn a_drain_leaves_waiting_updates_to_the_next_owner_and_commits_before_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_producer_that_failed_for_good_stops_the_pod_before_the_bad_record() {
     let mut h = Harness::start(settings(Duration::from_secs(5), 1000), Faults::none()).await;
-    h.assign(&[0]).await;
-    h.record(0, 0, Some("CRM-1")).await;
-    eventually(Duration::from_secs(5), "the first commit", || {
-        h.committed(0) == 1
-    })
-    .await;
+    h.first_record_committed().await;
     h.dead_letters.raise_fatal_error();
     // Offset 1 is not JSON: its dead letter cannot be written any more.
     h.send(ConsumerEvent::Records(vec![record_of(
@@ -752,12 +757,7 @@ async fn a_drain_does_not_wait_out_a_retry_that_would_start_past_its_deadline() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_ends_in_bounded_time_when_the_broker_is_slow_to_take_the_commit() {
     let mut h = Harness::start(settings(Duration::from_secs(1), 1000), Faults::none()).await;
-    h.assign(&[0]).await;
-    h.record(0, 0, Some("CRM-1")).await;
-    eventually(Duration::from_secs(5), "the first commit", || {
-        h.committed(0) == 1
-    })
-    .await;
+    h.first_record_committed().await;
     // Every answer of the broker now takes 6 s: the group coordinator is as
     // good as unreachable for a pod with a grace period to keep.
     h.cluster

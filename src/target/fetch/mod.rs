@@ -116,16 +116,21 @@ impl FetchClient {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn an_endless_answer_is_read_no_further_than_the_cap() {
-        let address = crate::target::client::endless_body_server(200).await;
+    /// A fetch client for client code `acme` at a local test server.
+    fn client_of(address: std::net::SocketAddr, timeout_ms: u64) -> FetchClient {
         let settings = TargetSettings {
             client_code: "acme".into(),
             base_url: format!("http://{address}"),
-            timeout_ms: 3_000,
+            timeout_ms,
             ..TargetSettings::default()
         };
-        let client = FetchClient::new(&settings, 1).unwrap();
+        FetchClient::new(&settings, 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_no_further_than_the_cap() {
+        let address = crate::target::client::endless_body_server(200).await;
+        let client = client_of(address, 3_000);
         // Read whole, the body would run into the request timeout (a retry
         // with no status); cut at the cap, it is a 200 that is no profile.
         assert_eq!(
@@ -143,14 +148,9 @@ mod tests {
             let (address, _) =
                 crate::target::client::canned_server(head, crate::target::client::Then::Stall)
                     .await;
-            let settings = TargetSettings {
-                client_code: "acme".into(),
-                base_url: format!("http://{address}"),
-                timeout_ms: 500,
-                ..TargetSettings::default()
-            };
-            let client = FetchClient::new(&settings, 1).unwrap();
-            client.fetch(&Identity::ThirdParty("CRM-1".into())).await
+            client_of(address, 500)
+                .fetch(&Identity::ThirdParty("CRM-1".into()))
+                .await
         };
         // Target's throttle: its Retry-After holds whatever the body does.
         assert_eq!(
