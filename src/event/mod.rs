@@ -15,6 +15,7 @@ pub use parse::parse;
 pub use timestamp::{parse_rfc3339, Timestamp};
 pub use wellformed::MAX_DEPTH;
 
+use compact_str::CompactString;
 use rust_decimal::Decimal;
 use std::fmt;
 
@@ -103,12 +104,16 @@ impl Channel {
 
 /// Whose profile an event updates: Target knows a visitor either by a
 /// third-party id (`mbox3rdPartyId`) or by its own pc id (`mboxPC`).
+///
+/// Ids of up to 24 bytes (most CRM and pc ids) sit in the value itself:
+/// the delivery's queues hash, compare and copy an identity several times
+/// per update, without reaching for the heap.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Identity {
     /// `customer.third_party_id`, sent as `mbox3rdPartyId`.
-    ThirdParty(String),
+    ThirdParty(CompactString),
     /// `customer.pc_id`, sent as `mboxPC`.
-    Pc(String),
+    Pc(CompactString),
 }
 
 impl Identity {

@@ -232,8 +232,8 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     }
 
     let identity = match (third_party_id, pc_id) {
-        (Some(id), _) => Some(Identity::ThirdParty(id)),
-        (None, Some(id)) => Some(Identity::Pc(id)),
+        (Some(id), _) => Some(Identity::ThirdParty(id.into())),
+        (None, Some(id)) => Some(Identity::Pc(id.into())),
         (None, None) => None,
     };
     Ok(Purchase {

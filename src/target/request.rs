@@ -205,7 +205,7 @@ mod tests {
             }
             let refs: Vec<(&str, &str)> =
                 attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            let update = update(Identity::ThirdParty(id.clone()), &refs);
+            let update = update(Identity::ThirdParty(id.as_str().into()), &refs);
             proptest::prop_assert_eq!(encode_parameters(&update), expected);
         }
     }
@@ -244,7 +244,7 @@ mod tests {
         // Exactly at the limit stays in the query.
         let path_len = "/m2/acme/profile/update?".len();
         let filler = "a".repeat(MAX_REQUEST_TARGET - path_len - "mbox3rdPartyId=".len());
-        let request = endpoint.request(&update(Identity::ThirdParty(filler), &[]));
+        let request = endpoint.request(&update(Identity::ThirdParty(filler.into()), &[]));
         assert_eq!(request.form_body, None);
         assert_eq!(
             request.url.path().len() + 1 + request.url.query().unwrap().len(),

@@ -430,7 +430,7 @@ async fn batches_far_over_the_update_paths_body_limit_are_taken() {
     for i in 0..20_000 {
         encoder
             .push(&update(
-                Identity::ThirdParty(format!("CRM-{i}")),
+                Identity::ThirdParty(format!("CRM-{i}").into()),
                 &[("note", &value)],
             ))
             .unwrap();

@@ -338,8 +338,11 @@ async fn the_running_service_reads_back_its_accepted_updates_within_a_fetch_budg
     let (mut third, mut pc) = (Vec::new(), Vec::new());
     for n in profiles.keys() {
         match pos_profile_sync::generator::customer_id(*n) {
-            (true, id) => third.push(profile_update(Identity::ThirdParty(id), &[("seeded", "1")])),
-            (false, id) => pc.push(profile_update(Identity::Pc(id), &[("seeded", "1")])),
+            (true, id) => third.push(profile_update(
+                Identity::ThirdParty(id.into()),
+                &[("seeded", "1")],
+            )),
+            (false, id) => pc.push(profile_update(Identity::Pc(id.into()), &[("seeded", "1")])),
         }
     }
     for batch in [third, pc] {

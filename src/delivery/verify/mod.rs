@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn about_the_ratio_of_profiles_is_sampled_and_always_the_same_ones() {
         let ids: Vec<Identity> = (0..20_000)
-            .map(|n| Identity::ThirdParty(format!("CRM-{n}")))
+            .map(|n| Identity::ThirdParty(format!("CRM-{n}").into()))
             .collect();
         let taken = ids.iter().filter(|id| sampled(id, 0.1)).count();
         assert!((1_700..2_300).contains(&taken), "{taken} of 20000 at 0.1");

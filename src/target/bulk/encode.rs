@@ -71,7 +71,7 @@ impl BatchKind {
     }
 
     /// The identity of this kind with this id.
-    pub fn identity(self, id: impl Into<String>) -> Identity {
+    pub fn identity(self, id: impl Into<compact_str::CompactString>) -> Identity {
         match self {
             BatchKind::ThirdParty => Identity::ThirdParty(id.into()),
             BatchKind::Pc => Identity::Pc(id.into()),

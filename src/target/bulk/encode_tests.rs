@@ -160,7 +160,7 @@ fn ids_adobe_forbids_in_batch_files_are_refused_by_name() {
         Ok(())
     );
     assert_eq!(
-        check_batch_id(&Identity::Pc(String::new())),
+        check_batch_id(&Identity::Pc(Default::default())),
         Err(EncodeError::EmptyId)
     );
 }
