@@ -15,7 +15,6 @@ use crate::target::request::UpdateRequest;
 use crate::target::{TargetClient, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +36,8 @@ pub enum AttemptOutcome {
     /// Target refused the credentials: the gate now holds every sender back
     /// and probes; the update is tried again as soon as the gate lets it.
     AuthFailed,
-    /// Cancelled (drain deadline, revoke deadline, partition lost) before an answer.
+    /// Cancelled (drain deadline, revoke deadline, partition lost) before an
+    /// answer: the coordinator dropped the attempt.
     Abandoned,
 }
 
@@ -63,39 +63,30 @@ impl UpdateAttempts {
     /// Makes attempt number `attempt` (1 for the first): waits for the gate,
     /// sends, classifies. The attempt is a `pps.target.request` span placed
     /// by `trace`.
+    ///
+    /// An attempt is cancelled by dropping it (the coordinator does, when
+    /// its partition goes or the drain ends): it watches no token, as
+    /// looking at one on every poll cost a lock per poll of every attempt.
     pub async fn attempt(
         &self,
         request: UpdateRequest,
-        cancel: &CancellationToken,
         trace: &RequestTrace,
         attempt: u32,
     ) -> AttemptOutcome {
-        // A request the gate lets through at once does not listen for the
-        // cancel here: the send below looks at it first.
         let permit = match self.gate.try_acquire() {
             Some(permit) => permit,
-            None => tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return AttemptOutcome::Abandoned,
-                permit = self.gate.acquire() => permit,
-            },
+            None => self.gate.acquire().await,
         };
         if attempt > 1 {
             self.metrics.target_retries.inc();
         }
         let span = trace.attempt(attempt);
+        // Dropped unanswered (the attempt cancelled), the flight tells the
+        // controller nothing about load, and the gauge goes down all the same.
         let flight = self.concurrency.send();
-        self.metrics.target_in_flight.inc();
-        let answer = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            answer = self.client.send_request(request) => Some(answer),
-        };
-        self.metrics.target_in_flight.dec();
-        let Some(answer) = answer else {
-            // Dropping the flight tells the controller nothing about load.
-            return AttemptOutcome::Abandoned;
-        };
+        let in_flight = InFlight::count(&self.metrics);
+        let answer = self.client.send_request(request).await;
+        drop(in_flight);
         flight.land(signal_of(&answer.verdict, answer.timed_out));
         self.gate.set_reachable(answer.status.is_some());
         self.metrics
@@ -140,6 +131,23 @@ impl UpdateAttempts {
                 }
             }
         }
+    }
+}
+
+/// One update under way in the `target_in_flight` gauge, for as long as
+/// this lives: an attempt dropped before its answer is counted out too.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn count(metrics: &'a Metrics) -> InFlight<'a> {
+        metrics.target_in_flight.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.target_in_flight.dec();
     }
 }
 

@@ -62,7 +62,9 @@ impl Coordinator {
                 );
             }
             self.state.abandon_all();
-            // Abandoned tasks return at once; give them a moment.
+            // Update attempts end here; the other tasks see their tokens
+            // cancelled and return at once: give them a moment.
+            self.carry_out();
             let grace = Instant::now() + Duration::from_secs(1);
             while let Ok(Some(done)) = tokio::time::timeout_at(grace, self.tasks.next()).await {
                 self.on_task(done);

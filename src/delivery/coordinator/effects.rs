@@ -14,11 +14,18 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 impl Coordinator {
     /// Carries out every action the state has decided, in order.
+    /// Aborted tasks answer at once, and what the state decides on those
+    /// answers is carried out too.
     pub(super) fn carry_out(&mut self) {
         let mut actions = std::mem::take(&mut self.outbox);
-        self.state.take_actions(&mut actions);
-        for action in actions.drain(..) {
-            self.carry_out_one(action);
+        loop {
+            self.state.take_actions(&mut actions);
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions.drain(..) {
+                self.carry_out_one(action);
+            }
         }
         self.outbox = actions;
     }
@@ -26,6 +33,11 @@ impl Coordinator {
     fn carry_out_one(&mut self, action: Action) {
         match action {
             Action::Start { work, task } => self.start(work, task),
+            Action::Abort(works) => {
+                for done in self.tasks.abort(&works) {
+                    self.on_task(done);
+                }
+            }
             Action::Pause(tp) => {
                 let list = partition_list([&tp]);
                 if let Err(error) = self.consumer.pause(&list) {
@@ -74,13 +86,12 @@ impl Coordinator {
         match task {
             Task::Update {
                 request,
-                cancel,
                 trace,
                 attempt,
             } => {
                 let updates = self.updates.clone();
                 tasks.start(work, async move {
-                    TaskDone::Update(updates.attempt(request, &cancel, &trace, attempt).await)
+                    TaskDone::Update(updates.attempt(request, &trace, attempt).await)
                 })
             }
             Task::DeadLetter {

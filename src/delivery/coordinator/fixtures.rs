@@ -117,24 +117,36 @@ pub(super) fn bulk_delivery(
     }
 }
 
-/// The update attempts started: the work's id and its cancel token.
-pub(super) fn updates(actions: &[Action]) -> Vec<(WorkId, CancellationToken)> {
+/// The update attempts started.
+pub(super) fn updates(actions: &[Action]) -> Vec<WorkId> {
     actions
         .iter()
         .filter_map(|action| match action {
             Action::Start {
                 work,
-                task: Task::Update { cancel, .. },
-            } => Some((*work, cancel.clone())),
+                task: Task::Update { .. },
+            } => Some(*work),
             _ => None,
         })
+        .collect()
+}
+
+/// The update attempts stopped.
+pub(super) fn aborted(actions: &[Action]) -> Vec<WorkId> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Abort(works) => Some(works.clone()),
+            _ => None,
+        })
+        .flatten()
         .collect()
 }
 
 /// The one update attempt started.
 pub(super) fn one_update(actions: &[Action]) -> WorkId {
     match updates(actions).as_slice() {
-        [(work, _)] => *work,
+        [work] => *work,
         other => panic!("expected one update, got {}: {actions:?}", other.len()),
     }
 }

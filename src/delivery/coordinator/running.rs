@@ -73,6 +73,25 @@ impl Running {
         self.tasks.next().now_or_never().flatten()
     }
 
+    /// Ends the tasks of these works now (their futures are dropped, which
+    /// cancels their requests); each is reported as [`Ended::Cancelled`].
+    /// Those no longer running are skipped. It goes over every task, so it
+    /// is for rare events (a partition given up, the drain's end).
+    pub(super) fn abort(&mut self, works: &[WorkId]) -> Vec<Finished> {
+        let mut ended = Vec::new();
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in tasks {
+            if works.contains(&task.work) {
+                ended.push((task.work, Err(Ended::Cancelled)));
+            } else {
+                // Polled again at the next `next`: a future may be polled
+                // without a wake-up.
+                self.tasks.push(task);
+            }
+        }
+        ended
+    }
+
     /// Ends every task now (their futures are dropped, which cancels their
     /// requests); each is reported as [`Ended::Cancelled`].
     pub(super) fn abort_all(&mut self) -> Vec<Finished> {
@@ -209,5 +228,34 @@ mod tests {
         assert_eq!(ended, [0, 1, 2]);
         assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert!(running.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aborting_some_works_drops_only_theirs_and_the_rest_still_answer() {
+        let mut running = Running::default();
+        for n in 0..4 {
+            running.start(id(n), async move {
+                tokio::time::sleep(Duration::from_secs(n + 1)).await;
+                TaskDone::DeadLetter { written: true }
+            });
+        }
+        // Polled once, so the survivors' wake-ups are registered before the
+        // set is rebuilt.
+        assert!(running.try_next().is_none());
+        let ended = running.abort(&[id(1), id(3), id(9)]);
+        let mut works: Vec<u64> = ended
+            .into_iter()
+            .map(|(work, done)| {
+                assert!(matches!(done, Err(Ended::Cancelled)));
+                work.number()
+            })
+            .collect();
+        works.sort_unstable();
+        assert_eq!(works, [1, 3], "a work not running is skipped");
+        assert_eq!(running.len(), 2);
+        let (first, _) = running.next().await.unwrap();
+        let (second, _) = running.next().await.unwrap();
+        assert_eq!([first.number(), second.number()], [0, 2]);
+        assert!(running.next().await.is_none());
     }
 }

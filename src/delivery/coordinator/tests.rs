@@ -320,6 +320,29 @@ async fn a_lost_partitions_work_stops_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_target_holds_when_its_partition_is_lost_is_dropped_at_once() {
+    let h = Harness::start(settings(Duration::from_secs(30), 1000), Faults::none()).await;
+    h.assign(&[0, 1]).await;
+    h.sim.hold();
+    h.record(0, 0, Some("CRM-1")).await;
+    eventually(Duration::from_secs(5), "the update held by Target", || {
+        h.sim.stats().held == 1
+    })
+    .await;
+    assert_eq!(h.metrics.target_in_flight.get(), 1);
+    let answer = h.revoke(&[0], true).await;
+    assert!(answer_of(&answer, Duration::from_secs(1)).await.is_empty());
+    // Target still holds the request, and the client's timeout (2 s) is
+    // not near: only dropping the attempt ends it this soon.
+    eventually(Duration::from_millis(1_000), "the attempt dropped", || {
+        h.metrics.target_in_flight.get() == 0
+    })
+    .await;
+    h.sim.release();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_profile_failing_forever_does_not_hold_back_the_others() {
     let faults = Faults {
         failing_ids: vec!["CRM-stuck".into()],

@@ -137,7 +137,7 @@ impl DeliveryState {
     ) {
         // The request is built here, from the events' own update: the task
         // takes only the request, not a copy of the update.
-        let (Some(request), Some(first)) = (
+        let (Some(request), Some(_)) = (
             self.current_update(&items)
                 .map(|update| self.client.request(&update)),
             items.first(),
@@ -146,7 +146,6 @@ impl DeliveryState {
             self.superseded(profile, items);
             return;
         };
-        let cancel = self.cancel_token_of(&first.event);
         retry.attempts += 1;
         let attempt = retry.attempts;
         self.updates_in_flight += 1;
@@ -159,7 +158,6 @@ impl DeliveryState {
             },
             Task::Update {
                 request,
-                cancel,
                 trace,
                 attempt,
             },

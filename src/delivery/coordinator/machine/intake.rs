@@ -20,6 +20,7 @@ impl DeliveryState {
                         // assignment was answered (the consumer stopped
                         // waiting): that assignment's work is stale.
                         earlier.cancel.cancel();
+                        self.abort_updates(|event| event.tp == tp && event.epoch == earlier.epoch);
                         self.drop_backoffs_of(std::slice::from_ref(&tp));
                     }
                 }

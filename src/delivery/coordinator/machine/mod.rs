@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Names a task the coordinator runs for this state: the answer comes back
 /// under the same id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(in crate::delivery::coordinator) struct WorkId(u64);
 
 #[cfg(test)]
@@ -72,6 +72,10 @@ impl WorkId {
 pub(in crate::delivery::coordinator) enum Action {
     /// Run `task`; its result comes back with [`DeliveryState::on_task_done`].
     Start { work: WorkId, task: Task },
+    /// Stop these update attempts now (their partition went, or the drain
+    /// ended): each comes back at once as [`Ended::Cancelled`]. Update
+    /// attempts watch no cancel token; the other tasks do.
+    Abort(Vec<WorkId>),
     /// Stop fetching a partition: its buffer (or the pod's) is full.
     Pause(TopicPartition),
     /// Fetch these partitions again: their buffers have room.
@@ -101,7 +105,6 @@ pub(in crate::delivery::coordinator) enum Task {
     /// Attempt number `attempt` of a single update.
     Update {
         request: UpdateRequest,
-        cancel: CancellationToken,
         trace: RequestTrace,
         attempt: u32,
     },
@@ -177,6 +180,8 @@ pub(in crate::delivery::coordinator) struct DeliveryState {
     revokes: Vec<PendingRevoke>,
     /// Cancelled at the shutdown drain deadline: in-flight work is abandoned.
     abandon: CancellationToken,
+    /// `abandon` was cancelled: no event is live any more.
+    abandoned: bool,
     draining: bool,
     /// A commit was asked for and not answered yet.
     committing: bool,
@@ -276,6 +281,7 @@ impl DeliveryState {
             freshness,
             revokes: Vec::new(),
             abandon: CancellationToken::new(),
+            abandoned: false,
             draining: false,
             committing: false,
             counters,
@@ -412,6 +418,8 @@ impl DeliveryState {
     /// abandoned when it answers) and the backoffs are dropped.
     pub(in crate::delivery::coordinator) fn abandon_all(&mut self) {
         self.abandon.cancel();
+        self.abandoned = true;
+        self.abort_updates(|_| true);
         for backoff in self.backoffs.take_all() {
             for item in backoff.items {
                 item.span.finish(Outcome::Abandoned);
@@ -442,6 +450,26 @@ impl DeliveryState {
         self.next_work += 1;
         self.running.insert(id, work);
         self.actions.push(Action::Start { work: id, task });
+    }
+
+    /// Stops the running update attempts whose first event `stops`
+    /// (the event whose partition's token cancels the other kinds of task):
+    /// they come back as cancelled, and their work is abandoned.
+    fn abort_updates(&mut self, mut stops: impl FnMut(&EventRef) -> bool) {
+        let mut works: Vec<WorkId> = self
+            .running
+            .iter()
+            .filter_map(|(id, work)| match work {
+                Work::Update { items, .. } if items.first().is_some_and(|i| stops(&i.event)) => {
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect();
+        if !works.is_empty() {
+            works.sort_unstable();
+            self.actions.push(Action::Abort(works));
+        }
     }
 }
 

@@ -23,9 +23,11 @@ pub(super) struct PartitionState {
     pub(super) paused: bool,
     pub(super) revoking: bool,
     pub(super) last_committed: Option<i64>,
-    /// Cancels this assignment's tasks: at the revoke deadline, when the
-    /// partition is lost, or at the shutdown deadline (a child of the
-    /// coordinator's `abandon`).
+    /// Cancels this assignment's fetches, dead-letter writes and batch
+    /// tasks: at the revoke deadline, when the partition is lost, or at the
+    /// shutdown deadline (a child of the coordinator's `abandon`). Its
+    /// update attempts are aborted then too, by the coordinator
+    /// ([`Action::Abort`](super::Action::Abort)).
     pub(super) cancel: CancellationToken,
 }
 

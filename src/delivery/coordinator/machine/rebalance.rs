@@ -81,6 +81,7 @@ impl DeliveryState {
             // Running attempts and dead-letter writes stop now: a stale
             // attempt must not land after the new owner's newer updates.
             state.cancel.cancel();
+            self.abort_updates(|event| event.tp == tp && event.epoch == state.epoch);
             self.reported.remove(&tp);
             self.forget_partition_series(&tp);
             gone.push(tp);

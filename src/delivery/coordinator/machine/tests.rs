@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::delivery::coordinator::fixtures::{
-    bulk_delivery, one_update, record, record_of, settings, tp, updates,
+    aborted, bulk_delivery, one_update, record, record_of, settings, tp, updates,
 };
 use crate::delivery::gate::SendGate;
 use crate::mapping::Mapping;
@@ -250,13 +250,13 @@ fn a_revoke_answers_with_the_committable_offsets_once_its_partition_is_drained()
     }
     let sent = updates(&m.dispatch());
     assert_eq!(sent.len(), 3);
-    m.answer(sent[0].0, AttemptOutcome::Accepted);
-    m.answer(sent[2].0, AttemptOutcome::Accepted);
+    m.answer(sent[0], AttemptOutcome::Accepted);
+    m.answer(sent[2], AttemptOutcome::Accepted);
 
     assert_eq!(revoke_answers(&m.revoke(&[0], false)), Vec::<Vec<_>>::new());
     assert_eq!(revoke_answers(&m.check_revokes()), Vec::<Vec<_>>::new());
 
-    m.answer(sent[1].0, AttemptOutcome::Accepted);
+    m.answer(sent[1], AttemptOutcome::Accepted);
     assert_eq!(revoke_answers(&m.check_revokes()), vec![vec![(0, 3)]]);
 }
 
@@ -267,18 +267,50 @@ fn at_the_revoke_deadline_the_answer_is_what_finished_and_the_rest_is_cancelled(
     m.record(0, 0, "c1");
     m.record(0, 1, "c2");
     let sent = updates(&m.dispatch());
-    m.answer(sent[0].0, AttemptOutcome::Accepted);
+    m.answer(sent[0], AttemptOutcome::Accepted);
     m.revoke(&[0], false);
 
     m.advance(Duration::from_millis(999));
-    assert_eq!(revoke_answers(&m.check_revokes()), Vec::<Vec<_>>::new());
-    assert!(!sent[1].1.is_cancelled());
+    let before = m.check_revokes();
+    assert_eq!(revoke_answers(&before), Vec::<Vec<_>>::new());
+    assert_eq!(aborted(&before), vec![]);
 
     m.advance(Duration::from_millis(1));
-    assert_eq!(revoke_answers(&m.check_revokes()), vec![vec![(0, 1)]]);
-    assert!(
-        sent[1].1.is_cancelled(),
+    let at_deadline = m.check_revokes();
+    assert_eq!(revoke_answers(&at_deadline), vec![vec![(0, 1)]]);
+    assert_eq!(
+        aborted(&at_deadline),
+        vec![sent[1]],
         "the unfinished attempt is stopped"
+    );
+    let stop = at_deadline
+        .iter()
+        .position(|action| matches!(action, Action::Abort(_)));
+    let answer = at_deadline
+        .iter()
+        .position(|action| matches!(action, Action::AnswerRevoke { .. }));
+    assert!(
+        stop < answer,
+        "the attempt is stopped before the partition is handed over: {at_deadline:?}"
+    );
+}
+
+#[test]
+fn a_partition_assigned_again_stops_its_earlier_assignments_attempts_only() {
+    let mut m = Machine::new(default_settings());
+    m.assign(&[0, 1]);
+    m.record(0, 0, "c1");
+    m.record(1, 0, "c2");
+    let sent = updates(&m.dispatch());
+    assert_eq!(sent.len(), 2);
+    // The consumer stopped waiting for a revoke answer, and partition 0
+    // came back: the earlier assignment's attempt is stale.
+    m.revoke(&[0], false);
+    let again = m.assign(&[0]);
+    assert_eq!(
+        aborted(&again),
+        vec![sent[0]],
+        "partition 1's attempt runs on"
     );
 }
 
@@ -726,7 +758,7 @@ fn with_time_order_what_the_pod_delivered_before_its_partition_went_drops_nothin
     };
     m.assign(&[0]);
     let first = sale(&mut m, 0, "10:00:00");
-    m.answer(first[0].0, AttemptOutcome::Accepted);
+    m.answer(first[0], AttemptOutcome::Accepted);
     assert_eq!(m.commit(), vec![(0, 1)]);
     // Within the assignment, an older sale is left out: 10:00 was delivered.
     assert!(sale(&mut m, 1, "09:00:00").is_empty());
@@ -798,7 +830,7 @@ fn one_commit_is_under_way_at_a_time_and_the_next_carries_what_changed_meanwhile
     m.record(0, 0, "c1");
     m.record(0, 1, "c2");
     let sent = updates(&m.dispatch());
-    m.answer(sent[0].0, AttemptOutcome::Accepted);
+    m.answer(sent[0], AttemptOutcome::Accepted);
     m.state.on_commit_tick(m.now);
     let offsets = match m.actions().as_slice() {
         [Action::Commit(offsets)] => offsets.clone(),
@@ -807,7 +839,7 @@ fn one_commit_is_under_way_at_a_time_and_the_next_carries_what_changed_meanwhile
     assert_eq!(offsets.iter().map(|o| o.offset).collect::<Vec<_>>(), [1]);
 
     // The broker has not answered: the next tick waits.
-    m.answer(sent[1].0, AttemptOutcome::Accepted);
+    m.answer(sent[1], AttemptOutcome::Accepted);
     m.state.on_commit_tick(m.now);
     assert!(!m.actions().iter().any(|a| matches!(a, Action::Commit(_))));
 
@@ -927,7 +959,7 @@ proptest! {
         let mut accepted = vec![false; order.len()];
         let mut last = None;
         for index in order {
-            m.answer(sent[index].0, AttemptOutcome::Accepted);
+            m.answer(sent[index], AttemptOutcome::Accepted);
             accepted[index] = true;
             let first_open = accepted.iter().position(|done| !done).unwrap_or(accepted.len()) as i64;
             if let Some((_, offset)) = m.commit().pop() {

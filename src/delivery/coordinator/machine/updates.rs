@@ -210,10 +210,10 @@ impl DeliveryState {
     }
 
     /// Whether the event's partition is still owned and not being given up.
+    /// (A partition given up leaves [`Partitions`]; one still held has its
+    /// token cancelled only by the drain's end, which sets `abandoned`.)
     pub(super) fn is_live(&self, event: &EventRef) -> bool {
-        self.partitions
-            .current(&event.tp, event.epoch)
-            .is_some_and(|p| !p.cancel.is_cancelled())
+        !self.abandoned && self.partitions.current(&event.tp, event.epoch).is_some()
     }
 
     /// Drops the backoffs of partitions given up (revoke deadline, loss):
