@@ -41,6 +41,10 @@ struct Slot<K, T> {
     key: Option<K>,
     /// Items with their arrival numbers, oldest first.
     pending: VecDeque<(u64, T)>,
+    /// The arrival number of the oldest item, kept beside the queue: the
+    /// ready order and `finish` look at it for every update, and the
+    /// queue's buffer is usually cold by then.
+    head: Option<u64>,
     in_flight: bool,
 }
 
@@ -48,7 +52,12 @@ impl<K, T> Slot<K, T> {
     /// Whether the ready entry `(arrival, this slot)` names this slot's
     /// oldest waiting item of a profile free to send.
     fn ready_with(&self, arrival: u64) -> bool {
-        !self.in_flight && self.pending.front().map(|(a, _)| *a) == Some(arrival)
+        !self.in_flight && self.head == Some(arrival)
+    }
+
+    /// Notes the oldest item's arrival after the queue changed.
+    fn note_head(&mut self) {
+        self.head = self.pending.front().map(|(a, _)| *a);
     }
 }
 
@@ -83,6 +92,7 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
                     // single update, and the default first growth (to four)
                     // would make each buffered event cost three empty slots.
                     pending: VecDeque::with_capacity(1),
+                    head: None,
                     in_flight: false,
                 });
                 slot
@@ -117,6 +127,7 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         let slot = self.slot_for(key);
         let entry = &mut self.slots[slot as usize];
         entry.pending.push_back((arrival, item));
+        entry.head.get_or_insert(arrival);
         self.waiting += 1;
         if !entry.in_flight && entry.pending.len() == 1 {
             self.ready.push(Reverse((arrival, slot)));
@@ -138,6 +149,7 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
             };
             let take = max.max(1).min(entry.pending.len());
             let items: Vec<T> = entry.pending.drain(..take).map(|(_, item)| item).collect();
+            entry.note_head();
             self.waiting -= items.len();
             entry.in_flight = true;
             return Some((key, items));
@@ -180,9 +192,9 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         };
         let entry = &mut self.slots[slot as usize];
         entry.in_flight = false;
-        match entry.pending.front() {
+        match entry.head {
             None => self.release_if_idle(slot),
-            Some((arrival, _)) => self.ready.push(Reverse((*arrival, slot))),
+            Some(arrival) => self.ready.push(Reverse((arrival, slot))),
         }
     }
 
@@ -195,7 +207,7 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
             if entry.key.is_none() || entry.pending.is_empty() {
                 continue;
             }
-            let head = entry.pending.front().map(|(a, _)| *a);
+            let head = entry.head;
             let mut kept = VecDeque::with_capacity(entry.pending.len());
             for (arrival, item) in entry.pending.drain(..) {
                 if drop(&item) {
@@ -205,8 +217,9 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
                 }
             }
             entry.pending = kept;
+            entry.note_head();
             let slot = slot as u32;
-            match entry.pending.front().map(|(a, _)| *a) {
+            match entry.head {
                 Some(arrival) if !entry.in_flight && Some(arrival) != head => {
                     self.ready.push(Reverse((arrival, slot)));
                 }
