@@ -20,9 +20,13 @@ pub(crate) fn check(json: &str) -> Result<(), String> {
     let bytes = json.as_bytes();
     // Nearly every event: no escape at all (so no surrogate escape), and
     // fewer opening brackets, in strings or not, than the depth allowed.
-    // Both are counted over the bytes at once, with no state to track.
-    if !bytes.contains(&b'\\')
-        && bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_DEPTH
+    // Both are looked for with `memchr`'s vectorised search, with no state
+    // to track, and the count stops once it is past the limit.
+    if memchr::memchr(b'\\', bytes).is_none()
+        && memchr::memchr2_iter(b'[', b'{', bytes)
+            .take(MAX_DEPTH + 1)
+            .count()
+            <= MAX_DEPTH
     {
         return Ok(());
     }
