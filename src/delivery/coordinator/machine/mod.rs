@@ -137,7 +137,8 @@ pub(in crate::delivery::coordinator) enum Task {
 /// A task that ended without an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(in crate::delivery::coordinator) enum Ended {
-    /// Aborted (the end of the shutdown drain).
+    /// Aborted: at the end of the shutdown drain, or (an update attempt)
+    /// when its partition was given up.
     Cancelled,
     /// It panicked: a bug, not Target's answer.
     Panicked(String),

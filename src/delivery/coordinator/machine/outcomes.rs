@@ -148,7 +148,8 @@ impl DeliveryState {
         }
     }
 
-    /// Work whose task was aborted (the end of the shutdown drain).
+    /// Work whose task was aborted: at the end of the shutdown drain, or (an
+    /// update attempt) when its partition was given up.
     fn abandon_work(&mut self, work: Work) {
         match work {
             Work::Update {
