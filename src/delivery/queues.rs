@@ -204,7 +204,8 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         let mut removed = Vec::new();
         for slot in 0..self.slots.len() {
             let entry = &mut self.slots[slot];
-            if entry.key.is_none() || entry.pending.is_empty() {
+            // A free slot has nothing waiting.
+            if entry.pending.is_empty() {
                 continue;
             }
             let head = entry.head;

@@ -142,8 +142,8 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
         },
     }
 
-    let event_id = fields.required_string("event_id", 128)?;
-    let kind = match fields.required_string("event_type", usize::MAX)?.as_str() {
+    let event_id = fields.required_string("event_id", 128)?.into_owned();
+    let kind = match &*fields.required_string("event_type", usize::MAX)? {
         "sale" => EventKind::Sale,
         "return" => EventKind::Return,
         _ => {
@@ -160,7 +160,7 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
                 "must be an RFC 3339 date-time with an offset, such as 2026-11-28T10:15:00Z",
             )
         })?;
-    let store_id = fields.required_string("store_id", 64)?;
+    let store_id = fields.required_string("store_id", 64)?.into_owned();
     let channel = match fields.optional_raw_string("channel")?.as_deref() {
         None | Some("store") => Channel::Store,
         Some("online") => Channel::Online,
@@ -184,9 +184,11 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
     };
     let third_party_id = customer.optional_text("third_party_id", 256)?;
     let pc_id = customer.optional_text("pc_id", 128)?;
-    let loyalty_tier = customer.optional_text("loyalty_tier", 64)?;
+    let loyalty_tier = customer
+        .optional_text("loyalty_tier", 64)?
+        .map(Cow::into_owned);
 
-    let currency = fields.required_string("currency", usize::MAX)?;
+    let currency = fields.required_string("currency", usize::MAX)?.into_owned();
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(EventError::schema(
             "currency",
@@ -219,8 +221,8 @@ pub fn parse(bytes: &[u8]) -> Result<Purchase, EventError> {
             object: &item,
             prefix: Prefix::Item(index),
         };
-        let sku = item.required_string("sku", 64)?;
-        let category = item.optional_text("category", 64)?;
+        let sku = item.required_string("sku", 64)?.into_owned();
+        let category = item.optional_text("category", 64)?.map(Cow::into_owned);
         let quantity = item.required_integer("quantity", 1, 10_000)? as u32;
         let unit_price = item.required_amount("unit_price")?;
         items.push(Item {
@@ -311,15 +313,14 @@ impl<'a> Fields<'_, 'a> {
     }
 
     /// A string member as written, if present.
-    fn optional_raw_string(&self, name: &str) -> Result<Option<String>, EventError> {
+    fn optional_raw_string(&self, name: &str) -> Result<Option<Cow<'a, str>>, EventError> {
         let Some(raw) = self.get(name) else {
             return Ok(None);
         };
         if !raw.get().starts_with('"') {
             return Err(self.error(name, "must be a string"));
         }
-        self.string_value(name, raw)
-            .map(|value| Some(value.into_owned()))
+        self.string_value(name, raw).map(Some)
     }
 
     /// The value of a JSON string member. A string without escapes is its
@@ -342,7 +343,7 @@ impl<'a> Fields<'_, 'a> {
     }
 
     /// A required string of 1 to `max` characters, taken as written.
-    fn required_string(&self, name: &str, max: usize) -> Result<String, EventError> {
+    fn required_string(&self, name: &str, max: usize) -> Result<Cow<'a, str>, EventError> {
         let value = self
             .optional_raw_string(name)?
             .ok_or_else(|| self.error(name, "is required"))?;
@@ -354,7 +355,7 @@ impl<'a> Fields<'_, 'a> {
     }
 
     /// An optional string where empty or white space means absent.
-    fn optional_text(&self, name: &str, max: usize) -> Result<Option<String>, EventError> {
+    fn optional_text(&self, name: &str, max: usize) -> Result<Option<Cow<'a, str>>, EventError> {
         let Some(value) = self.optional_raw_string(name)? else {
             return Ok(None);
         };

@@ -149,6 +149,20 @@ mod tests {
         WorkId::for_tests(n)
     }
 
+    /// The numbers of the works that ended, sorted, each checked to have
+    /// ended as cancelled.
+    fn cancelled(ended: Vec<Finished>) -> Vec<u64> {
+        let mut works: Vec<u64> = ended
+            .into_iter()
+            .map(|(work, done)| {
+                assert!(matches!(done, Err(Ended::Cancelled)));
+                work.number()
+            })
+            .collect();
+        works.sort_unstable();
+        works
+    }
+
     #[tokio::test(start_paused = true)]
     async fn tasks_answer_in_the_order_they_finish_under_their_work_ids() {
         let mut running = Running::default();
@@ -216,16 +230,7 @@ mod tests {
         }
         assert!(running.try_next().is_none());
         assert_eq!(running.len(), 3);
-        let mut ended: Vec<u64> = running
-            .abort_all()
-            .into_iter()
-            .map(|(work, done)| {
-                assert!(matches!(done, Err(Ended::Cancelled)));
-                work.number()
-            })
-            .collect();
-        ended.sort_unstable();
-        assert_eq!(ended, [0, 1, 2]);
+        assert_eq!(cancelled(running.abort_all()), [0, 1, 2]);
         assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert!(running.is_empty());
     }
@@ -242,16 +247,11 @@ mod tests {
         // Polled once, so the survivors' wake-ups are registered before the
         // set is rebuilt.
         assert!(running.try_next().is_none());
-        let ended = running.abort(&[id(1), id(3), id(9)]);
-        let mut works: Vec<u64> = ended
-            .into_iter()
-            .map(|(work, done)| {
-                assert!(matches!(done, Err(Ended::Cancelled)));
-                work.number()
-            })
-            .collect();
-        works.sort_unstable();
-        assert_eq!(works, [1, 3], "a work not running is skipped");
+        assert_eq!(
+            cancelled(running.abort(&[id(1), id(3), id(9)])),
+            [1, 3],
+            "a work not running is skipped"
+        );
         assert_eq!(running.len(), 2);
         let (first, _) = running.next().await.unwrap();
         let (second, _) = running.next().await.unwrap();

@@ -137,11 +137,10 @@ impl DeliveryState {
     ) {
         // The request is built here, from the events' own update: the task
         // takes only the request, not a copy of the update.
-        let (Some(request), Some(_)) = (
-            self.current_update(&items)
-                .map(|update| self.client.request(&update)),
-            items.first(),
-        ) else {
+        let Some(request) = self
+            .current_update(&items)
+            .map(|update| self.client.request(&update))
+        else {
             // Nothing to send (no events, or every attribute superseded).
             self.superseded(profile, items);
             return;
