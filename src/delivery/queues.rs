@@ -10,6 +10,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::Hash;
 
+/// Up to this many waiting items, a profile's queue grows one item at a
+/// time; beyond, it doubles as usual.
+const SMALL_QUEUE: usize = 4;
+
 /// Work waiting per profile, and which profiles may send next.
 ///
 /// Each profile with work waiting or in flight has a slot; the profile's key
@@ -111,9 +115,10 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         }
         if let Some(key) = entry.key.take() {
             self.slot_of.remove(&key);
-            // A slot keeps its queue's room for the next profile, up to a
-            // little: one profile's burst is not kept for every later one.
-            if entry.pending.capacity() > 4 {
+            // The next profile most likely waits with one item: room for
+            // more, kept in every free slot, would cost the pod memory per
+            // buffered event (a queue item is about 240 bytes).
+            if entry.pending.capacity() > 1 {
                 entry.pending = VecDeque::with_capacity(1);
             }
             self.free.push(slot);
@@ -126,7 +131,13 @@ impl<K: Clone + Eq + Hash + Ord, T> ProfileQueues<K, T> {
         self.arrivals += 1;
         let slot = self.slot_for(key);
         let entry = &mut self.slots[slot as usize];
-        entry.pending.push_back((arrival, item));
+        // A profile with a few waiting grows one item at a time: the default
+        // growth (one to four) would leave most of the room empty.
+        let pending = &mut entry.pending;
+        if pending.len() == pending.capacity() && pending.capacity() < SMALL_QUEUE {
+            pending.reserve_exact(1);
+        }
+        pending.push_back((arrival, item));
         entry.head.get_or_insert(arrival);
         self.waiting += 1;
         if !entry.in_flight && entry.pending.len() == 1 {
@@ -273,6 +284,33 @@ mod tests {
         assert_eq!(q.pending_of(&"a").capacity(), 1);
         q.push("a", [1u8; 128]);
         assert_eq!(q.pending_of(&"a").len(), 2);
+    }
+
+    #[test]
+    fn a_queue_grows_one_item_at_a_time_while_small_and_doubles_beyond() {
+        let mut q = ProfileQueues::default();
+        let mut rooms = Vec::new();
+        for item in 0..6 {
+            q.push("a", [item; 128]);
+            rooms.push(q.pending_of(&"a").capacity());
+        }
+        assert_eq!(rooms, [1, 2, 3, 4, 8, 8]);
+    }
+
+    #[test]
+    fn a_slot_given_back_after_a_burst_keeps_room_for_one_item() {
+        // Free slots are reused by the next profiles, most with one item:
+        // the burst's room would otherwise be held for each of them.
+        let mut q = ProfileQueues::default();
+        for item in 0..3 {
+            q.push("a", [item; 128]);
+        }
+        assert_eq!(q.next_ready(3).map(|(_, items)| items.len()), Some(3));
+        q.finish(&"a");
+        assert_eq!(q.profiles(), 0);
+        q.push("b", [9; 128]);
+        assert_eq!(q.slots.len(), 1, "b reuses a's slot");
+        assert_eq!(q.pending_of(&"b").capacity(), 1);
     }
 
     #[test]
