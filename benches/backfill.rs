@@ -128,6 +128,8 @@ impl Options {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the binary does (src/main.rs).
+    pos_profile_sync::ops::memory::return_large_c_buffers_at_once();
     common::init_logs();
     let options = Options::from_env()?;
     let (simulator_runtime, runtime) = common::runtimes(2)?;

@@ -9,5 +9,6 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    pos_profile_sync::ops::memory::return_large_c_buffers_at_once();
     pos_profile_sync::cli::main()
 }

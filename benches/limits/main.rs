@@ -99,6 +99,8 @@ impl Bench {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the binary does (src/main.rs).
+    pos_profile_sync::ops::memory::return_large_c_buffers_at_once();
     common::init_logs();
     let phases = common::phases(
         "PPS_BENCH_PHASES",

@@ -9,6 +9,8 @@
 //! `max_buffered_per_partition` = `PPS_BENCH_MAX_BUFFERED` [10000], for
 //! `PPS_BENCH_RSS_S` [30] s. The peak is the child's `VmHWM` at the end; the records
 //! consumed and the paused partitions are scraped from its `/metrics`.
+//! `PPS_BENCH_SERVICE_BIN` runs another build of the service instead (to compare
+//! two builds in turns on the same machine).
 
 use crate::common::{self, env_or};
 use crate::Bench;
@@ -42,10 +44,12 @@ fn once(bench: &mut Bench, runtime: &Runtime, size: u64) -> anyhow::Result<Strin
     settings.server.listen = format!("127.0.0.1:{port}");
     println!("  backlog {size}: the service as a child process for {seconds} s...");
     pos_profile_sync::kafka::validate(&settings)?;
+    let binary = std::env::var("PPS_BENCH_SERVICE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pos-profile-sync").to_owned());
     let launch = Launch {
         log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         ..Launch::new(
-            env!("CARGO_BIN_EXE_pos-profile-sync"),
+            &binary,
             toml::to_string(&settings)?,
             settings.server.listen.parse()?,
         )

@@ -142,6 +142,8 @@ const PHASES: [&str; 5] = [
 ];
 
 fn main() -> anyhow::Result<()> {
+    // As the binary does (src/main.rs).
+    pos_profile_sync::ops::memory::return_large_c_buffers_at_once();
     common::init_logs();
     let options = Options::from_env()?;
     // As `run` does: export spans when OTEL_EXPORTER_OTLP_* says where (to
