@@ -294,7 +294,8 @@ mod tests {
             q.push("a", [item; 128]);
             rooms.push(q.pending_of(&"a").capacity());
         }
-        assert_eq!(rooms, [1, 2, 3, 4, 8, 8]);
+        assert_eq!(rooms[..4], [1, 2, 3, 4]);
+        assert!(rooms[4] >= 8, "beyond four it doubles: {rooms:?}");
     }
 
     #[test]
