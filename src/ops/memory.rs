@@ -17,7 +17,8 @@
 #[allow(unsafe_code)]
 pub fn return_large_c_buffers_at_once() {
     const THRESHOLD: libc::c_int = 128 * 1024;
-    if threshold_set_by(|name| std::env::var_os(name)) {
+    let var = |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned());
+    if threshold_set_by(var) {
         return;
     }
     // SAFETY: `mallopt` sets a parameter of glibc's allocator under the
@@ -36,25 +37,15 @@ pub fn return_large_c_buffers_at_once() {}
 /// Whether the environment (read through `var`) sets glibc's mapping
 /// threshold itself.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn threshold_set_by(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+fn threshold_set_by(var: impl Fn(&str) -> Option<String>) -> bool {
     var("MALLOC_MMAP_THRESHOLD_").is_some()
-        || var("GLIBC_TUNABLES")
-            .is_some_and(|tunables| tunables.to_string_lossy().contains("mmap_threshold"))
+        || var("GLIBC_TUNABLES").is_some_and(|tunables| tunables.contains("mmap_threshold"))
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| OsString::from(value))
-        }
-    }
+    use crate::ops::test_env as env;
 
     #[test]
     fn a_threshold_from_the_environment_is_left_alone() {

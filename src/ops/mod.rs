@@ -1,4 +1,5 @@
-//! Running the service: configuration, metrics, health, logs, shutdown.
+//! Running the service: configuration, metrics, health, logs, shutdown,
+//! memory.
 pub mod config;
 pub mod health;
 pub mod memory;
@@ -6,3 +7,17 @@ pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod traces;
+
+/// An environment for tests: looks `name` up in `pairs`, as the services'
+/// environment readers do in the process's environment.
+#[cfg(test)]
+pub(crate) fn test_env(
+    pairs: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}

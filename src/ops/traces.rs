@@ -89,17 +89,10 @@ impl TraceExport {
 #[cfg(test)]
 mod tests {
     use super::requested;
+    use crate::ops::test_env as with;
 
     #[test]
     fn only_a_non_empty_endpoint_variable_turns_the_export_on() {
-        let with = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| (*value).to_owned())
-            }
-        };
         assert!(!requested(with(&[])));
         assert!(!requested(with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])));
         assert!(!requested(with(&[("OTEL_SERVICE_NAME", "x")])));
