@@ -8,7 +8,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod traces;
 
-/// An environment for tests: looks `name` up in `pairs`, as the services'
+/// An environment for tests: looks `name` up in `pairs`, as the service's
 /// environment readers do in the process's environment.
 #[cfg(test)]
 pub(crate) fn test_env(
