@@ -152,6 +152,7 @@ pub async fn run(
             concurrency: AdaptiveConcurrency::new(
                 delivery.max_in_flight as usize,
                 metrics.concurrency_limit.clone(),
+                metrics.target_in_flight.clone(),
             ),
             retry,
             max_attempts: delivery.max_attempts,

@@ -82,11 +82,9 @@ impl UpdateAttempts {
         }
         let span = trace.attempt(attempt);
         // Dropped unanswered (the attempt cancelled), the flight tells the
-        // controller nothing about load, and the gauge goes down all the same.
+        // controller nothing about load, and leaves the in-flight count.
         let flight = self.concurrency.send();
-        let in_flight = InFlight::count(&self.metrics);
         let answer = self.client.send_request(request).await;
-        drop(in_flight);
         flight.land(signal_of(&answer.verdict, answer.timed_out));
         self.gate.set_reachable(answer.status.is_some());
         self.metrics
@@ -131,23 +129,6 @@ impl UpdateAttempts {
                 }
             }
         }
-    }
-}
-
-/// One update under way in the `target_in_flight` gauge, for as long as
-/// this lives: an attempt dropped before its answer is counted out too.
-struct InFlight<'a>(&'a Metrics);
-
-impl<'a> InFlight<'a> {
-    fn count(metrics: &'a Metrics) -> InFlight<'a> {
-        metrics.target_in_flight.inc();
-        InFlight(metrics)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.target_in_flight.dec();
     }
 }
 

@@ -406,22 +406,34 @@ impl Aimd {
     }
 }
 
-/// The controller shared by every sender, and its gauge.
+/// The controller shared by every sender, and its gauges.
 #[derive(Debug)]
 pub struct AdaptiveConcurrency {
     aimd: Mutex<Aimd>,
+    /// The limit.
     gauge: Gauge,
+    /// The requests under way: the controller's own count, published
+    /// whenever it changes, so a flight dropped unanswered counts out too.
+    in_flight: Gauge,
 }
 
 impl AdaptiveConcurrency {
-    /// Starts at one request; at most `max_in_flight`.
-    pub fn new(max_in_flight: usize, gauge: Gauge) -> Arc<AdaptiveConcurrency> {
+    /// Starts at one request; at most `max_in_flight`. `gauge` shows the
+    /// limit and `in_flight` the requests under way.
+    pub fn new(max_in_flight: usize, gauge: Gauge, in_flight: Gauge) -> Arc<AdaptiveConcurrency> {
         let aimd = Aimd::new(max_in_flight, Instant::now());
         gauge.set(aimd.limit() as i64);
+        in_flight.set(0);
         Arc::new(AdaptiveConcurrency {
             aimd: Mutex::new(aimd),
             gauge,
+            in_flight,
         })
+    }
+
+    /// Publishes the requests under way, read under the lock that changed them.
+    fn publish_in_flight(&self, aimd: &Aimd) {
+        self.in_flight.set(aimd.in_flight() as i64);
     }
 
     fn lock(&self) -> MutexGuard<'_, Aimd> {
@@ -439,7 +451,12 @@ impl AdaptiveConcurrency {
 
     /// A request goes out now; land the flight with its answer.
     pub fn send(self: &Arc<Self>) -> Flight {
-        let sent = self.lock().started();
+        let sent = {
+            let mut aimd = self.lock();
+            let sent = aimd.started();
+            self.publish_in_flight(&aimd);
+            sent
+        };
         Flight {
             owner: self.clone(),
             sent,
@@ -450,9 +467,12 @@ impl AdaptiveConcurrency {
 
     fn answered(&self, sent: Sent, sent_at: Instant, signal: Signal) {
         let now = Instant::now();
-        let changed = self
-            .lock()
-            .answered(now, sent, now.duration_since(sent_at), signal);
+        let changed = {
+            let mut aimd = self.lock();
+            let changed = aimd.answered(now, sent, now.duration_since(sent_at), signal);
+            self.publish_in_flight(&aimd);
+            changed
+        };
         if let Some(limit) = changed {
             self.gauge.set(limit as i64);
             tracing::debug!(limit, "Concurrency limit changed.");
@@ -482,7 +502,9 @@ impl Drop for Flight {
     fn drop(&mut self) {
         if !self.landed {
             // Abandoned: neither answered nor a sign of load.
-            self.owner.lock().cancelled();
+            let mut aimd = self.owner.lock();
+            aimd.cancelled();
+            self.owner.publish_in_flight(&aimd);
         }
     }
 }
@@ -686,13 +708,18 @@ mod tests {
 
     #[test]
     fn a_dropped_flight_leaves_nothing_in_flight_and_a_landed_one_is_counted_once() {
-        let shared = AdaptiveConcurrency::new(8, Gauge::default());
+        let in_flight = Gauge::default();
+        let shared = AdaptiveConcurrency::new(8, Gauge::default(), in_flight.clone());
         let flight = shared.send();
         assert_eq!(shared.lock().in_flight(), 1);
+        assert_eq!(in_flight.get(), 1);
         drop(flight);
         assert_eq!(shared.lock().in_flight(), 0);
+        assert_eq!(in_flight.get(), 0);
         let flight = shared.send();
+        assert_eq!(in_flight.get(), 1);
         flight.land(Signal::Answered);
         assert_eq!(shared.lock().in_flight(), 0);
+        assert_eq!(in_flight.get(), 0);
     }
 }

@@ -82,6 +82,7 @@ async fn build(settings: CoordinatorSettings, faults: Faults) -> (Coordinator, P
         concurrency: crate::delivery::concurrency::AdaptiveConcurrency::new(
             64,
             metrics.concurrency_limit.clone(),
+            metrics.target_in_flight.clone(),
         ),
         retry,
         max_attempts: 0,
