@@ -17,6 +17,9 @@ pub(super) struct CpuUse {
     pub(super) threads: BTreeMap<String, f64>,
 }
 
+/// The name of the threads a baseline run beside a pipeline uses.
+pub(super) const SIDE_RUNTIME: &str = "side-rt";
+
 /// The part of the process a thread belongs to, by its name.
 pub(super) fn part_of(thread_name: &str) -> &'static str {
     match thread_name {
@@ -25,6 +28,7 @@ pub(super) fn part_of(thread_name: &str) -> &'static str {
         name if name.starts_with("rdk:") || name == "producer pollin" => "librdkafka clients",
         "kafka-consumer" => "consumer thread",
         name if name.starts_with("bench-rt") => "async runtime",
+        name if name.starts_with(SIDE_RUNTIME) => "side client",
         _ => "other",
     }
 }
@@ -101,17 +105,23 @@ impl CpuUse {
     }
 
     /// The service's own CPU: everything but the simulator, the mock
-    /// brokers and the bench's commit watcher.
+    /// brokers, the bench's commit watcher and a baseline run beside it.
     pub(super) fn service_s(&self) -> f64 {
         self.total_s
             - self.part("simulator")
             - self.part("mock brokers")
             - self.part("bench observer")
+            - self.part("side client")
     }
 
-    /// The bare client's CPU: everything but the simulator.
-    pub(super) fn client_s(&self) -> f64 {
-        self.total_s - self.part("simulator")
+    /// The bare client's CPU: everything but the simulator; or, for a
+    /// baseline run beside a pipeline, only the side runtime's threads.
+    pub(super) fn client_s(&self, alongside: bool) -> f64 {
+        if alongside {
+            self.part("side client")
+        } else {
+            self.total_s - self.part("simulator")
+        }
     }
 }
 

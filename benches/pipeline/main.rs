@@ -24,11 +24,19 @@
 //!    runtime, the mock brokers, librdkafka client threads, the service's consumer
 //!    thread and the async runtime that runs the service (or the baseline's client).
 //!    The pipeline and the loop run again with 0 ms latency to show the cost floor.
+//!    This machine's speed moves between phases as much as the ratio itself, so
+//!    the ratio is also measured two more ways: pairs in turns (`PPS_BENCH_CPU_ROUNDS`,
+//!    each other pair running its baseline first), with each pair also corrected by
+//!    the simulator's CPU per request; and **side by side** (phase `together`): the
+//!    baseline loop, made ready beforehand, runs on a runtime of its own (threads
+//!    `side-rt*`, counted apart) from the pipeline's first accepted update, through
+//!    its delivery, so both sides see the machine at the same moments. Both then
+//!    share the 2 cores, which raises both figures; the ratio is what counts.
 //! 4. **Memory.** Peak RSS (`VmHWM`) after the pipeline phase, reset before it
 //!    (`/proc/self/clear_refs`) where the kernel allows. Events are streamed into Kafka,
 //!    not held, so the RSS before the phase is mostly the mock cluster's log.
 //!
-//! Run: `cargo bench --bench pipeline` (about a minute on 2 cores). Smoke run:
+//! Run: `cargo bench --bench pipeline` (about a minute and a half on 2 cores). Smoke run:
 //! `PPS_BENCH_EVENTS=5000 PPS_BENCH_SEQUENTIAL_EVENTS=50 cargo bench --bench pipeline`.
 //!
 //! Options (environment, defaults in brackets): `PPS_BENCH_EVENTS` [100000],
@@ -36,13 +44,13 @@
 //! [20], `PPS_BENCH_IN_FLIGHT` [256], `PPS_BENCH_COMMIT_INTERVAL_MS` [1000] and
 //! `PPS_BENCH_MAX_BUFFERED` [10000] (the service's defaults),
 //! `PPS_BENCH_SEQUENTIAL_EVENTS` [500], `PPS_BENCH_PHASES`
-//! [pipeline,baseline,floor,floor-baseline,sequential], `PPS_BENCH_SIM_THREADS` [2],
+//! [pipeline,baseline,together,floor,floor-baseline,sequential], `PPS_BENCH_SIM_THREADS` [2],
 //! `PPS_BENCH_TIMEOUT_S` [180, per phase], `PPS_BENCH_THREADS` [0; 1 lists CPU by
 //! thread name], `PPS_BENCH_CPU_ROUNDS` [1; more runs further pipeline and baseline
-//! pairs in turns and prints each pair's CPU ratio and their median, also
-//! corrected for the machine's speed: the service's CPU scaled by the
-//! simulator's CPU per request in the baseline phase over that in the
-//! pipeline phase, the same work both times]; `RUST_LOG` [warn] for the
+//! pairs in turns (ABBA), printing each pair's CPU ratio, also corrected for the
+//! machine's speed (the service's CPU scaled by the simulator's CPU per request in
+//! the baseline phase over that in the pipeline phase, the same work both times),
+//! and their medians; the `together` phase runs that many times]; `RUST_LOG` [warn] for the
 //! service's own logs; `PPS_TEST_BROKER=tansu`
 //! with `PPS_TANSU_BIN` puts the events in tansu instead of the mock cluster.
 
@@ -133,9 +141,10 @@ impl Options {
 }
 
 /// Every phase, in the order they run.
-const PHASES: [&str; 5] = [
+const PHASES: [&str; 6] = [
     "pipeline",
     "baseline",
+    "together",
     "floor",
     "floor-baseline",
     "sequential",
@@ -170,17 +179,21 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let latency = options.latency_ms;
-    let pipeline_at = |latency, round| {
+    let pipeline_told = |latency, round, delivering| {
         runtime.block_on(pipeline(
             &options,
             &kafka,
             &ends,
             &workload,
             &simulators,
-            latency,
-            round,
+            PhaseRun {
+                latency_ms: latency,
+                round,
+                delivering,
+            },
         ))
     };
+    let pipeline_at = |latency, round| pipeline_told(latency, round, None);
     let baseline_at = |latency| runtime.block_on(http_baseline(&options, &simulators, latency));
     if options.runs("pipeline") {
         report.pipeline = Some(pipeline_at(latency, 1)?);
@@ -193,9 +206,30 @@ fn main() -> anyhow::Result<()> {
         // More pairs in turns: this machine's speed moves between phases
         // as much as the figure itself, so the median of several says more.
         for round in 2..=options.cpu_rounds {
-            let pipeline = pipeline_at(latency, round)?;
-            let baseline = baseline_at(latency)?;
+            // Every other pair runs its baseline first (ABBA), so that
+            // whatever one phase leaves behind for the next counts against
+            // each side equally often.
+            let (pipeline, baseline) = if round % 2 == 0 {
+                let baseline = baseline_at(latency)?;
+                (pipeline_at(latency, round)?, baseline)
+            } else {
+                let pipeline = pipeline_at(latency, round)?;
+                (pipeline, baseline_at(latency)?)
+            };
             report.cpu_rounds.push(CpuRound::of(&pipeline, &baseline));
+        }
+    }
+    if options.runs("together") {
+        let side = side_runtime()?;
+        for round in 1..=options.cpu_rounds {
+            // After the pairs' groups: every round reads the topic from the start.
+            let round = options.cpu_rounds + round;
+            let (pipeline, baseline) = side_by_side(&options, &simulators, &side, |delivering| {
+                pipeline_told(latency, round, Some(delivering))
+            })?;
+            report
+                .together_rounds
+                .push(CpuRound::of(&pipeline, &baseline));
         }
     }
     if options.runs("floor") {
@@ -215,6 +249,52 @@ fn main() -> anyhow::Result<()> {
         export.shut_down(Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// The runtime a baseline beside a pipeline runs on, as many workers as
+/// the bench's, its threads named so that their CPU is told apart.
+fn side_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SIDE_RUNTIME)
+        .enable_all()
+        .build()?)
+}
+
+/// A pipeline phase with a baseline beside it: the baseline's simulator,
+/// requests and client are made first; its loop starts, on the `side`
+/// runtime and a thread of its own, when the pipeline's first update is
+/// accepted, and so runs through the pipeline's delivery. Both see the
+/// machine at the same moments, whatever its speed does meanwhile.
+fn side_by_side(
+    options: &Options,
+    simulators: &Handle,
+    side: &tokio::runtime::Runtime,
+    run_pipeline: impl FnOnce(tokio::sync::oneshot::Sender<()>) -> anyhow::Result<PipelineResult>,
+) -> anyhow::Result<(PipelineResult, HttpResult)> {
+    let prepared = side.block_on(Baseline::prepare(options, simulators, options.latency_ms))?;
+    let (delivering, go) = tokio::sync::oneshot::channel();
+    // The loop's thread lives until the pipeline has taken its CPU figures:
+    // a thread that ended would count as the service's ("other").
+    let (pipeline_done, wait_for_pipeline) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let beside = std::thread::Builder::new()
+            .name(format!("{SIDE_RUNTIME}-loop"))
+            .spawn_scoped(scope, move || {
+                let result = side.block_on(async {
+                    go.await
+                        .map_err(|_| anyhow::anyhow!("the pipeline ended before delivering"))?;
+                    prepared.run(simulators, true).await
+                });
+                let _ = wait_for_pipeline.recv();
+                result
+            })?;
+        let pipeline = run_pipeline(delivering);
+        drop(pipeline_done);
+        let baseline = beside
+            .join()
+            .map_err(|_| anyhow::anyhow!("the baseline beside the pipeline panicked"))?;
+        Ok((pipeline?, baseline?))
+    })
 }
 
 /// The generator's events for these options (the same every time).

@@ -18,6 +18,16 @@ pub(super) fn service_settings(
     settings
 }
 
+/// Which run of the pipeline phase this is.
+pub(super) struct PhaseRun {
+    /// The simulator's latency.
+    pub(super) latency_ms: u64,
+    /// Names the run's consumer group: each reads the topic from the start.
+    pub(super) round: usize,
+    /// Told when the first update is accepted (the group has joined).
+    pub(super) delivering: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// What one pipeline phase measured.
 pub(super) struct PipelineResult {
     pub(super) latency_ms: u64,
@@ -50,9 +60,13 @@ pub(super) async fn pipeline(
     ends: &[i64],
     workload: &Workload,
     simulators: &Handle,
-    latency_ms: u64,
-    round: usize,
+    run: PhaseRun,
 ) -> anyhow::Result<PipelineResult> {
+    let PhaseRun {
+        latency_ms,
+        round,
+        mut delivering,
+    } = run;
     // A group of its own per round: every round reads the topic from the start.
     let group = format!("bench-pipeline-{latency_ms}ms-{round}");
     let simulator = start_simulator(simulators, latency_ms).await?;
@@ -86,6 +100,12 @@ pub(super) async fn pipeline(
             updates_needed,
             handle.metrics.target_in_flight.get(),
         );
+        // Told once, at the first update accepted: the group has joined.
+        if progress.first.is_some() {
+            if let Some(delivering) = delivering.take() {
+                let _ = delivering.send(());
+            }
+        }
         if let Some(at) = watcher.done() {
             break at;
         }

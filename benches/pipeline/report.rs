@@ -16,6 +16,8 @@ pub(super) struct Report {
     pub(super) sequential: Option<SequentialResult>,
     /// The CPU figures of each pipeline and baseline pair, the first one included.
     pub(super) cpu_rounds: Vec<CpuRound>,
+    /// The CPU figures of each pipeline with a baseline beside it.
+    pub(super) together_rounds: Vec<CpuRound>,
 }
 
 /// The CPU goal.
@@ -39,7 +41,7 @@ impl CpuRound {
         let requests = pipeline.sim_requests.max(1) as usize;
         CpuRound {
             service_us: micros_per(pipeline.cpu.service_s(), pipeline.events),
-            client_us: micros_per(baseline.cpu.client_s(), baseline.requests),
+            client_us: micros_per(baseline.cpu.client_s(baseline.alongside), baseline.requests),
             simulator_us: (
                 micros_per(pipeline.cpu.part("simulator"), requests),
                 micros_per(baseline.cpu.part("simulator"), baseline.requests),
@@ -131,6 +133,7 @@ impl Report {
             self.print_baseline(options, result);
         }
         self.print_cpu_rounds();
+        self.print_together_rounds();
         if let Some(s) = &self.sequential {
             let events_per_s = rate(s.events as f64, s.elapsed);
             row(
@@ -247,6 +250,7 @@ impl Report {
     }
 
     /// Each pair's CPU ratio and their median, when more than one pair ran.
+    /// Pairs alternate which phase runs first (ABBA).
     fn print_cpu_rounds(&self) {
         if self.cpu_rounds.len() < 2 {
             return;
@@ -259,8 +263,13 @@ impl Report {
             String::new(),
         );
         for (index, round) in self.cpu_rounds.iter().enumerate() {
+            let first = if index % 2 == 1 {
+                "baseline"
+            } else {
+                "pipeline"
+            };
             row(
-                &format!("  pair {}", index + 1),
+                &format!("  pair {} ({first} first)", index + 1),
                 format!(
                     "{:.1} / {:.1} us = {:.2} ({:.1} / {:.1} us; corrected {:.2})",
                     round.service_us,
@@ -281,6 +290,39 @@ impl Report {
             "  median corrected for the machine's speed (simulator per request)",
             against_goal(median(
                 rounds.iter().map(CpuRound::speed_corrected).collect(),
+            )),
+        );
+    }
+
+    /// Each side-by-side round's CPU ratio and their median. Both simulators
+    /// share one runtime, so there is no correction: both sides ran at the
+    /// same moments.
+    fn print_together_rounds(&self) {
+        if self.together_rounds.is_empty() {
+            return;
+        }
+        row(
+            &format!(
+                "CPU in {} runs side by side: service / client, the baseline beside the pipeline's delivery",
+                self.together_rounds.len()
+            ),
+            String::new(),
+        );
+        for (index, round) in self.together_rounds.iter().enumerate() {
+            row(
+                &format!("  run {}", index + 1),
+                format!(
+                    "{:.1} / {:.1} us = {:.2}",
+                    round.service_us,
+                    round.client_us,
+                    round.ratio()
+                ),
+            );
+        }
+        row(
+            &format!("  median service / client (goal <= {CPU_GOAL})"),
+            against_goal(median(
+                self.together_rounds.iter().map(CpuRound::ratio).collect(),
             )),
         );
     }
@@ -317,7 +359,7 @@ impl Report {
         row("    simulator", per_request(result.cpu.part("simulator")));
         row(
             "    client (total - simulator)",
-            per_request(result.cpu.client_s()),
+            per_request(result.cpu.client_s(result.alongside)),
         );
         let pipeline = [&self.pipeline, &self.floor]
             .into_iter()
