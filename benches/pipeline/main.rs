@@ -31,7 +31,8 @@
 //!    baseline loop, made ready beforehand, runs on a runtime of its own (threads
 //!    `side-rt*`, counted apart) from the pipeline's first accepted update, through
 //!    its delivery, so both sides see the machine at the same moments. Both then
-//!    share the 2 cores, which raises both figures; the ratio is what counts.
+//!    share the 2 cores, so each side's figure includes that contention; the ratio
+//!    is what counts.
 //! 4. **Memory.** Peak RSS (`VmHWM`) after the pipeline phase, reset before it
 //!    (`/proc/self/clear_refs`) where the kernel allows. Events are streamed into Kafka,
 //!    not held, so the RSS before the phase is mostly the mock cluster's log.
