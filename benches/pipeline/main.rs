@@ -207,10 +207,7 @@ fn main() -> anyhow::Result<()> {
         // More pairs in turns: this machine's speed moves between phases
         // as much as the figure itself, so the median of several says more.
         for round in 2..=options.cpu_rounds {
-            // Every other pair runs its baseline first (ABBA), so that
-            // whatever one phase leaves behind for the next counts against
-            // each side equally often.
-            let (pipeline, baseline) = if round % 2 == 0 {
+            let (pipeline, baseline) = if baseline_first(round) {
                 let baseline = baseline_at(latency)?;
                 (pipeline_at(latency, round)?, baseline)
             } else {
@@ -250,6 +247,13 @@ fn main() -> anyhow::Result<()> {
         export.shut_down(Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// Whether pair `round` (from 1) runs its baseline first: every other pair
+/// does (ABBA), so that whatever one phase leaves behind for the next counts
+/// against each side equally often.
+fn baseline_first(round: usize) -> bool {
+    round % 2 == 0
 }
 
 /// The runtime a baseline beside a pipeline runs on, as many workers as

@@ -263,7 +263,7 @@ impl Report {
             String::new(),
         );
         for (index, round) in self.cpu_rounds.iter().enumerate() {
-            let first = if index % 2 == 1 {
+            let first = if baseline_first(index + 1) {
                 "baseline"
             } else {
                 "pipeline"
