@@ -18,6 +18,7 @@
 
 use super::{ConfigArg, EXIT_USAGE};
 use crate::delivery::fetch_budget::{FetchBudget, ProfileFetcher};
+use crate::delivery::gate::{RateShare, SendGate};
 use crate::delivery::verify::task::{judge_read_back, retry_delay};
 use crate::delivery::verify::{compare, Mismatch, ReadBack, Tally};
 use crate::event::{Identity, Timestamp};
@@ -261,19 +262,32 @@ fn load(config: &ConfigArg) -> Result<Settings, ConfigError> {
     ConfigError::from_problems(problems).map(|()| settings)
 }
 
-async fn run(settings: &Settings, profiles: &[ExpectedProfile]) -> anyhow::Result<Tally> {
-    let metrics = Arc::new(Metrics::new());
+/// The fetches of `verify`: the whole fetch budget (`existence.fetch_per_second`),
+/// and a gate of their own that holds `Retry-After` pauses. Target throttles
+/// the client, not one profile, so one fetch's `Retry-After` holds back every
+/// fetch, as it does in the service.
+fn fetcher(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<ProfileFetcher> {
     let existence = &settings.existence;
-    let fetcher = ProfileFetcher {
+    let share = RateShare {
+        per_second: existence.fetch_per_second,
+        burst: existence.fetch_burst,
+    };
+    Ok(ProfileFetcher {
         client: Arc::new(FetchClient::new(&settings.target, CONCURRENT)?),
         budget: Arc::new(FetchBudget::whole(
-            existence.fetch_per_second,
-            existence.fetch_burst,
+            share.per_second,
+            share.burst,
             metrics.clone(),
         )),
         metrics,
-        gate: None,
-    };
+        // Only its pause is used: the budget above paces the fetches, and
+        // refused credentials end a profile's check (no probing).
+        gate: Some(Arc::new(SendGate::new(share, settings.delivery.retry()))),
+    })
+}
+
+async fn run(settings: &Settings, profiles: &[ExpectedProfile]) -> anyhow::Result<Tally> {
+    let fetcher = fetcher(settings, Arc::new(Metrics::new()))?;
     let mut lines = futures::stream::iter(profiles)
         .map(|profile| check(&fetcher, profile))
         .buffered(CONCURRENT);
@@ -294,6 +308,37 @@ mod tests {
 
     fn event(line: &str) -> String {
         format!("{line}\n")
+    }
+
+    #[tokio::test]
+    async fn one_fetchs_retry_after_holds_back_the_next_profiles_fetch() {
+        let (address, arrivals) = crate::target::client::canned_server(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n",
+            crate::target::client::Then::Next,
+        )
+        .await;
+        let mut settings = Settings::default();
+        settings.target.client_code = "acme".into();
+        settings.target.base_url = format!("http://{address}");
+        settings.existence.fetch_per_second = 1000.0;
+        settings.existence.fetch_burst = 10;
+        let fetcher = fetcher(&settings, Arc::new(Metrics::new())).expect("fetcher");
+        assert!(matches!(
+            fetcher.fetch(&Identity::ThirdParty("CRM-1".into())).await,
+            FetchOutcome::Retry {
+                retry_after: Some(pause),
+                ..
+            } if pause == std::time::Duration::from_secs(1)
+        ));
+        // Another profile, well within the budget: it waits out the pause.
+        fetcher.fetch(&Identity::ThirdParty("CRM-2".into())).await;
+        let arrivals = arrivals.lock().expect("arrivals").clone();
+        assert_eq!(arrivals.len(), 2);
+        let apart = arrivals[1] - arrivals[0];
+        assert!(
+            apart >= std::time::Duration::from_millis(900),
+            "the second profile's fetch came {apart:?} after Target asked for 1 s"
+        );
     }
 
     #[test]

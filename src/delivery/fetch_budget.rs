@@ -132,7 +132,8 @@ pub struct ProfileFetcher {
     pub metrics: Arc<Metrics>,
     /// The pod's send gate, where updates are sent too: a `Retry-After`
     /// from either API holds back both (Target throttles the client, not
-    /// one API). `None` where nothing else is sent (the `verify` command).
+    /// one API). The `verify` command has a gate of its own for the pauses;
+    /// with `None`, a `Retry-After` holds back only its own profile.
     pub gate: Option<Arc<SendGate>>,
 }
 
